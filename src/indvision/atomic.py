@@ -1,0 +1,75 @@
+"""Write files so that a crash or power loss never leaves a half-written one behind.
+
+Every file is written to a temporary name in the same folder, flushed to disk, then renamed
+over the target (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from indvision.errors import IndvisionError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` if the block succeeds.
+
+    The caller writes the temporary path by any means (a library's ``save``, ``cv2.imwrite``).
+    On an exception the temporary file is removed and the target stays as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{target.suffix}")
+    try:
+        yield tmp
+        if tmp.is_file():
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        _remove(tmp)
+        raise IndvisionError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_bytes(target: str | Path, data: bytes) -> Path:
+    """Atomically write ``data`` to ``target``."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def write_text(target: str | Path, text: str) -> Path:
+    """Atomically write UTF-8 ``text`` to ``target``."""
+    return write_bytes(target, text.encode("utf-8"))
+
+
+def write_json(target: str | Path, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON."""
+    return write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,155 @@
+"""The one image decoder and resizer, used by ingest, training, evaluation and the edge runtime.
+
+Train/serve skew (an image decoded or resized one way for training and another way on the
+device) is the most common reason an exported model disagrees with the trained one. So there
+is exactly one path from bytes to model input, here, with numpy and OpenCV only — the edge
+runtime imports this module and must never pull in TensorFlow.
+
+Model input is always RGB, uint8 values, ``height x width x 3``; scaling to whatever the
+backbone wants happens inside the model.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from indvision.errors import IndvisionError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MAX_PIXELS = 100_000_000  # refuse before decoding: a forged header must not exhaust memory
+
+_RESIZE_METHODS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
+
+
+class ImageError(IndvisionError):
+    """An image file that cannot be used; ``reason`` is short enough for a CSV column."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height read from a PNG, JPEG or BMP header without decoding, else None."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                i += 1
+                continue
+            marker = data[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+                return width, height
+            i += 2 + length
+    return None
+
+
+def decode(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to RGB uint8 ``H x W x 3``.
+
+    Grayscale, RGBA (alpha dropped), 16-bit (scaled to 8-bit) and EXIF-rotated JPEGs all come
+    out the same way. Raises :class:`ImageError` naming ``source`` for anything unusable.
+    """
+    if not data:
+        raise ImageError(source, "empty file (0 bytes)")
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageError(
+            source, f"header claims {size[0]}x{size[1]} pixels, over the limit of {max_pixels}"
+        )
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-65536:]:
+        # libjpeg fills a cut-off JPEG with grey and only warns: refuse it instead
+        raise ImageError(source, "truncated JPEG (no end-of-image marker)")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV raises for some corrupt or oversized files
+        raise ImageError(source, f"cannot decode ({str(exc).strip().splitlines()[-1]})") from None
+    if bgr is None or bgr.size == 0:
+        raise ImageError(source, "not a decodable image (corrupt, truncated or not an image)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """Read a file's bytes, turning OS errors into an :class:`ImageError` naming the file."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read and decode one image file (any path, non-ASCII too) to RGB uint8."""
+    return decode(read_bytes(path), path, max_pixels)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an RGB image becomes model input; travels in the bundle's ``model.json``.
+
+    ``crop`` is an optional region of interest as fractions ``(x0, y0, x1, y1)`` of the image,
+    applied before resizing: the same crop on the training machine and on the device.
+    """
+
+    height: int
+    width: int
+    resize: str = "area"
+    crop: tuple[float, float, float, float] | None = None
+    channel_order: str = "RGB"
+    value_range: tuple[int, int] = (0, 255)
+    dtype: str = "uint8"
+
+    def __post_init__(self) -> None:
+        if self.resize not in _RESIZE_METHODS:
+            raise ValueError(
+                f"resize must be one of {sorted(_RESIZE_METHODS)}, not {self.resize!r}")
+        if self.crop is not None:
+            x0, y0, x1, y1 = self.crop
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                raise ValueError(f"crop must be fractions 0 <= x0 < x1 <= 1, got {self.crop}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("crop", "value_range"):
+            if known.get(key) is not None:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Crop and resize one RGB uint8 image to the model's input (``H x W x 3`` uint8)."""
+    if spec.crop is not None:
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = spec.crop
+        image = image[round(y0 * h) : max(round(y1 * h), round(y0 * h) + 1),
+                      round(x0 * w) : max(round(x1 * w), round(x0 * w) + 1)]
+    if image.shape[0] != spec.height or image.shape[1] != spec.width:
+        image = cv2.resize(image, (spec.width, spec.height),
+                           interpolation=_RESIZE_METHODS[spec.resize])
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def load(path: str | Path, spec: InputSpec) -> np.ndarray:
+    """Read, decode and prepare one image file for the model."""
+    return prepare(read_image(path), spec)

@@ -1,0 +1,133 @@
+"""Decisions and metrics in plain numpy, shared by evaluate, verify and the edge runtime.
+
+One implementation, so that the label a device prints is computed exactly as the label the
+evaluation report counted.
+
+Decision rule. Without a good class it is the arg-max. With a good class ``g`` (``ok``,
+``intact``) and a threshold ``t``, an image is good only when ``P(g) >= t``; otherwise it gets the
+most likely defect class. Raising ``t`` trades false rejects for fewer escapes (defective parts
+passed as good); evaluate picks the lowest ``t`` that meets the escape-rate target on validation.
+
+Groups. Several images of one object (a parcel's top and side views) are decided together, as a
+multi-camera tunnel does: the object takes the scores of its least-good view, so it is defective
+when any view is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def decide(scores: np.ndarray, good_index: int | None = None,
+           threshold: float | None = None) -> np.ndarray:
+    """Class index per row of ``scores`` (N x C probabilities) under the decision rule above."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if good_index is None or threshold is None:
+        return scores.argmax(axis=1)
+    others = scores.copy()
+    others[:, good_index] = -np.inf
+    return np.where(scores[:, good_index] >= threshold, good_index, others.argmax(axis=1))
+
+
+def group_key(path: str | Path, group_regex: str | None) -> str:
+    """The group of an image file: the regex's first group on the file name, else the file."""
+    name = Path(path).name
+    if group_regex:
+        match = re.search(group_regex, name)
+        if match:
+            return match.group(1) if match.groups() else match.group(0)
+    return str(path)
+
+
+def fuse_groups(scores: np.ndarray, groups: Sequence[str],
+                good_index: int | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-group scores: each group takes the row of its least-good member.
+
+    Returns (group names in first-seen order, the member index chosen per group, scores).
+    Without a good class the group takes the mean of its members' scores.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    order: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        order.setdefault(group, []).append(index)
+    names = list(order)
+    chosen, fused = [], []
+    for name in names:
+        members = order[name]
+        if good_index is None:
+            chosen.append(members[0])
+            fused.append(scores[members].mean(axis=0))
+        else:
+            pick = members[int(np.argmin(scores[members, good_index]))]
+            chosen.append(pick)
+            fused.append(scores[pick])
+    return names, np.array(chosen, dtype=int), np.array(fused).reshape(len(names), -1)
+
+
+def threshold_for_escape_rate(scores: np.ndarray, labels: np.ndarray, good_index: int,
+                              target: float, floor: float = 0.5) -> float:
+    """Lowest good-class threshold (at least ``floor``) whose escape rate is ≤ ``target``.
+
+    ``labels`` are true class indices. The escape rate is the share of defective items whose
+    good score reaches the threshold.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    defect_good_scores = np.sort(scores[np.asarray(labels) != good_index, good_index])[::-1]
+    if defect_good_scores.size == 0:
+        return floor
+    allowed = int(np.floor(target * defect_good_scores.size + 1e-9))
+    if allowed >= defect_good_scores.size:
+        return floor
+    # every defective item scoring at or above the threshold escapes: sit just above the
+    # (allowed+1)-th highest defective good-score
+    threshold = float(np.nextafter(defect_good_scores[allowed], np.inf))
+    return float(min(max(threshold, floor), 1.0))
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
+                           good_class: str | None = None) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix.
+
+    ``confusion[i][j]`` counts items of true class ``i`` predicted as ``j``. With a good class,
+    also ``defect_recall`` (defective items flagged as any defect: 1 − escape rate) and
+    ``false_reject_rate`` (good items flagged as defective).
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = np.asarray(y_pred, dtype=int)
+    n_classes = len(classes)
+    confusion = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp = confusion[i, i]
+        predicted, actual = confusion[:, i].sum(), confusion[i, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": float(precision), "recall": float(recall),
+                           "f1": float(f1), "support": int(actual)}
+    n = int(y_true.size)
+    result: dict[str, Any] = {
+        "n": n,
+        "accuracy": float((y_true == y_pred).mean()) if n else 0.0,
+        "errors": int((y_true != y_pred).sum()),
+        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])) if n_classes else 0.0,
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+        "classes": list(classes),
+    }
+    if good_class is not None and good_class in classes:
+        g = list(classes).index(good_class)
+        defective = y_true != g
+        good = ~defective
+        result["defect_recall"] = (float((y_pred[defective] != g).mean())
+                                   if defective.any() else None)
+        result["false_reject_rate"] = float((y_pred[good] != g).mean()) if good.any() else None
+        result["escapes"] = int((y_pred[defective] == g).sum())
+        result["false_rejects"] = int((y_pred[good] != g).sum())
+    return result

@@ -1,0 +1,115 @@
+"""Run a pipeline: ``python -m indvision.pipeline NAME|FILE [--data DIR] [--set stage.key=value]``.
+
+Each run gets a new folder ``exports/<pipeline>/<run_id>/``; the stages run in order and the
+manifest is rewritten after each. A config error stops everything before any work (exit 2);
+a failing stage marks the run failed and exits 1 with one clear line; Ctrl-C (or SIGTERM)
+marks it interrupted (exit 130). ``--resume RUN_ID`` continues an unfinished run from its first
+unfinished stage (training resumes from its last finished epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from indvision import config as config_mod
+from indvision.errors import ConfigError, IndvisionError
+from indvision.rundir import Run
+
+
+def log(message: str) -> None:
+    """Progress to stderr, flushed at once (runs are long; users watch them)."""
+    print(f"[indvision] {message}", file=sys.stderr, flush=True)
+
+
+def run_pipeline(spec: config_mod.PipelineSpec, out_dir: Path, resume: str | None = None) -> Run:
+    """Run every stage of ``spec`` in a new run folder (or resume one); return the run.
+
+    Raises :class:`IndvisionError` (after marking the run failed) when a stage fails.
+    """
+    if resume:
+        run = Run.open(Path(out_dir) / spec.name / resume)
+        if run.manifest.get("config_hash") != spec.hash():
+            raise ConfigError(f"run {resume} was made with another configuration; resume it "
+                              "without --set/--data changes, or start a new run")
+        run.set_status("running")
+        log(f"resuming run {run.root}")
+    else:
+        run = Run.create(out_dir, spec.name, spec.seed, spec.to_dict(), spec.hash())
+        log(f"run {run.root}")
+    total = len(spec.stages)
+    for index, (stage, cfg) in enumerate(spec.stages, start=1):
+        if run.stage_status(stage) == "done":
+            log(f"[{index}/{total}] {stage}: done earlier, skipped")
+            continue
+        log(f"[{index}/{total}] {stage} ...")
+        started = time.perf_counter()
+        run.start_stage(stage)
+        try:
+            outputs = config_mod.stage_module(stage).run(cfg, run)
+        except KeyboardInterrupt:
+            run.fail_stage(stage, "interrupted", "interrupted by the user",
+                           time.perf_counter() - started)
+            raise
+        except IndvisionError as exc:
+            run.fail_stage(stage, "failed", str(exc), time.perf_counter() - started)
+            raise IndvisionError(f"stage '{stage}' failed: {exc}") from exc
+        except Exception as exc:  # a bug or a library failure: keep the traceback for the report
+            log_path = run.root / "error.log"
+            log_path.write_text(traceback.format_exc(), encoding="utf-8")
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            run.fail_stage(stage, "failed", message, time.perf_counter() - started)
+            raise IndvisionError(f"stage '{stage}' failed: {message} "
+                                 f"(traceback in {log_path})") from exc
+        seconds = time.perf_counter() - started
+        run.finish_stage(stage, outputs, seconds)
+        log(f"[{index}/{total}] {stage}: done in {seconds:.1f} s")
+    run.set_status("done")
+    log(f"run finished: {run.root}")
+    return run
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m indvision.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pipeline", help="a name in pipelines/ (defect, parcel) or a YAML file")
+    parser.add_argument("--data", help="dataset: a folder-per-class tree or a CSV "
+                        "(path,label[,group]); default: generated synthetic images")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="STAGE.KEY=VALUE", help="override a setting (repeatable)")
+    parser.add_argument("--out", default="exports", help="runs go to OUT/<pipeline>/<run_id>/")
+    parser.add_argument("--resume", metavar="RUN_ID", help="continue an unfinished run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        spec = config_mod.load_pipeline(args.pipeline, args.overrides, args.data)
+        run_pipeline(spec, Path(args.out), resume=args.resume)
+    except KeyboardInterrupt:
+        print("interrupted: the run is marked 'interrupted' in its manifest.json; "
+              "continue it with --resume RUN_ID", file=sys.stderr)
+        return 130
+    except IndvisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

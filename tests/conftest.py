@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny, learnable image trees made on the fly, and run-folder helpers.
+
+Real image sets are read from ``../shared/data`` (beside the checkout) by the tests that need
+them; those tests skip with a reason where it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT_ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+SHARED_WEIGHTS = SHARED / "weights" / "mobilenetv2_1.00_160_notop.weights.h5"
+
+TINY_CLASSES = ("ok", "scratch", "spot")
+
+
+def draw_tiny(label: str, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """One tiny RGB image whose class is a shape: plain (ok), a line (scratch), a disk (spot)."""
+    base = rng.integers(90, 170)
+    image = np.clip(rng.normal(base, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+    if label == "scratch":
+        x0, x1 = rng.integers(0, size, 2)
+        cv2.line(image, (int(x0), 0), (int(x1), size - 1), (250, 250, 250), 3)
+    elif label == "spot":
+        cx, cy = rng.integers(size // 4, 3 * size // 4, 2)
+        cv2.circle(image, (int(cx), int(cy)), size // 6, (20, 20, 20), -1)
+    return image
+
+
+def make_tree(root: Path, classes=TINY_CLASSES, per_class: int = 16, size: int = 48,
+              seed: int = 0) -> Path:
+    """Write a folder-per-class tree of tiny PNGs (deterministic for a seed)."""
+    for c, label in enumerate(classes):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            rng = np.random.default_rng([seed, c, i])
+            image = draw_tiny(label, rng, size)
+            cv2.imwrite(str(folder / f"{i:03d}_a.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return root
+
+
+@pytest.fixture
+def tiny_tree(tmp_path: Path) -> Path:
+    """A fresh 3-class tree of 16 images per class, 48 px."""
+    return make_tree(tmp_path / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_tree_shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-wide 3-class tree (read-only by convention), 30 images per class."""
+    return make_tree(tmp_path_factory.mktemp("tiny_shared") / "data", per_class=30)
+
+
+def write_pipeline(path: Path, text: str) -> Path:
+    """Write a pipeline YAML for a test and return its path."""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def needs_shared(*parts: str) -> Path:
+    """Return ``../shared/<parts>`` or skip the test, saying what is missing and why."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: real data/weights live in ../shared beside the checkout")
+    return path

@@ -1,0 +1,175 @@
+"""Ingest: bad files rejected with reasons, duplicates removed, deterministic group-aware split."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from indvision.errors import IndvisionError
+from indvision.rundir import Run
+from indvision.stages import ingest
+from tests.conftest import make_tree, needs_shared
+
+
+def run_ingest(tmp_path: Path, source: Path, seed: int = 0, **settings) -> tuple[Run, dict]:
+    run = Run.create(tmp_path / "exports", "test", seed, {}, "h")
+    outputs = ingest.run(ingest.Config(source=str(source), **settings), run)
+    return run, outputs
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def add_bad_files(folder: Path) -> dict[str, str]:
+    """Write the usual suspects into ``folder``; return name → expected reason fragment."""
+    _ok, jpeg = cv2.imencode(".jpg", np.random.default_rng(1).integers(0, 255, (60, 60, 3),
+                                                                        dtype=np.uint8))
+    (folder / "truncated.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("hello", encoding="utf-8")
+    (folder / "notes.txt").write_text("not an image", encoding="utf-8")
+    cv2.imwrite(str(folder / "tiny.png"), np.zeros((4, 4, 3), np.uint8))
+    return {"truncated.jpg": "truncated", "empty.jpg": "empty file", "text.jpg": "not a decodable",
+            "notes.txt": "not an image file extension", "tiny.png": "too small"}
+
+
+def test_writes_declared_outputs_and_counts(tmp_path: Path, tiny_tree: Path) -> None:
+    _run, outputs = run_ingest(tmp_path, tiny_tree)
+    assert set(outputs) == {"splits", "classes", "report", "rejected"}
+    assert all(p.is_file() for p in outputs.values())
+    assert json.loads(outputs["classes"].read_text()) == ["ok", "scratch", "spot"]
+    rows = read_csv(outputs["splits"])
+    assert len(rows) == 48
+    report = json.loads(outputs["report"].read_text())
+    for split in ingest.SPLITS:
+        for label in ("ok", "scratch", "spot"):
+            assert report["counts"][split][label] >= 1, (split, label)
+    assert report["counts"]["test"]["ok"] == sum(
+        1 for r in rows if r["split"] == "test" and r["label"] == "ok")
+    assert len(report["dataset_hash"]) == 64
+
+
+def test_odd_but_valid_images_are_kept(tmp_path: Path, tiny_tree: Path) -> None:
+    folder = tiny_tree / "ok"
+    cv2.imwrite(str(folder / "gray.png"), np.full((40, 40), 120, np.uint8))
+    cv2.imwrite(str(folder / "rgba.png"), np.full((40, 40, 4), 120, np.uint8))
+    cv2.imwrite(str(folder / "deep.png"), np.full((40, 40), 30000, np.uint16))
+    cv2.imwrite(str(folder / "Prüf bild ✓.png"), np.full((40, 40, 3), 99, np.uint8))
+    _run, outputs = run_ingest(tmp_path, tiny_tree)
+    kept = {Path(r["path"]).name for r in read_csv(outputs["splits"])}
+    assert {"gray.png", "rgba.png", "deep.png", "Prüf bild ✓.png"} <= kept
+
+
+def test_bad_files_are_rejected_with_reasons_and_ingest_goes_on(tmp_path: Path,
+                                                                tiny_tree: Path) -> None:
+    expected = add_bad_files(tiny_tree / "scratch")
+    _run, outputs = run_ingest(tmp_path, tiny_tree)
+    rejected = {Path(r["path"]).name: r["reason"] for r in read_csv(outputs["rejected"])}
+    for name, reason in expected.items():
+        assert reason in rejected[name], (name, rejected.get(name))
+    assert len(read_csv(outputs["splits"])) == 48
+
+
+def test_too_few_images_left_fails_clearly(tmp_path: Path, tiny_tree: Path) -> None:
+    for path in list((tiny_tree / "spot").iterdir())[3:]:
+        path.unlink()
+    with pytest.raises(IndvisionError, match="'spot' has 3"):
+        run_ingest(tmp_path, tiny_tree)
+
+
+def test_single_class_fails_clearly(tmp_path: Path, tiny_tree: Path) -> None:
+    shutil.rmtree(tiny_tree / "scratch")
+    shutil.rmtree(tiny_tree / "spot")
+    with pytest.raises(IndvisionError, match="at least two classes"):
+        run_ingest(tmp_path, tiny_tree)
+
+
+def test_exact_duplicates_are_reported_and_never_in_two_splits(tmp_path: Path,
+                                                              tiny_tree: Path) -> None:
+    for path in sorted((tiny_tree / "ok").glob("*.png"))[:5]:
+        shutil.copy(path, path.with_name("copy_" + path.name))
+    _run, outputs = run_ingest(tmp_path, tiny_tree)
+    report = json.loads(outputs["report"].read_text())
+    assert report["duplicates"]["removed"] == 5
+    rows = read_csv(outputs["splits"])
+    hashes = [r["sha256"] for r in rows]
+    assert len(hashes) == len(set(hashes))
+
+
+def test_conflicting_duplicate_labels_drop_all_copies(tmp_path: Path, tiny_tree: Path) -> None:
+    source = sorted((tiny_tree / "ok").glob("*.png"))[0]
+    shutil.copy(source, tiny_tree / "spot" / "mislabelled.png")
+    _run, outputs = run_ingest(tmp_path, tiny_tree)
+    rejected = read_csv(outputs["rejected"])
+    assert sum("labels" in r["reason"] for r in rejected) == 2
+
+
+def test_split_is_deterministic_by_seed(tmp_path: Path, tiny_tree: Path) -> None:
+    _, a = run_ingest(tmp_path / "a", tiny_tree, seed=5)
+    _, b = run_ingest(tmp_path / "b", tiny_tree, seed=5)
+    _, c = run_ingest(tmp_path / "c", tiny_tree, seed=6)
+    assert a["splits"].read_bytes() == b["splits"].read_bytes()
+    assert a["splits"].read_bytes() != c["splits"].read_bytes()
+
+
+def test_group_regex_keeps_views_together(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "views", per_class=20)
+    for folder in tree.iterdir():  # a second view of every object
+        for path in list(folder.glob("*_a.png")):
+            shutil.copy(path, path.with_name(path.name.replace("_a", "_b")))
+            image = cv2.imread(str(path))
+            cv2.imwrite(str(path.with_name(path.name.replace("_a", "_b"))), 255 - image)
+    _run, outputs = run_ingest(tmp_path, tree, group_regex=r"^(\d+)_")
+    splits_of_group: dict[str, set[str]] = defaultdict(set)
+    for row in read_csv(outputs["splits"]):
+        splits_of_group[row["group"]].add(row["split"])
+    assert len(splits_of_group) == 60
+    assert all(len(s) == 1 for s in splits_of_group.values())
+
+
+def test_csv_source_with_bom_missing_files_and_groups(tmp_path: Path, tiny_tree: Path) -> None:
+    lines = ["path,label,group,comment"]
+    for label in ("ok", "spot"):
+        for i, path in enumerate(sorted((tiny_tree / label).glob("*.png"))):
+            lines.append(f"{label}/{path.name},{label},g{i // 2},x")
+    lines += ["ok/missing.png,ok,,x", "spot/000_a.png,,,x"]
+    csv_path = tiny_tree / "labels.csv"
+    csv_path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    _run, outputs = run_ingest(tmp_path, csv_path)
+    rows = read_csv(outputs["splits"])
+    assert {r["label"] for r in rows} == {"ok", "spot"}
+    assert all(r["group"].startswith("g") for r in rows)
+    reasons = [r["reason"] for r in read_csv(outputs["rejected"])]
+    assert any("file not found" in r for r in reasons)
+    assert any("empty label" in r for r in reasons)
+
+
+def test_csv_without_required_columns_names_the_file(tmp_path: Path) -> None:
+    csv_path = tmp_path / "bad.csv"
+    csv_path.write_text("file,class\na.png,ok\n", encoding="utf-8")
+    with pytest.raises(IndvisionError, match=re.escape(str(csv_path)) + ".*missing column"):
+        run_ingest(tmp_path, csv_path)
+
+
+@pytest.mark.shared
+def test_real_packages_no_parcel_in_two_splits(tmp_path: Path) -> None:
+    packages = needs_shared("data", "packages")
+    _run, outputs = run_ingest(tmp_path, packages, group_regex=r"^(\d+)_")
+    splits_of_parcel: dict[str, set[str]] = defaultdict(set)
+    rows = read_csv(outputs["splits"])
+    for row in rows:
+        parcel = re.match(r"^(\d+)_", Path(row["path"]).name).group(1)
+        splits_of_parcel[parcel].add(row["split"])
+    assert len(rows) == 300
+    assert all(len(s) == 1 for s in splits_of_parcel.values())
+    assert {r["split"] for r in rows} == {"train", "val", "test"}

@@ -1,0 +1,107 @@
+"""The one decoder: every odd input decodes the same way, or fails naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from indvision import images
+
+
+def _bgr(image_rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+
+
+def test_colour_png_round_trips_as_rgb(tmp_path: Path) -> None:
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    cv2.imwrite(str(tmp_path / "red.png"), _bgr(rgb))
+    out = images.read_image(tmp_path / "red.png")
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    assert out[0, 0].tolist() == [200, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("name", "pixels"),
+    [
+        ("gray.png", np.full((10, 12), 77, np.uint8)),
+        ("rgba.png", np.dstack([np.full((10, 12, 3), 77, np.uint8),
+                                np.full((10, 12), 5, np.uint8)])),
+        ("deep.png", np.full((10, 12), 77 * 257, np.uint16)),
+    ],
+)
+def test_gray_rgba_and_16_bit_become_rgb_uint8(tmp_path: Path, name: str,
+                                               pixels: np.ndarray) -> None:
+    cv2.imwrite(str(tmp_path / name), pixels)
+    out = images.read_image(tmp_path / name)
+    assert out.shape == (10, 12, 3) and out.dtype == np.uint8
+    assert np.all(out == 77)
+
+
+def test_non_ascii_and_space_paths(tmp_path: Path) -> None:
+    folder = tmp_path / "Prüfteil größe"
+    folder.mkdir()
+    _ok, data = cv2.imencode(".png", np.full((8, 8, 3), 9, np.uint8))
+    path = folder / "Bild 01 ✓.png"
+    path.write_bytes(data.tobytes())
+    assert images.read_image(path).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty file"),
+        (b"this is not an image", "not a decodable image"),
+    ],
+)
+def test_bad_bytes_name_the_file(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(images.ImageError, match=reason) as info:
+        images.read_image(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.8, 0.99])
+def test_truncated_jpeg_is_refused(tmp_path: Path, keep: float) -> None:
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    _ok, data = cv2.imencode(".jpg", noise)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data.tobytes()[: int(len(data) * keep)])
+    with pytest.raises(images.ImageError, match=r"truncated|not a decodable"):
+        images.read_image(path)
+
+
+def test_header_pixel_limit_refuses_before_decoding() -> None:
+    header = bytearray(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR")
+    header += (30000).to_bytes(4, "big") + (30000).to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
+    with pytest.raises(images.ImageError, match="30000x30000 pixels"):
+        images.decode(bytes(header), "huge.png")
+
+
+def test_header_size_reads_jpeg_and_bmp() -> None:
+    for ext in (".jpg", ".bmp", ".png"):
+        _ok, data = cv2.imencode(ext, np.zeros((21, 34, 3), np.uint8))
+        assert images.header_size(data.tobytes()) == (34, 21), ext
+
+
+def test_prepare_crops_then_resizes() -> None:
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[:, 100:] = 255  # right half white
+    spec = images.InputSpec(height=10, width=10, crop=(0.5, 0.0, 1.0, 1.0))
+    out = images.prepare(image, spec)
+    assert out.shape == (10, 10, 3)
+    assert np.all(out == 255)
+    assert images.prepare(image, images.InputSpec(height=50, width=40)).shape == (50, 40, 3)
+
+
+def test_input_spec_round_trip_and_validation() -> None:
+    spec = images.InputSpec(height=96, width=128, crop=(0.1, 0.2, 0.9, 1.0))
+    assert images.InputSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="resize"):
+        images.InputSpec(height=8, width=8, resize="cubic-ish")
+    with pytest.raises(ValueError, match="crop"):
+        images.InputSpec(height=8, width=8, crop=(0.5, 0.0, 0.4, 1.0))
