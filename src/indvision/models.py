@@ -1,0 +1,471 @@
+"""The backbone table and :func:`build_classifier`: every model indvision trains comes from here.
+
+One table (:data:`BACKBONES`) drives the code, the config validation and the tests: which
+``keras.applications`` constructor builds a backbone, what scaling it needs as Keras layers,
+which layers are its "top" for fine-tuning, and which file names hold its ImageNet weights in
+an offline mirror.
+
+The model convention (see the project contract): input float32 ``(batch, H, W, 3)`` RGB in
+0..255, output softmax probabilities. All scaling lives inside the model, so the exported
+files need no preprocessing code on the device.
+
+Weights, in the order they are looked for:
+
+* ``"none"``: random initialisation.
+* a path: a ``.weights.h5`` (Keras 3) or legacy ``.h5`` weights file for the backbone, or a
+  whole model (``.keras``) whose backbone (its ``backbone`` layer, or itself) is copied.
+* ``"imagenet"``: a file from a local mirror — the folders in ``$INDVISION_WEIGHTS_DIR``
+  (``os.pathsep``-separated), then ``<project>/../shared/weights`` — matched by the names the
+  table lists; else Keras' own download, which fails fast with a fix when offline.
+
+This module imports nothing heavy at import time: config validation reads the table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import urllib.error
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indvision.errors import IndvisionError, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import keras
+
+WEIGHTS_DIR_ENV = "INDVISION_WEIGHTS_DIR"
+BACKBONE_LAYER = "backbone"  # name of the backbone sub-model inside every classifier
+#: Input sizes Keras publishes ImageNet weights for (MobileNet families); used to match files.
+_KERAS_WEIGHT_SIZES = (224, 192, 160, 128, 96)
+#: EfficientNet's ImageNet stem divides by these after its Normalization layer (see
+#: keras/src/applications/efficientnet.py); only built when Keras itself loads "imagenet".
+_IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One row of the backbone table.
+
+    ``rescale`` is the ``(scale, offset)`` of a ``Rescaling`` layer put in front of the
+    backbone, or None when the backbone scales its input itself (MobileNetV3 and EfficientNet
+    include their preprocessing). ``top_from`` names the first layer of the blocks that
+    fine-tuning unfreezes by default. ``imagenet_files`` are file-name patterns (``{alpha}``,
+    ``{size}`` placeholders) that hold ImageNet weights for it in a local mirror.
+    """
+
+    name: str
+    constructor: str | None  # attribute of keras.applications; None: built here (small_cnn)
+    rescale: tuple[float, float] | None
+    top_from: str | None
+    imagenet_files: tuple[str, ...] = ()
+    alphas: tuple[float, ...] = (1.0,)
+    constructor_kwargs: tuple[tuple[str, Any], ...] = ()
+    pretrainable: bool = True  # False: no ImageNet weights exist (trained from scratch)
+    #: EfficientNet: the extra 1/sqrt(stddev) scaling Keras adds only for weights="imagenet";
+    #: folded into the Normalization variance when ImageNet weights come from a local file.
+    imagenet_variance_scale: tuple[float, ...] | None = None
+
+
+BACKBONES: dict[str, Backbone] = {
+    "small_cnn": Backbone(
+        name="small_cnn",
+        constructor=None,
+        rescale=(1.0 / 255.0, 0.0),
+        top_from=None,
+        alphas=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0),
+        pretrainable=False,
+    ),
+    "mobilenet_v2": Backbone(
+        name="mobilenet_v2",
+        constructor="MobileNetV2",
+        rescale=(1.0 / 127.5, -1.0),
+        top_from="block_13_expand",
+        imagenet_files=(
+            "mobilenetv2_{alpha:.2f}_{size}_notop.weights.h5",
+            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}_no_top.h5",
+        ),
+        alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    ),
+    "mobilenet_v3_small": Backbone(
+        name="mobilenet_v3_small",
+        constructor="MobileNetV3Small",
+        rescale=None,  # include_preprocessing=True: Rescaling(1/127.5, offset=-1) inside
+        top_from="expanded_conv_8_expand",
+        imagenet_files=(
+            "mobilenet_v3_small_{alpha:.2f}_notop.weights.h5",
+            "weights_mobilenet_v3_small_224_{alpha}_float_no_top_v2.h5",
+        ),
+        alphas=(0.75, 1.0),
+        constructor_kwargs=(("include_preprocessing", True),),
+    ),
+    "efficientnet_b0": Backbone(
+        name="efficientnet_b0",
+        constructor="EfficientNetB0",
+        rescale=None,  # Rescaling(1/255) + Normalization(ImageNet mean/var) inside
+        top_from="block6a_expand_conv",
+        imagenet_files=("efficientnetb0_notop.weights.h5", "efficientnetb0_notop.h5"),
+        imagenet_variance_scale=_IMAGENET_STDDEV_RGB,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a backbone's initial weights came from (written to train_info.json)."""
+
+    kind: str  # "none", "file", "imagenet-local", "imagenet-keras"
+    path: str | None = None
+    sha256: str | None = None
+
+    def describe(self) -> str:
+        return self.kind if self.path is None else f"{self.kind} ({self.path})"
+
+
+def get_backbone(name: str) -> Backbone:
+    """The table row for ``name``, or an error with a suggestion."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise IndvisionError(f"unknown backbone '{name}'{did_you_mean(name, BACKBONES)}") from None
+
+
+def check_choice(backbone: str, alpha: float, weights: str) -> None:
+    """Cheap validation for configs (no Keras): raises ValueError naming the bad setting."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone '{backbone}' is unknown{did_you_mean(backbone, BACKBONES)}")
+    row = BACKBONES[backbone]
+    if not any(math.isclose(alpha, a) for a in row.alphas):
+        raise ValueError(f"alpha {alpha} is not available for {backbone} "
+                         f"(choose one of {', '.join(map(str, row.alphas))})")
+    if weights == "imagenet" and not row.pretrainable:
+        raise ValueError(f"{backbone} has no ImageNet weights; use weights: none or a file")
+
+
+def default_weights(backbone: str) -> str:
+    """``imagenet`` for a pretrainable backbone, ``none`` for one trained from scratch."""
+    return "imagenet" if get_backbone(backbone).pretrainable else "none"
+
+
+def weight_dirs() -> list[Path]:
+    """The local mirror folders searched for ``imagenet`` weights, in order."""
+    from indvision.config import PROJECT_ROOT
+
+    dirs = [Path(p).expanduser() for p in os.environ.get(WEIGHTS_DIR_ENV, "").split(os.pathsep)
+            if p.strip()]
+    dirs.append(PROJECT_ROOT.parent / "shared" / "weights")
+    return dirs
+
+
+def imagenet_file_names(backbone: str, alpha: float = 1.0, size: int = 224) -> list[str]:
+    """Candidate file names for ImageNet weights, the closest input size first."""
+    row = get_backbone(backbone)
+    sizes = sorted(_KERAS_WEIGHT_SIZES, key=lambda s: (abs(s - size), -s))
+    names: list[str] = []
+    for pattern in row.imagenet_files:
+        for candidate in sizes:
+            name = pattern.format(alpha=float(alpha), size=candidate)
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def find_local_imagenet(backbone: str, alpha: float = 1.0, size: int = 224,
+                        dirs: Iterable[Path] | None = None) -> Path | None:
+    """The first mirror file holding ImageNet weights for this backbone, or None."""
+    names = imagenet_file_names(backbone, alpha, size)
+    for folder in (weight_dirs() if dirs is None else dirs):
+        for name in names:
+            path = Path(folder) / name
+            if path.is_file():
+                return path
+    return None
+
+
+def offline_message(backbone: str, alpha: float, size: int, reason: str) -> str:
+    """The fix for a missing ImageNet download (an air-gapped machine is a normal user)."""
+    names = imagenet_file_names(backbone, alpha, size)[:2]
+    searched = ", ".join(str(d) for d in weight_dirs())
+    return (f"weights: imagenet for {backbone} needs a download and this machine looks offline "
+            f"({reason}); fix: give a local weights file with `--set train.weights=PATH` "
+            f"(or `weights: PATH` under train: in the pipeline YAML), or put "
+            f"{' or '.join(names)} in a folder listed in ${WEIGHTS_DIR_ENV} "
+            f"(searched: {searched})")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _small_cnn(height: int, width: int, alpha: float) -> keras.Model:
+    """A from-scratch CNN: four double-conv blocks with BatchNorm, then global average pooling.
+
+    BatchNorm momentum is 0.9 (Keras' default is 0.99): with a few hundred images an epoch is
+    only tens of steps, and at 0.99 the moving statistics would still be near their initial
+    values after an epoch, so inference-mode predictions collapse onto one class. Train also
+    recalibrates the statistics after fitting (:func:`recalibrate_batchnorm`).
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((height, width, 3), name="scaled_image")
+    x = inputs
+    for block, base in enumerate((16, 32, 64, 128), start=1):
+        filters = max(8, round(base * alpha))
+        for conv in (1, 2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                              name=f"block{block}_conv{conv}")(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{conv}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+        if block < 4:
+            x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, x, name=BACKBONE_LAYER)
+
+
+def _keras_backbone(row: Backbone, height: int, width: int, alpha: float,
+                    weights: str | None) -> keras.Model:
+    import keras
+
+    kwargs = dict(row.constructor_kwargs)
+    if row.constructor in ("MobileNetV2", "MobileNetV3Small"):
+        kwargs["alpha"] = alpha
+    constructor = getattr(keras.applications, str(row.constructor))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "input shape not in [96..224]" and similar chatter
+        return constructor(input_shape=(height, width, 3), include_top=False, weights=weights,
+                           pooling="avg", name=BACKBONE_LAYER, **kwargs)
+
+
+def build_backbone(backbone: str, height: int, width: int, weights: str = "none",
+                   alpha: float = 1.0) -> tuple[keras.Model, WeightsSource]:
+    """The backbone alone (input: its own scaled image; output: pooled features).
+
+    Returns the model and where its weights came from. Raises :class:`IndvisionError` for
+    weights that cannot be found or do not fit.
+    """
+    row = get_backbone(backbone)
+    try:
+        check_choice(backbone, alpha, "none")
+    except ValueError as exc:
+        raise IndvisionError(f"train: {exc}") from None
+    if weights == "none":
+        model = (_small_cnn(height, width, alpha) if row.constructor is None
+                 else _keras_backbone(row, height, width, alpha, None))
+        return model, WeightsSource("none")
+    if weights == "imagenet":
+        if not row.pretrainable:
+            raise IndvisionError(f"train.weights: {backbone} has no ImageNet weights; "
+                                 "use weights: none or a weights file")
+        local = find_local_imagenet(backbone, alpha, height)
+        if local is not None:
+            model = _keras_backbone(row, height, width, alpha, None)
+            load_backbone_weights(model, local, backbone, alpha)
+            if row.imagenet_variance_scale is not None:
+                _fold_imagenet_stddev(model, row.imagenet_variance_scale)
+            return model, WeightsSource("imagenet-local", str(local), _sha256(local))
+        try:
+            model = _keras_backbone(row, height, width, alpha, "imagenet")
+        except Exception as exc:  # Keras raises a bare Exception("URL fetch failure ...")
+            if "URL fetch failure" in str(exc) or isinstance(
+                    exc, (OSError, urllib.error.URLError, TimeoutError)):
+                raise IndvisionError(offline_message(backbone, alpha, height,
+                                                     _first_line(exc))) from None
+            raise IndvisionError(f"train.weights: imagenet weights for {backbone} failed to "
+                                 f"load: {_first_line(exc)}") from None
+        return model, WeightsSource("imagenet-keras")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise IndvisionError(f"train.weights: no such file {path}; give 'none', 'imagenet' or "
+                             "the path of a weights file")
+    model = (_small_cnn(height, width, alpha) if row.constructor is None
+             else _keras_backbone(row, height, width, alpha, None))
+    load_backbone_weights(model, path, backbone, alpha)
+    return model, WeightsSource("file", str(path.resolve()), _sha256(path))
+
+
+def load_backbone_weights(model: keras.Model, path: Path, backbone: str, alpha: float) -> None:
+    """Load a weights file (or a whole saved model's backbone) into ``model``, or fail clearly.
+
+    ``.weights.h5`` and legacy ``.h5`` weights go through ``load_weights``; a ``.keras`` (or a
+    whole-model ``.h5``) is loaded and its ``backbone`` layer (or the model itself) copied.
+    """
+    print(f"models: loading {backbone} weights from {path}", flush=True)
+    fix = (f"use weights saved from {backbone} (alpha {alpha}) with include_top=False, "
+           "or weights: none")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nested-container chatter from older Keras files
+            if path.suffix == ".keras":
+                _copy_from_saved_model(model, path)
+            else:
+                try:
+                    model.load_weights(str(path))
+                except ValueError:
+                    if path.name.endswith(".weights.h5"):
+                        raise
+                    _copy_from_saved_model(model, path)  # a whole model saved as .h5
+    except IndvisionError:
+        raise
+    except Exception as exc:
+        raise IndvisionError(f"{path}: these weights do not fit backbone {backbone} "
+                             f"({_first_line(exc)}); {fix}") from None
+
+
+def _copy_from_saved_model(model: keras.Model, path: Path) -> None:
+    import keras
+
+    saved = keras.models.load_model(str(path), compile=False)
+    try:
+        source = saved.get_layer(BACKBONE_LAYER)
+    except ValueError:
+        source = saved
+    values = source.get_weights()
+    expected = [tuple(w.shape) for w in model.weights]
+    if [tuple(v.shape) for v in values] != expected:
+        raise ValueError(f"the saved model's weights ({len(values)} arrays) do not match the "
+                         f"backbone's ({len(expected)} arrays) in number or shape")
+    model.set_weights(values)
+
+
+def _fold_imagenet_stddev(model: keras.Model, stddev: tuple[float, ...]) -> None:
+    """EfficientNet built with ``weights=None`` lacks Keras' ImageNet-only 1/sqrt(std) scaling;
+    dividing by sqrt(std) after normalising equals normalising with variance * std."""
+    import numpy as np
+
+    for layer in model.layers:
+        if type(layer).__name__ == "Normalization":
+            variance = np.asarray(layer.adapt_variance)
+            layer.adapt_variance.assign(variance * np.asarray(stddev, variance.dtype))
+            layer.finalize_state()
+            return
+
+
+def _sha256(path: Path) -> str:
+    from indvision import atomic
+
+    return atomic.sha256_file(path)
+
+
+def build_classifier_with_source(
+    backbone: str,
+    n_classes: int,
+    height: int,
+    width: int,
+    weights: str = "none",
+    alpha: float = 1.0,
+    dropout: float = 0.2,
+) -> tuple[keras.Model, WeightsSource]:
+    """:func:`build_classifier`, also returning where the backbone's weights came from."""
+    import keras
+    from keras import layers
+
+    if n_classes < 2:
+        raise IndvisionError(f"a classifier needs at least 2 classes, got {n_classes}")
+    row = get_backbone(backbone)
+    base, source = build_backbone(backbone, height, width, weights, alpha)
+    print(f"models: {backbone} (alpha {alpha}) at {height}x{width}, weights: "
+          f"{source.describe()}", flush=True)
+    inputs = keras.Input((height, width, 3), dtype="float32", name="image")
+    x = inputs
+    if row.rescale is not None:
+        scale, offset = row.rescale
+        x = layers.Rescaling(scale, offset=offset, name="preprocess")(x)
+    # A pretrained backbone is called with training=False: its BatchNorm stays in inference
+    # mode even when its top is unfrozen for fine-tuning (the keras-io recipe). A from-scratch
+    # backbone's BatchNorm must learn its statistics, so it follows the training flag.
+    x = base(x, training=False) if row.pretrainable else base(x)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32",
+                           name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name=f"indvision_{backbone}")
+    return model, source
+
+
+def build_classifier(
+    backbone: str,
+    n_classes: int,
+    height: int,
+    width: int,
+    weights: str = "none",
+    alpha: float = 1.0,
+    dropout: float = 0.2,
+) -> keras.Model:
+    """A classifier: float32 RGB 0..255 ``(batch, height, width, 3)`` → softmax probabilities.
+
+    ``weights`` is ``"none"``, ``"imagenet"`` (local mirror first, see the module docstring) or
+    a path. The backbone is the layer named ``backbone``; the head is dropout + dense softmax.
+    """
+    return build_classifier_with_source(backbone, n_classes, height, width, weights, alpha,
+                                        dropout)[0]
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The backbone sub-model of a classifier built here."""
+    return model.get_layer(BACKBONE_LAYER)
+
+
+def freeze_backbone(model: keras.Model) -> None:
+    """Phase 1 of transfer learning: only the head trains."""
+    backbone_of(model).trainable = False
+
+
+def unfreeze_top(model: keras.Model, backbone: str, top_layers: int | None = None) -> int:
+    """Phase 2: unfreeze the backbone's top (BatchNorm layers stay frozen); returns how many
+    layers became trainable.
+
+    ``top_layers=None`` unfreezes from the table's ``top_from`` layer to the end; ``N``
+    unfreezes the last N layers.
+    """
+    base = backbone_of(model)
+    layers_list = base.layers
+    if top_layers is None:
+        start_name = get_backbone(backbone).top_from
+        names = [layer.name for layer in layers_list]
+        start = names.index(start_name) if start_name in names else 0
+    else:
+        start = max(0, len(layers_list) - top_layers)
+    base.trainable = True
+    unfrozen = 0
+    for index, layer in enumerate(layers_list):
+        is_bn = type(layer).__name__ == "BatchNormalization"
+        layer.trainable = index >= start and not is_bn
+        unfrozen += int(layer.trainable and bool(layer.weights))
+    return unfrozen
+
+
+def recalibrate_batchnorm(model: keras.Model, batches: Iterable[Any]) -> int:
+    """Re-estimate trainable BatchNorm layers' moving statistics as the exact average over
+    ``batches`` (inputs only), with the weights as they are now; returns the batch count.
+
+    After a short from-scratch fit the moving averages lag far behind the weights; this
+    makes inference mode match what the network learned. Frozen BatchNorm is untouched.
+    """
+    bn_layers = [layer for layer in _all_layers(model)
+                 if type(layer).__name__ == "BatchNormalization" and layer.trainable]
+    if not bn_layers:
+        return 0
+    saved = [layer.momentum for layer in bn_layers]
+    seen = 0
+    try:
+        for batch in batches:
+            for layer in bn_layers:  # moving = moving * k/(k+1) + batch/(k+1): a running mean
+                layer.momentum = seen / (seen + 1)
+            model(batch, training=True)
+            seen += 1
+        return seen
+    finally:
+        for layer, momentum in zip(bn_layers, saved, strict=True):
+            layer.momentum = momentum
+
+
+def _all_layers(model: Any) -> list[Any]:
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found

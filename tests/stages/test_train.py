@@ -1,0 +1,167 @@
+"""The train stage: config checks, declared outputs, the model convention, BatchNorm that works
+in inference mode, two-phase fine-tuning, and resuming without redoing finished epochs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indvision import config, images, pipeline
+from indvision.errors import ConfigError
+from indvision.rundir import Run
+from indvision.stages import ingest, train
+from tests.conftest import make_tree, write_pipeline
+
+keras = pytest.importorskip("keras")
+
+TINY = """
+name: tiny
+seed: 5
+stages:
+  ingest: {{}}
+  augment:
+    transforms: [{{HorizontalFlip: {{p: 0.5}}}}]
+    preview_per_class: 2
+  train: {{backbone: small_cnn, height: 32, width: 40, batch_size: 8, {train}}}
+"""
+
+
+def _history(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _split(run: Run, split: str, spec: images.InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    classes = json.loads(run.artifact("ingest", "classes").read_text())
+    rows = [r for r in ingest.read_splits(run.artifact("ingest", "splits")) if r["split"] == split]
+    x = np.stack([images.load(r["path"], spec) for r in rows]).astype(np.float32)
+    return x, np.array([classes.index(r["label"]) for r in rows])
+
+
+def test_config_is_checked_before_any_work(tmp_path: Path) -> None:
+    cfg = train.Config()
+    assert cfg.backbone == "mobilenet_v2" and cfg.resolved_weights() == "imagenet"
+    assert train.Config(backbone="small_cnn").resolved_weights() == "none"
+    for params, message in [
+        ({"backbone": "mobilenetv2"}, "did you mean 'mobilenet_v2'"),
+        ({"alpha": 0.6}, "alpha 0.6"),
+        ({"weights": str(tmp_path / "nope.weights.h5")}, "no such file"),
+        ({"crop": [0.5, 0.0, 0.2, 1.0]}, "crop"),
+        ({"class_weight": "auto"}, "balanced"),
+        ({"height": 16}, "between 32"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config.build_config("train", train.Config, params)
+    with pytest.raises(ConfigError, match="did you mean 'head_epochs'"):
+        config.build_config("train", train.Config, {"head_epoch": 3})
+
+
+def test_balanced_class_weights() -> None:
+    weights = train.balanced_class_weights(np.array([0, 0, 0, 1]), 2)
+    assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+
+
+def test_training_writes_every_declared_output(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "data", per_class=16, size=48, seed=1)
+    yaml = write_pipeline(tmp_path / "tiny.yaml",
+                          TINY.format(train="head_epochs: 2, crop: [0.0, 0.0, 1.0, 1.0]"))
+    spec = config.load_pipeline(str(yaml), [], data=str(tree))
+    run = pipeline.run_pipeline(spec, tmp_path / "exports")
+
+    record = run.manifest["stages"]["train"]
+    assert set(record["outputs"]) == {"model", "input_spec", "history", "curves", "info"}
+    for name in record["outputs"]:
+        assert run.artifact("train", name).parent == run.root / "train"
+    leftovers = {p.name for p in (run.root / "train").iterdir()} - {
+        "model.keras", "input_spec.json", "history.csv", "curves.png", "train_info.json",
+        train.STATE}
+    assert not leftovers  # backups and best-weights files are cleaned up
+
+    input_spec = json.loads(run.artifact("train", "input_spec").read_text())
+    assert images.InputSpec.from_dict(input_spec) == images.InputSpec(32, 40, "area",
+                                                                      (0.0, 0.0, 1.0, 1.0))
+    model = keras.models.load_model(run.artifact("train", "model"))  # plain load, no customs
+    assert model.input.shape == (None, 32, 40, 3) and model.input.dtype == "float32"
+    x, y = _split(run, "train", images.InputSpec.from_dict(input_spec))
+    probabilities = model.predict(x, verbose=0)
+    assert probabilities.shape == (len(x), 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    # BatchNorm in inference mode after a short from-scratch fit: not one class for everything.
+    predicted = probabilities.argmax(axis=1)
+    assert len(set(predicted.tolist())) >= 2
+    assert np.mean(predicted == y) > 0.6
+
+    history = _history(run.artifact("train", "history"))
+    assert list(history[0]) == list(train.HISTORY_COLUMNS)
+    assert [(h["epoch"], h["phase"]) for h in history] == [("1", "full"), ("2", "full")]
+    assert all(float(h["lr"]) == pytest.approx(1e-3) for h in history)
+    info = json.loads(run.artifact("train", "info").read_text())
+    assert info["backbone"] == "small_cnn" and info["weights"]["kind"] == "none"
+    assert info["epochs_run"] == 2 and info["resumed"] is False
+    assert info["augmentation"] is True and info["batchnorm_recalibrated_batches"] > 0
+    assert 0 <= info["best_val_accuracy"] <= 1 and info["val_accuracy"] is not None
+    assert run.artifact("train", "curves").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_two_phase_fine_tuning_keeps_backbone_batchnorm_frozen(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "data", per_class=12, size=48, seed=2)
+    run = Run.create(tmp_path / "exports", "two", seed=0, config={}, config_hash="x")
+    run.start_stage("ingest")
+    run.finish_stage("ingest", ingest.run(ingest.Config(source=str(tree)), run), 0.0)
+    cfg = train.Config(backbone="mobilenet_v3_small", weights="none", alpha=0.75, height=32,
+                       width=32, batch_size=8, head_epochs=1, finetune_epochs=1,
+                       unfreeze_top_layers=20, workers=1)
+    outputs = train.run(cfg, run)  # no augment stage: trains without augmentation
+
+    history = _history(outputs["history"])
+    assert [h["phase"] for h in history] == ["head", "finetune"]
+    assert float(history[1]["lr"]) == pytest.approx(cfg.finetune_learning_rate)
+    model = keras.models.load_model(outputs["model"])
+    backbone = model.get_layer("backbone")
+    for layer in backbone.layers:  # weights "none": moving stats stay at their initial 0 / 1
+        if type(layer).__name__ == "BatchNormalization":
+            np.testing.assert_array_equal(np.asarray(layer.moving_mean), 0.0)
+            np.testing.assert_array_equal(np.asarray(layer.moving_variance), 1.0)
+    info = json.loads(outputs["info"].read_text())
+    assert set(info["phases"]) == {"head", "finetune"} and info["augmentation"] is False
+
+
+def test_resume_continues_after_the_last_finished_epoch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    tree = make_tree(tmp_path / "data", per_class=12, size=48, seed=3)
+    yaml = write_pipeline(tmp_path / "tiny.yaml", TINY.format(train="head_epochs: 4, patience: 0"))
+    spec = config.load_pipeline(str(yaml), [], data=str(tree))
+    original = keras.callbacks.BackupAndRestore
+
+    class InterruptAfterSecondEpoch(original):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)  # the backup of this epoch is written...
+            if epoch == 1:
+                raise KeyboardInterrupt  # ...then the user presses Ctrl-C
+
+    monkeypatch.setattr(keras.callbacks, "BackupAndRestore", InterruptAfterSecondEpoch)
+    exports = tmp_path / "exports"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_pipeline(spec, exports)
+    run_root = next((exports / "tiny").iterdir())
+    assert Run.open(run_root).stage_status("train") == "interrupted"
+    assert len(_history(run_root / "train" / "history.csv")) == 2
+    first_output = capfd.readouterr().out
+    assert "Epoch 2/4" in first_output and "Epoch 3/4" not in first_output
+
+    monkeypatch.setattr(keras.callbacks, "BackupAndRestore", original)
+    run = pipeline.run_pipeline(spec, exports, resume=run_root.name)
+    second_output = capfd.readouterr().out
+    assert "Epoch 1/4" not in second_output and "Epoch 2/4" not in second_output
+    assert "Epoch 3/4" in second_output and "Epoch 4/4" in second_output
+
+    assert run.manifest["stages"]["train"]["status"] == "done"
+    history = _history(run.artifact("train", "history"))
+    assert [h["epoch"] for h in history] == ["1", "2", "3", "4"]
+    info = json.loads(run.artifact("train", "info").read_text())
+    assert info["resumed"] is True and info["epochs_run"] == 4
+    assert not (run.root / "train" / "backup").exists()

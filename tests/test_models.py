@@ -1,0 +1,183 @@
+"""The backbone table and build_classifier: every backbone builds, weights load from files and
+from the offline mirror, and a missing ImageNet download fails fast with the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indvision import models
+from indvision.errors import IndvisionError
+from tests.conftest import needs_shared
+
+keras = pytest.importorskip("keras")
+
+SHARED_WEIGHTS_NAME = "mobilenetv2_1.00_160_notop.weights.h5"
+
+
+def _images(n: int = 2, size: int = 48, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("name", sorted(models.BACKBONES))
+def test_every_backbone_builds_and_outputs_probabilities(name: str) -> None:
+    row = models.BACKBONES[name]
+    model = models.build_classifier(name, n_classes=3, height=48, width=48, weights="none")
+    assert model.input.shape == (None, 48, 48, 3)
+    assert model.input.dtype == "float32"
+    probabilities = model.predict(_images(), verbose=0)
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probabilities >= 0).all()
+    backbone = models.backbone_of(model)
+    layer_names = [layer.name for layer in backbone.layers]
+    if row.top_from is not None:  # the table's "top" exists in what Keras builds
+        assert row.top_from in layer_names
+    # The table's preprocessing is a layer inside the model, or built into the backbone.
+    outer = [layer.name for layer in model.layers]
+    assert ("preprocess" in outer) == (row.rescale is not None)
+    if row.rescale is None:
+        assert any(type(layer).__name__ == "Rescaling" for layer in backbone.layers)
+
+
+def test_unfreeze_top_keeps_batchnorm_frozen() -> None:
+    model = models.build_classifier("mobilenet_v2", 3, 48, 48, "none", alpha=0.35)
+    models.freeze_backbone(model)
+    assert not models.backbone_of(model).trainable_weights
+    unfrozen = models.unfreeze_top(model, "mobilenet_v2")
+    backbone = models.backbone_of(model)
+    trainable = [layer for layer in backbone.layers if layer.trainable and layer.weights]
+    assert unfrozen == len(trainable) > 0
+    assert all(type(layer).__name__ != "BatchNormalization" for layer in trainable)
+    names = [layer.name for layer in backbone.layers]
+    start = names.index("block_13_expand")
+    assert all(names.index(layer.name) >= start for layer in trainable)
+    assert models.unfreeze_top(model, "mobilenet_v2", top_layers=5) <= 5
+
+
+def test_weights_from_a_path_load_and_change_the_output(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(1)
+    donor = models.build_classifier("small_cnn", 3, 32, 32, "none")
+    path = tmp_path / "donor.weights.h5"
+    models.backbone_of(donor).save_weights(path)
+
+    keras.utils.set_random_seed(2)
+    fresh = models.build_classifier("small_cnn", 3, 32, 32, "none")
+    keras.utils.set_random_seed(2)  # same head initialisation as `fresh`: only the backbone differs
+    loaded, source = models.build_classifier_with_source("small_cnn", 3, 32, 32, str(path))
+
+    assert source.kind == "file" and source.path == str(path.resolve())
+    assert source.sha256 and len(source.sha256) == 64
+    for got, want in zip(models.backbone_of(loaded).get_weights(),
+                         models.backbone_of(donor).get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    x = _images(size=32)
+    assert not np.allclose(loaded.predict(x, verbose=0), fresh.predict(x, verbose=0))
+
+
+def test_weights_that_do_not_fit_name_the_file(tmp_path: Path) -> None:
+    donor = models.build_classifier("small_cnn", 3, 32, 32, "none", alpha=1.0)
+    path = tmp_path / "wide.weights.h5"
+    models.backbone_of(donor).save_weights(path)
+    with pytest.raises(IndvisionError, match=r"wide\.weights\.h5.*do not fit backbone small_cnn"):
+        models.build_classifier("small_cnn", 3, 32, 32, str(path), alpha=0.5)
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"not an hdf5 file")
+    with pytest.raises(IndvisionError, match=r"junk\.weights\.h5"):
+        models.build_classifier("small_cnn", 3, 32, 32, str(junk))
+    with pytest.raises(IndvisionError, match="no such file"):
+        models.build_classifier("small_cnn", 3, 32, 32, str(tmp_path / "missing.weights.h5"))
+
+
+def test_shared_mobilenetv2_weights_load_at_96px(monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = needs_shared("weights", SHARED_WEIGHTS_NAME)
+    monkeypatch.setenv(models.WEIGHTS_DIR_ENV, str(shared.parent))
+    model, source = models.build_classifier_with_source("mobilenet_v2", 4, 96, 96, "imagenet")
+    assert source.kind == "imagenet-local" and Path(source.path) == shared
+    reference = keras.applications.MobileNetV2(input_shape=(160, 160, 3), include_top=False,
+                                               weights=None)
+    reference.load_weights(str(shared))
+    for got, want in zip(models.backbone_of(model).get_weights(), reference.get_weights(),
+                         strict=True):
+        np.testing.assert_array_equal(got, want)
+    probabilities = model.predict(_images(size=96), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_local_mirror_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (second / "mobilenetv2_0.50_128_notop.weights.h5").write_bytes(b"x")
+    monkeypatch.setenv(models.WEIGHTS_DIR_ENV, f"{first}{__import__('os').pathsep}{second}")
+    found = models.find_local_imagenet("mobilenet_v2", alpha=0.5, size=128)
+    assert found == second / "mobilenetv2_0.50_128_notop.weights.h5"
+    (first / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5").write_bytes(b"x")
+    assert models.find_local_imagenet("mobilenet_v2", alpha=0.5, size=128).parent == first
+    assert models.find_local_imagenet("mobilenet_v2", alpha=1.0, size=128,
+                                      dirs=[first, second]) is None
+    assert models.find_local_imagenet("small_cnn") is None  # nothing pretrained to find
+
+
+def test_offline_imagenet_fails_fast_naming_the_weights_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras.src.utils.file_utils as file_utils
+
+    from indvision import config
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(models.WEIGHTS_DIR_ENV, str(empty))
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path / "no_project")  # no ../shared/weights
+    assert models.find_local_imagenet("mobilenet_v3_small", 1.0, 32) is None
+
+    def offline_get_file(fname, origin=None, *args, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] "
+                        "Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline_get_file)
+    with pytest.raises(IndvisionError) as caught:
+        models.build_classifier("mobilenet_v3_small", 3, 32, 32, "imagenet")
+    message = str(caught.value)
+    assert "offline" in message
+    assert "--set train.weights=PATH" in message and "weights: PATH" in message
+    assert models.WEIGHTS_DIR_ENV in message
+    assert "\n" not in message
+
+
+def test_efficientnet_local_imagenet_adds_keras_stddev_scaling() -> None:
+    backbone, _ = models.build_backbone("efficientnet_b0", 32, 32, "none")
+    norm = next(layer for layer in backbone.layers if type(layer).__name__ == "Normalization")
+    norm.adapt_variance.assign(np.full(norm.adapt_variance.shape, 2.0, "float32"))
+    norm.finalize_state()
+    models._fold_imagenet_stddev(backbone, models.BACKBONES["efficientnet_b0"]
+                                 .imagenet_variance_scale)
+    np.testing.assert_allclose(np.asarray(norm.adapt_variance).ravel(),
+                               2.0 * np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(norm.variance).ravel(),
+                               2.0 * np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+
+
+def test_check_choice_rejects_bad_settings_without_keras() -> None:
+    with pytest.raises(ValueError, match="did you mean 'mobilenet_v2'"):
+        models.check_choice("mobilenet_2", 1.0, "none")
+    with pytest.raises(ValueError, match=r"alpha 0\.3"):
+        models.check_choice("mobilenet_v2", 0.3, "none")
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        models.check_choice("small_cnn", 1.0, "imagenet")
+    assert models.default_weights("small_cnn") == "none"
+    assert models.default_weights("mobilenet_v2") == "imagenet"
+
+
+def test_recalibrate_batchnorm_uses_the_exact_batch_average() -> None:
+    model = models.build_classifier("small_cnn", 2, 32, 32, "none", alpha=0.25)
+    batches = [_images(4, 32, seed) for seed in range(3)]
+    assert models.recalibrate_batchnorm(model, batches) == 3
+    first_bn = models.backbone_of(model).get_layer("block1_bn1")
+    conv = models.backbone_of(model).get_layer("block1_conv1")
+    means = [np.asarray(conv(b / 255.0)).mean(axis=(0, 1, 2)) for b in batches]
+    np.testing.assert_allclose(np.asarray(first_bn.moving_mean), np.mean(means, axis=0),
+                               rtol=1e-4, atol=1e-5)
+    assert first_bn.momentum == 0.9  # restored
