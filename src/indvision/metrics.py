@@ -66,7 +66,9 @@ def fuse_groups(scores: np.ndarray, groups: Sequence[str],
             pick = members[int(np.argmin(scores[members, good_index]))]
             chosen.append(pick)
             fused.append(scores[pick])
-    return names, np.array(chosen, dtype=int), np.array(fused).reshape(len(names), -1)
+    n_classes = scores.shape[1] if scores.ndim == 2 else 0
+    fused_scores = np.array(fused, dtype=np.float64).reshape(len(names), n_classes)
+    return names, np.array(chosen, dtype=int), fused_scores
 
 
 def threshold_for_escape_rate(scores: np.ndarray, labels: np.ndarray, good_index: int,
