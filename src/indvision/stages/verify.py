@@ -1,0 +1,235 @@
+"""Verify: every exported file, run as the device runs it, against the Keras model it came from.
+
+For each model file in ``bundle/model.json`` (after checking its sha256 against the one recorded
+there), the whole TEST split is run through the file's edge runner
+(:func:`indvision.formats.load_runner`) and through Keras, and compared: top-1 agreement,
+max and mean |Δprob|, accuracy of each, the accuracy drop in points, and the same for the
+thresholded decisions (:func:`indvision.metrics.decide` with the bundle's good class and
+threshold). Then each file meets its gate from the format table:
+
+- float files must agree on every top-1 and stay within ``float_max_abs_diff``; a failure
+  marks the file not shippable and fails the stage (the run fails, ``latest.json`` stays);
+- int8 files must stay within ``int8_accuracy_budget`` points and ``int8_min_agreement``; a
+  failure marks the file ``"shippable": false`` with the reason, and the run still passes.
+
+``model.json`` is rewritten (atomically) with ``verified``, ``shippable``, ``reason`` and the
+parity numbers per file. It cannot hold its own hash, so its new sha256 goes into
+``verify/parity.json`` and the run manifest's record of the bundle. When the run passes,
+``exports/<pipeline>/latest.json`` is atomically pointed at this run's bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indvision import atomic, formats, images, metrics
+from indvision.errors import IndvisionError
+from indvision.rundir import MANIFEST, Run
+from indvision.stages.ingest import read_splits
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LATEST = "latest.json"
+MODEL_JSON = formats.MODEL_JSON
+
+
+@dataclass(frozen=True)
+class Config:
+    """The parity gates' limits (which gate applies to which file is in the format table)."""
+
+    int8_accuracy_budget: float = 0.5  # accuracy points int8 may lose against Keras
+    int8_min_agreement: float = 0.99  # share of test images with the same top-1 as Keras
+    float_max_abs_diff: float = 1e-4  # largest |Δprob| a float file may show
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.int8_accuracy_budget < 0:
+            raise ValueError(f"int8_accuracy_budget must be >= 0, got {self.int8_accuracy_budget}")
+        if self.int8_min_agreement < 0:
+            raise ValueError(f"int8_min_agreement must be >= 0, got {self.int8_min_agreement}")
+        if self.float_max_abs_diff < 0:
+            raise ValueError(f"float_max_abs_diff must be >= 0, got {self.float_max_abs_diff}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def limits(self) -> formats.GateLimits:
+        return formats.GateLimits(float_max_abs_diff=self.float_max_abs_diff,
+                                  int8_accuracy_budget=self.int8_accuracy_budget,
+                                  int8_min_agreement=self.int8_min_agreement)
+
+
+def run(config: Config, run: Run) -> dict[str, Path]:
+    """Compare every bundle file with Keras on the test split; gate; update model.json."""
+    bundle = run.artifact("export", "bundle")
+    model_json_path = bundle / MODEL_JSON
+    bundle_meta = formats.read_model_json(bundle)
+    files = bundle_meta.get("files") or {}
+    if not files:
+        raise IndvisionError(f"{model_json_path}: lists no model files; re-run export")
+    for name, entry in files.items():  # before any heavy work: a changed file stops here
+        formats.get_format(str(entry.get("format")))  # a hand-edited entry fails clearly
+        formats.check_file_hash(bundle / name, entry)
+
+    classes = list(bundle_meta["classes"])
+    spec = images.InputSpec.from_dict(bundle_meta["input_spec"])
+    decision = bundle_meta.get("decision") or {}
+    good_class, threshold = decision.get("good_class"), decision.get("threshold")
+    good_index = classes.index(good_class) if good_class in classes else None
+    rows = [r for r in read_splits(run.artifact("ingest", "splits")) if r["split"] == "test"]
+    if not rows:
+        raise IndvisionError("ingest/splits.csv has no test images to verify on")
+    unknown = sorted({r["label"] for r in rows} - set(classes))
+    if unknown:
+        raise IndvisionError(f"test labels {unknown} are not classes of the bundle {classes}")
+    labels = np.array([classes.index(r["label"]) for r in rows])
+    print(f"verify: {len(rows)} test images, {len(files)} model files", flush=True)
+    batch = np.stack([images.load(r["path"], spec) for r in rows])
+
+    keras_probs = _keras_probs(run.artifact("train", "model"), batch, config.batch_size)
+    keras_decisions = metrics.decide(keras_probs, good_index, threshold)
+    limits = config.limits()
+    report: dict[str, Any] = {
+        "n_test": len(rows),
+        "classes": classes,
+        "good_class": good_class,
+        "threshold": threshold,
+        "limits": {"float_max_abs_diff": limits.float_max_abs_diff,
+                   "float_min_agreement": 1.0,
+                   "int8_accuracy_budget": limits.int8_accuracy_budget,
+                   "int8_min_agreement": limits.int8_min_agreement},
+        "keras": {"accuracy": _accuracy(keras_probs.argmax(1), labels),
+                  "decision_accuracy": _accuracy(keras_decisions, labels)},
+        "formats": {},
+    }
+    run_failures = []
+    for name, entry in files.items():
+        fmt = formats.FORMATS[entry["format"]]
+        started = time.perf_counter()
+        probs = _run_in_batches(formats.load_runner(bundle / name), batch, config.batch_size)
+        parity = compare(probs, keras_probs, labels, good_index, threshold)
+        failures = formats.gate_failures(fmt, parity, limits)
+        shippable = not failures
+        parity.update(file=name, kind=fmt.kind, sha256=entry["sha256"],
+                      gate=fmt.gate.name, gate_rule=fmt.gate.rule, passed=shippable,
+                      failures=failures, shippable=shippable,
+                      seconds=round(time.perf_counter() - started, 2))
+        report["formats"][fmt.key] = parity
+        entry.update(verified=True, shippable=shippable,
+                     parity={k: parity[k] for k in ("agreement", "max_abs_diff", "accuracy",
+                                                    "accuracy_drop_points")})
+        if shippable:
+            entry.pop("reason", None)
+        else:
+            entry["reason"] = f"{fmt.gate.name} gate failed: {'; '.join(failures)}"
+            if fmt.gate.fails_run:
+                run_failures.append(f"{name}: {'; '.join(failures)}")
+        verdict = "ok" if shippable else ("FAILED" if fmt.gate.fails_run else "not shippable")
+        print(f"verify: {name}: top-1 agreement {parity['agreement']:.4f}, max |Δprob| "
+              f"{parity['max_abs_diff']:.2g}, accuracy {parity['accuracy']:.4f} "
+              f"(Keras {parity['keras_accuracy']:.4f}) → {verdict}"
+              + (f" ({'; '.join(failures)})" if failures else ""), flush=True)
+
+    atomic.write_json(model_json_path, bundle_meta)
+    model_json_sha = atomic.sha256_file(model_json_path)
+    _record_rewritten_file(run, model_json_path, model_json_sha)
+    report.update(passed=not run_failures, model_json_sha256=model_json_sha,
+                  shippable=[n for n, e in files.items() if e["shippable"]],
+                  created=_now())
+    parity_path = atomic.write_json(run.stage_dir("verify") / "parity.json", report)
+    if run_failures:
+        raise IndvisionError(f"parity gate failed for {'; '.join(run_failures)} — the export "
+                             f"does not reproduce the Keras model; latest.json left unchanged "
+                             f"(details in {parity_path})")
+    write_latest(run, bundle, bundle_meta, report, keras_decisions, labels)
+    return {"parity": parity_path}
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+def compare(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray,
+            good_index: int | None, threshold: float | None) -> dict[str, Any]:
+    """Parity numbers of one file's probabilities against Keras' on the same images."""
+    top1, keras_top1 = probs.argmax(1), keras_probs.argmax(1)
+    decisions = metrics.decide(probs, good_index, threshold)
+    keras_decisions = metrics.decide(keras_probs, good_index, threshold)
+    diff = np.abs(probs.astype(np.float64) - keras_probs.astype(np.float64))
+    accuracy, keras_accuracy = _accuracy(top1, labels), _accuracy(keras_top1, labels)
+    return {
+        "agreement": float((top1 == keras_top1).mean()),
+        "disagreements": int((top1 != keras_top1).sum()),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "accuracy": accuracy,
+        "keras_accuracy": keras_accuracy,
+        "accuracy_drop_points": round((keras_accuracy - accuracy) * 100, 6),
+        "decision_agreement": float((decisions == keras_decisions).mean()),
+        "decision_accuracy": _accuracy(decisions, labels),
+        "keras_decision_accuracy": _accuracy(keras_decisions, labels),
+    }
+
+
+def _accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(predicted) == labels).mean()) if len(labels) else 0.0
+
+
+def _keras_probs(model_path: Path, batch: np.ndarray, batch_size: int) -> np.ndarray:
+    import keras
+
+    model = keras.models.load_model(model_path, compile=False)
+    return np.asarray(model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0),
+                      dtype=np.float32)
+
+
+def _run_in_batches(runner: formats.Runner, batch: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate([runner(batch[i:i + batch_size])
+                           for i in range(0, len(batch), batch_size)])
+
+
+# ----------------------------------------------------------------------------- bundle files
+
+def _record_rewritten_file(run: Run, path: Path, sha256: str) -> None:
+    """Keep the manifest's record of export's bundle true after model.json is rewritten."""
+    record = run.manifest["stages"].get("export", {}).get("outputs", {}).get("bundle", {})
+    listed = record.get("files")
+    if isinstance(listed, dict):
+        listed[os.path.relpath(path, run.root)] = sha256
+        record["rewritten_by_verify"] = MODEL_JSON
+        run.save()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_latest(run: Run, bundle: Path, bundle_meta: dict[str, Any], report: dict[str, Any],
+                 keras_decisions: np.ndarray, labels: np.ndarray) -> Path:
+    """Atomically point ``exports/<pipeline>/latest.json`` at this run's bundle."""
+    test = bundle_meta.get("metrics", {}).get("test")
+    source = "evaluate"
+    if not test:  # no evaluate stage: the Keras model's decisions on the test split
+        good = (bundle_meta.get("decision") or {}).get("good_class")
+        test = metrics.classification_metrics(labels, keras_decisions, report["classes"], good)
+        source = "verify"
+    summary = {key: test[key] for key in ("n", "accuracy", "macro_f1", "defect_recall",
+                                          "false_reject_rate") if key in test}
+    latest = {
+        "run_id": run.run_id,
+        "run_dir": Path(os.path.relpath(run.root, run.exports_dir)).as_posix(),
+        "bundle": Path(os.path.relpath(bundle, run.exports_dir)).as_posix(),
+        "pipeline": run.pipeline,
+        "created": _now(),
+        "metrics": {"test": summary, "source": source,
+                    "parity": {k: {"agreement": v["agreement"], "max_abs_diff": v["max_abs_diff"]}
+                               for k, v in report["formats"].items()}},
+        "shippable": report["shippable"],
+        "model_json_sha256": report["model_json_sha256"],
+        "manifest": Path(os.path.relpath(run.root / MANIFEST, run.exports_dir)).as_posix(),
+    }
+    return atomic.write_json(run.exports_dir / LATEST, latest)

@@ -1,0 +1,160 @@
+"""Verify: the parity gates from the format table, tamper checks, and latest.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indvision import atomic, config, formats
+from indvision.edge import EdgeClassifier
+from indvision.errors import ConfigError, IndvisionError
+from indvision.rundir import Run
+from indvision.stages import verify
+from indvision.stages.ingest import read_splits
+from tests.stages.conftest import copy_run
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_verify(run: Run, **settings) -> dict[str, Path]:
+    """Run verify the way the pipeline does (start, run, finish)."""
+    run.start_stage("verify")
+    outputs = verify.run(verify.Config(**settings), run)
+    run.finish_stage("verify", outputs, 0.0)
+    return outputs
+
+
+def rewrite_hash(bundle: Path, name: str) -> None:
+    """Make model.json agree with a changed file, so that only parity can catch the change."""
+    meta = read_json(bundle / "model.json")
+    meta["files"][name]["sha256"] = atomic.sha256_file(bundle / name)
+    atomic.write_json(bundle / "model.json", meta)
+
+
+def test_config_checks_limits() -> None:
+    with pytest.raises(ConfigError, match="int8_accuracy_budget"):
+        config.build_config("verify", verify.Config, {"int8_accuracy_budget": -1})
+    with pytest.raises(ConfigError, match="did you mean 'int8_min_agreement'"):
+        config.build_config("verify", verify.Config, {"int8_min_agrement": 0.9})
+
+
+def test_passing_run_records_parity_and_points_latest_at_the_bundle(verified_run: Path) -> None:
+    run = Run.open(verified_run)
+    parity = read_json(verified_run / "verify" / "parity.json")
+    meta = read_json(verified_run / "bundle" / "model.json")
+    assert parity["passed"] is True
+    rows = read_splits(run.artifact("ingest", "splits"))
+    assert parity["n_test"] == sum(1 for r in rows if r["split"] == "test")
+    for fmt in formats.FORMATS.values():
+        numbers = parity["formats"][fmt.key]
+        entry = meta["files"][fmt.filename]
+        assert entry["verified"] is True
+        if fmt.kind == "float":
+            assert numbers["agreement"] == 1.0 and numbers["max_abs_diff"] <= 1e-4
+            assert entry["shippable"] is True
+        # the recorded verdict is the table's gate applied to the recorded numbers
+        failures = formats.gate_failures(fmt, numbers, verify.Config().limits())
+        assert entry["shippable"] is (not failures) and numbers["failures"] == failures
+        assert ("reason" in entry) is bool(failures)
+    # model.json was rewritten: its new hash is in parity.json and the manifest, not in itself
+    sha = atomic.sha256_file(verified_run / "bundle" / "model.json")
+    assert parity["model_json_sha256"] == sha
+    assert run.manifest["stages"]["export"]["outputs"]["bundle"]["files"][
+        "bundle/model.json"] == sha
+    latest = read_json(run.exports_dir / "latest.json")
+    assert latest["run_id"] == run.run_id and latest["pipeline"] == run.pipeline
+    assert (run.exports_dir / latest["bundle"]).resolve() == (verified_run / "bundle").resolve()
+    assert (run.exports_dir / latest["run_dir"]).resolve() == verified_run.resolve()
+    assert latest["metrics"]["test"]["accuracy"] == meta["metrics"]["test"]["accuracy"]
+    assert "model.onnx" in latest["shippable"]
+    # the edge runtime finds the bundle through exports/<pipeline>
+    assert EdgeClassifier(run.exports_dir).bundle.resolve() == (verified_run / "bundle").resolve()
+
+
+def test_int8_failing_its_gate_is_not_shippable_but_the_run_passes(exported_run: Path,
+                                                                    tmp_path: Path) -> None:
+    run = copy_run(exported_run, tmp_path / "exports")
+    run_verify(run, int8_min_agreement=1.01)  # no file can reach it: the gate must fail
+    meta = read_json(run.root / "bundle" / "model.json")
+    int8 = meta["files"]["model_int8.tflite"]
+    assert int8["shippable"] is False and "top-1 agreement" in int8["reason"]
+    assert meta["files"]["model.onnx"]["shippable"] is True
+    assert (run.exports_dir / "latest.json").is_file()
+    assert "model_int8.tflite" not in read_json(run.exports_dir / "latest.json")["shippable"]
+    with pytest.raises(IndvisionError, match="not shippable"):
+        EdgeClassifier(run.root / "bundle", "model_int8.tflite")
+    forced = EdgeClassifier(run.root / "bundle", "model_int8.tflite", allow_unshippable=True)
+    assert forced.predict(np.zeros((30, 30, 3), np.uint8))["label"] in forced.classes
+
+
+def test_int8_within_loose_limits_is_shippable(exported_run: Path, tmp_path: Path) -> None:
+    run = copy_run(exported_run, tmp_path / "exports")
+    run_verify(run, int8_min_agreement=0.0, int8_accuracy_budget=100.0)
+    meta = read_json(run.root / "bundle" / "model.json")
+    assert meta["files"]["model_int8.tflite"]["shippable"] is True
+    EdgeClassifier(run.root / "bundle", "model_int8.tflite")  # accepted
+
+
+def break_onnx(path: Path, n_classes: int) -> None:
+    """Nudge the classifier head's weights: a plausible model that is not the Keras one."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    changed = 0
+    for index, tensor in enumerate(model.graph.initializer):
+        weights = numpy_helper.to_array(tensor)
+        if weights.dtype == np.float32 and weights.ndim == 2 and weights.shape[-1] == n_classes:
+            noisy = weights + np.random.default_rng(0).normal(0, 0.05, weights.shape)
+            model.graph.initializer[index].CopyFrom(
+                numpy_helper.from_array(noisy.astype(np.float32), tensor.name))
+            changed += 1
+    assert changed == 1, "expected one Dense kernel in the ONNX graph"
+    atomic.write_bytes(path, model.SerializeToString())
+
+
+def test_float_gate_fails_the_run_on_a_wrong_onnx(exported_run: Path, tmp_path: Path) -> None:
+    run = copy_run(exported_run, tmp_path / "exports")
+    bundle = run.root / "bundle"
+    break_onnx(bundle / "model.onnx", len(read_json(bundle / "model.json")["classes"]))
+    rewrite_hash(bundle, "model.onnx")  # the hash check passes: only parity can catch it
+    latest = run.exports_dir / "latest.json"
+    latest.write_text('{"run_id": "an-earlier-run"}\n')
+    before = latest.read_bytes()
+    with pytest.raises(IndvisionError, match=r"parity gate failed for model\.onnx.*max \|Δprob\|"):
+        run_verify(run)
+    assert latest.read_bytes() == before
+    parity = read_json(run.root / "verify" / "parity.json")
+    assert parity["passed"] is False and parity["formats"]["onnx"]["max_abs_diff"] > 1e-4
+    assert parity["formats"]["tflite"]["passed"] is True
+    meta = read_json(bundle / "model.json")
+    assert meta["files"]["model.onnx"]["shippable"] is False
+    with pytest.raises(IndvisionError, match="not shippable"):
+        EdgeClassifier(bundle)
+
+
+def test_no_latest_json_when_the_float_gate_fails_on_a_first_run(exported_run: Path,
+                                                                  tmp_path: Path) -> None:
+    run = copy_run(exported_run, tmp_path / "exports")
+    with pytest.raises(IndvisionError, match="parity gate failed"):
+        run_verify(run, float_max_abs_diff=0.0)  # the float files are close, not bit-exact
+    assert not (run.exports_dir / "latest.json").exists()
+
+
+def test_a_tampered_model_file_is_refused_before_anything_runs(exported_run: Path,
+                                                               tmp_path: Path) -> None:
+    run = copy_run(exported_run, tmp_path / "exports")
+    path = run.root / "bundle" / "model.tflite"
+    expected = read_json(run.root / "bundle" / "model.json")["files"]["model.tflite"]["sha256"]
+    path.write_bytes(path.read_bytes() + b"\0")
+    actual = atomic.sha256_file(path)
+    with pytest.raises(IndvisionError) as info:
+        run_verify(run)
+    message = str(info.value)
+    assert "model.tflite" in message and expected in message and actual in message
+    assert not (run.root / "verify" / "parity.json").exists()
