@@ -74,3 +74,25 @@ def needs_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: real data/weights live in ../shared beside the checkout")
     return path
+
+
+def train_tiny(run, size: int = 40, epochs: int = 8):
+    """Run the real train stage on ``run`` with a tiny, fast configuration (small_cnn)."""
+    from indvision.stages import train
+
+    run.start_stage("train")
+    outputs = train.run(train.Config(backbone="small_cnn", weights="none", height=size,
+                                     width=size, head_epochs=epochs, batch_size=8, workers=1),
+                        run)
+    run.finish_stage("train", outputs, 0.0)
+    return run
+
+
+def evaluate_tiny(run, **settings):
+    """Run the real evaluate stage on ``run`` (good class ``ok`` unless told otherwise)."""
+    from indvision.stages import evaluate
+
+    run.start_stage("evaluate")
+    outputs = evaluate.run(evaluate.Config(**{"good_class": "ok", **settings}), run)
+    run.finish_stage("evaluate", outputs, 0.0)
+    return run

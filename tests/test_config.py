@@ -47,6 +47,8 @@ def test_set_overrides_parse_yaml_values(demo_yaml: Path, tmp_path: Path) -> Non
     assert spec.config("ingest").test_fraction == 0.25
     assert spec.config("ingest").group_regex == "^(\\d+)_"
     assert spec.seed == 3
+    assert config.load_pipeline(str(demo_yaml), ["ingest.val_fraction=1e-1"]).config(
+        "ingest").val_fraction == 0.1  # YAML reads 1e-1 as text; a float field accepts it
     spec_data = config.load_pipeline(str(demo_yaml), data=str(tmp_path))
     assert spec_data.config("ingest").source == str(tmp_path)
 
