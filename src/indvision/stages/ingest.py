@@ -57,8 +57,6 @@ class Config:
             except re.error as exc:
                 raise ValueError(
                     f"group_regex {self.group_regex!r} is not a valid regex: {exc}") from None
-        if self.source is None and self.synthetic is None:
-            raise ValueError("set ingest.source (or --data DIR), or ingest.synthetic")
 
 
 @dataclass
@@ -129,6 +127,10 @@ def _resolve_source(config: Config, run: Run) -> Path:
     if config.source is None:
         from indvision import synth
 
+        if config.synthetic is None:
+            raise IndvisionError("no dataset: pass --data DIR (or set ingest.source), "
+                                 "or set ingest.synthetic to generate default images")
+
         root = Path(config.synthetic_root)
         print(f"ingest: no --data given; using synthetic '{config.synthetic}' images "
               f"under {root / str(config.synthetic)}", flush=True)
@@ -157,6 +159,10 @@ def _read_tree(root: Path) -> tuple[list[Item], list[tuple[str, str, str]]]:
                 if path.suffix.lower() not in images.IMAGE_EXTENSIONS:
                     rejected.append((str(path), class_dir.name,
                                      f"not an image file extension ({path.suffix or 'none'})"))
+                    continue
+                if path.is_symlink() and not path.exists():  # name the link, not its target
+                    rejected.append((str(path), class_dir.name,
+                                     f"broken symbolic link (to {os.readlink(path)})"))
                     continue
                 items.append(Item(path=str(path.resolve()), label=class_dir.name))
                 found += 1
