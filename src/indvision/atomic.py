@@ -26,7 +26,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     On an exception the temporary file is removed and the target stays as it was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder should be, a read-only or full disk
+        raise IndvisionError(f"cannot write {target}: cannot create its folder "
+                             f"{target.parent} ({exc.strerror or exc})") from None
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{target.suffix}")
     try:
         yield tmp
@@ -73,3 +77,45 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``model.json`` → ``model.json.sha256``: a file's recorded sha256 that travels beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_sha256_sidecar(path: str | Path) -> Path:
+    """Record ``path``'s sha256 in its sidecar (``sha256sum`` format, so ``sha256sum -c`` works)."""
+    path = Path(path)
+    return write_text(sidecar_path(path), f"{sha256_file(path)}  {path.name}\n")
+
+
+def check_sha256(path: str | Path, expected: str, recorded_in: str | Path) -> None:
+    """Refuse ``path`` when its sha256 is not ``expected`` (as recorded in ``recorded_in``).
+
+    The message names the file, both hashes and where the expected one came from, so the user
+    can tell a tampered or hand-edited file from a stale record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IndvisionError(f"{path}: missing (its sha256 is recorded in {recorded_in})")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IndvisionError(f"{path}: sha256 {actual} differs from {expected} recorded in "
+                             f"{recorded_in}; the file changed after it was recorded — restore "
+                             "the original bundle or re-run export and verify")
+
+
+def check_sha256_sidecar(path: str | Path) -> bool:
+    """Check ``path`` against its sidecar when there is one; returns whether one was checked."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return False
+    try:
+        expected = sidecar.read_text(encoding="utf-8").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise IndvisionError(f"{sidecar}: unreadable sha256 record; restore the original "
+                             "bundle or re-run verify") from None
+    check_sha256(path, expected, sidecar)
+    return True

@@ -43,6 +43,35 @@ def run_pipeline(spec: config_mod.PipelineSpec, out_dir: Path, resume: str | Non
     else:
         run = Run.create(out_dir, spec.name, spec.seed, spec.to_dict(), spec.hash())
         log(f"run {run.root}")
+    try:
+        _run_stages(spec, run)
+    except KeyboardInterrupt:  # also between stages: the manifest must not say 'running'
+        if run.manifest.get("status") != "interrupted":
+            _save_failure(run, None, "interrupted")
+        log(f"interrupted; continue with --resume {run.run_id}")
+        raise
+    run.set_status("done")
+    log(f"run finished: {run.root}")
+    return run
+
+
+def _save_failure(run: Run, stage: str | None, status: str, message: str = "",
+                  seconds: float = 0.0) -> str:
+    """Mark ``stage`` (or, with None, the run) ``status`` in the manifest; if even that fails
+    (a full disk), log it and return a note, instead of hiding the stage's own error."""
+    try:
+        if stage is None:
+            run.set_status(status)
+        else:
+            run.fail_stage(stage, status, message, seconds)
+    except IndvisionError as exc:
+        log(f"could not record the failure in {run.root / 'manifest.json'}: {exc}")
+        return f" (and the manifest could not be updated: {exc})"
+    return ""
+
+
+def _run_stages(spec: config_mod.PipelineSpec, run: Run) -> None:
+    """Run each stage not yet done, recording its outcome in the manifest."""
     total = len(spec.stages)
     for index, (stage, cfg) in enumerate(spec.stages, start=1):
         if run.stage_status(stage) == "done":
@@ -54,25 +83,27 @@ def run_pipeline(spec: config_mod.PipelineSpec, out_dir: Path, resume: str | Non
         try:
             outputs = config_mod.stage_module(stage).run(cfg, run)
         except KeyboardInterrupt:
-            run.fail_stage(stage, "interrupted", "interrupted by the user",
-                           time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            _save_failure(run, stage, "interrupted", "interrupted by the user", seconds)
             raise
         except IndvisionError as exc:
-            run.fail_stage(stage, "failed", str(exc), time.perf_counter() - started)
-            raise IndvisionError(f"stage '{stage}' failed: {exc}") from exc
+            seconds = time.perf_counter() - started
+            note = _save_failure(run, stage, "failed", str(exc), seconds)
+            raise IndvisionError(f"stage '{stage}' failed: {exc}{note}") from exc
         except Exception as exc:  # a bug or a library failure: keep the traceback for the report
             log_path = run.root / "error.log"
-            log_path.write_text(traceback.format_exc(), encoding="utf-8")
+            try:
+                log_path.write_text(traceback.format_exc(), encoding="utf-8")
+            except OSError:
+                log_path = None
             message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-            run.fail_stage(stage, "failed", message, time.perf_counter() - started)
-            raise IndvisionError(f"stage '{stage}' failed: {message} "
-                                 f"(traceback in {log_path})") from exc
+            seconds = time.perf_counter() - started
+            note = _save_failure(run, stage, "failed", message, seconds)
+            where = f" (traceback in {log_path})" if log_path else ""
+            raise IndvisionError(f"stage '{stage}' failed: {message}{where}{note}") from exc
         seconds = time.perf_counter() - started
         run.finish_stage(stage, outputs, seconds)
         log(f"[{index}/{total}] {stage}: done in {seconds:.1f} s")
-    run.set_status("done")
-    log(f"run finished: {run.root}")
-    return run
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

@@ -34,6 +34,10 @@ def rewrite_hash(bundle: Path, name: str) -> None:
     meta = read_json(bundle / "model.json")
     meta["files"][name]["sha256"] = atomic.sha256_file(bundle / name)
     atomic.write_json(bundle / "model.json", meta)
+    run = Run.open(bundle.parent)  # as a re-export would: the manifest records the new model.json
+    record = run.manifest["stages"]["export"]["outputs"]["bundle"]["files"]
+    record["bundle/model.json"] = atomic.sha256_file(bundle / "model.json")
+    run.save()
 
 
 def test_config_checks_limits() -> None:
@@ -123,6 +127,7 @@ def test_float_gate_fails_the_run_on_a_wrong_onnx(exported_run: Path, tmp_path: 
     bundle = run.root / "bundle"
     break_onnx(bundle / "model.onnx", len(read_json(bundle / "model.json")["classes"]))
     rewrite_hash(bundle, "model.onnx")  # the hash check passes: only parity can catch it
+    run = Run.open(run.root)  # the manifest rewrite_hash updated
     latest = run.exports_dir / "latest.json"
     latest.write_text('{"run_id": "an-earlier-run"}\n')
     before = latest.read_bytes()

@@ -14,13 +14,18 @@ threshold). Then each file meets its gate from the format table:
 
 ``model.json`` is rewritten (atomically) with ``verified``, ``shippable``, ``reason`` and the
 parity numbers per file. It cannot hold its own hash, so its new sha256 goes into
-``verify/parity.json`` and the run manifest's record of the bundle. When the run passes,
+``verify/parity.json``, the run manifest's record of the bundle, ``latest.json`` and a
+``model.json.sha256`` sidecar in the bundle (it travels with a copied bundle). Verify itself
+refuses a ``model.json`` whose hash differs from the manifest's record, and the edge runtime
+refuses one that differs from the sidecar, ``latest.json`` or the manifest. When the run passes,
 ``exports/<pipeline>/latest.json`` is atomically pointed at this run's bundle.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -69,6 +74,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     """Compare every bundle file with Keras on the test split; gate; update model.json."""
     bundle = run.artifact("export", "bundle")
     model_json_path = bundle / MODEL_JSON
+    check_model_json_record(run, model_json_path)  # a hand-edited model.json stops here
     bundle_meta = formats.read_model_json(bundle)
     files = bundle_meta.get("files") or {}
     if not files:
@@ -136,9 +142,13 @@ def run(config: Config, run: Run) -> dict[str, Path]:
               f"(Keras {parity['keras_accuracy']:.4f}) → {verdict}"
               + (f" ({'; '.join(failures)})" if failures else ""), flush=True)
 
-    atomic.write_json(model_json_path, bundle_meta)
-    model_json_sha = atomic.sha256_file(model_json_path)
+    text = json.dumps(bundle_meta, indent=2, default=str) + "\n"
+    model_json_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    _record_pending_rewrite(run, model_json_path, model_json_sha)  # a kill from here on...
+    atomic.write_text(model_json_path, text)  # ...leaves a model.json a resumed verify accepts
+    sidecar = atomic.write_sha256_sidecar(model_json_path)  # travels with a copied bundle
     _record_rewritten_file(run, model_json_path, model_json_sha)
+    _record_rewritten_file(run, sidecar, atomic.sha256_file(sidecar))
     report.update(passed=not run_failures, model_json_sha256=model_json_sha,
                   shippable=[n for n, e in files.items() if e["shippable"]],
                   created=_now())
@@ -194,12 +204,45 @@ def _run_in_batches(runner: formats.Runner, batch: np.ndarray, batch_size: int) 
 
 # ----------------------------------------------------------------------------- bundle files
 
+def check_model_json_record(run: Run, path: Path) -> None:
+    """Refuse a ``model.json`` whose sha256 differs from the run's records of it.
+
+    ``model.json`` cannot hold its own hash: export's record of it is in the manifest (verify
+    updates that record when it rewrites the file), and verify also leaves a
+    ``model.json.sha256`` sidecar in the bundle. Both are checked when present.
+    """
+    record = _bundle_record(run)
+    name = os.path.relpath(path, run.root)
+    pending = (record.get("pending_rewrite") or {}).get(name)
+    if pending and path.is_file() and atomic.sha256_file(path) == pending:
+        return  # verify's own rewrite, interrupted before the manifest could record it
+    expected = (record.get("files") or {}).get(name)
+    if expected:
+        atomic.check_sha256(path, expected, run.root / MANIFEST)
+    atomic.check_sha256_sidecar(path)
+
+
+def _bundle_record(run: Run) -> dict[str, Any]:
+    return run.manifest["stages"].get("export", {}).get("outputs", {}).get("bundle", {})
+
+
+def _record_pending_rewrite(run: Run, path: Path, sha256: str) -> None:
+    """Note in the manifest, before rewriting ``path``, the sha256 it is about to get."""
+    record = _bundle_record(run)
+    if isinstance(record.get("files"), dict):
+        record.setdefault("pending_rewrite", {})[os.path.relpath(path, run.root)] = sha256
+        run.save()
+
+
 def _record_rewritten_file(run: Run, path: Path, sha256: str) -> None:
     """Keep the manifest's record of export's bundle true after model.json is rewritten."""
-    record = run.manifest["stages"].get("export", {}).get("outputs", {}).get("bundle", {})
+    record = _bundle_record(run)
     listed = record.get("files")
     if isinstance(listed, dict):
         listed[os.path.relpath(path, run.root)] = sha256
+        (record.get("pending_rewrite") or {}).pop(os.path.relpath(path, run.root), None)
+        if not record.get("pending_rewrite"):
+            record.pop("pending_rewrite", None)
         record["rewritten_by_verify"] = MODEL_JSON
         run.save()
 
