@@ -299,7 +299,8 @@ def test_cli_golden_record_catches_a_changed_model(bundle: Path, eval_tree: Path
         assert report["passed"] and report["compared"] == 24
     # int8 moves scores by far more than 1e-4: a regression
     assert edge.main(["evaluate", str(bundle), str(eval_tree), "--model", "model_int8.tflite",
-                      "--allow-unshippable", "--golden", str(golden)]) == 1
+                      "--allow-unshippable", "--golden", str(golden),
+                      "--golden-tolerance", "1e-4"]) == 1
     captured = capsys.readouterr()
     report = json.loads(captured.out)["golden"]
     assert not report["passed"] and report["max_abs_diff"] > 1e-4 and report["model_changed"]

@@ -4,7 +4,8 @@ Copy a bundle folder (``model.json`` + model files) to the device, ``pip install
 (no extras; ``indvision[litert]`` to run the ``.tflite`` files) and::
 
     python -m indvision.edge predict  BUNDLE PATH...            # files or folders (recursive)
-    python -m indvision.edge evaluate BUNDLE DATA_DIR [--group-regex RE] [--golden FILE]
+    python -m indvision.edge evaluate BUNDLE DATA_DIR [--group-regex RE]
+                             [--write-golden FILE | --golden FILE]
     python -m indvision.edge watch    BUNDLE SOURCE [--interval S] [--max-frames N]
 
 ``BUNDLE`` is a bundle folder, a run folder (its ``bundle/``), or ``exports/<pipeline>`` (the
@@ -18,10 +19,28 @@ picks a file of the bundle (default: ``model.json``'s ``default_model``, ``model
   ``macro_f1``, ``per_class`` precision/recall/F1, ``confusion`` (rows = true class), and
   ``groups`` (the same on fused views) when a group regex applies. A class folder the bundle
   does not know is an error (exit 1); unreadable images are listed in ``skipped`` and make the
-  exit code 1 after the report is printed. ``--write-golden FILE`` also saves every image's
-  label and scores; ``--golden FILE`` compares with such a record (on the device, after an
-  upgrade) and exits 1 on a changed label, a score moved by more than ``--golden-tolerance``
-  (1e-4) or a golden image gone missing — the report's ``golden`` part says which.
+  exit code 1 after the report is printed.
+
+Regression guard (golden files) — record a model's behaviour on held-out images once, then
+check every later model (a retrained one, another format, another device, a library upgrade)
+against it before it ships::
+
+    python -m indvision.edge evaluate BUNDLE HELDOUT --write-golden golden.json [--floor-margin M]
+    python -m indvision.edge evaluate NEW_BUNDLE HELDOUT --golden golden.json [--max-changed N]
+
+- ``--write-golden FILE`` saves every image's true class (its folder), predicted label and
+  scores, and the **metric floors**: accuracy and each class's recall as measured now, minus
+  ``--floor-margin`` (a fraction, default 0.0: the new model must do at least as well).
+- ``--golden FILE`` checks the bundle against it and exits 1 when accuracy or any class's
+  recall is below its floor, when more than ``--max-changed`` images (default 0) predict
+  another label than the golden record, or when a golden image is missing or unreadable.
+  Scores are checked too when the golden was recorded from this very model file (same
+  sha256: another device, a library upgrade must reproduce them within 1e-4); for another
+  model (retrained, another format) only labels and floors count, unless
+  ``--golden-tolerance DIFF`` asks for scores within DIFF. The report's ``golden`` part holds
+  ``passed``, ``failures`` (one sentence each), ``floors`` (floor, measured, passed per
+  metric) and ``changed`` (every image whose label changed: ``image``, ``path``, ``true``,
+  ``golden``, ``now``); stderr lists them too.
 - ``watch`` follows a folder being filled (each new image predicted once, one JSON line each;
   images already there are predicted first) or a video file / camera index (one JSON line per
   frame). It ends after ``--max-frames`` predictions, at the end of a video, or on Ctrl-C
@@ -61,7 +80,8 @@ ImageInput = str | os.PathLike | np.ndarray
 class EdgeClassifier:
     """An exported model, checked and ready: ``predict`` images, ``predict_groups`` objects.
 
-    Refuses a model file whose sha256 differs from ``model.json`` and, unless
+    Refuses a ``model.json`` whose sha256 differs from its records (:func:`check_model_json`),
+    a model file whose sha256 differs from ``model.json`` and, unless
     ``allow_unshippable``, one that verify marked not shippable. Safe to share between threads.
     """
 
@@ -69,6 +89,7 @@ class EdgeClassifier:
                  allow_unshippable: bool = False, group_regex: str | None = None,
                  threads: int | None = None) -> None:
         self.bundle = resolve_bundle(bundle)
+        check_model_json(self.bundle, Path(bundle))  # before trusting its hashes
         self.meta = formats.read_model_json(self.bundle)
         files = self.meta["files"]
         model = model or self.meta.get("default_model") or formats.DEFAULT_MODEL
@@ -180,6 +201,29 @@ def resolve_bundle(path: str | os.PathLike) -> Path:
         raise IndvisionError(f"{folder}: no such bundle folder")
     raise IndvisionError(f"{folder}: not a bundle (no {formats.MODEL_JSON}), run folder or "
                          f"exports/<pipeline> folder (no {LATEST}: no run has passed verify)")
+
+
+def check_model_json(bundle: Path, given: Path) -> None:
+    """Refuse a ``model.json`` whose sha256 differs from a record of it: the sidecar
+    ``model.json.sha256`` verify leaves in the bundle, ``latest.json`` when opened through
+    ``exports/<pipeline>``, and the run's ``manifest.json`` when the bundle is in a run folder."""
+    path = bundle / formats.MODEL_JSON
+    atomic.check_sha256_sidecar(path)
+    latest_path = Path(given).expanduser() / LATEST
+    if not (Path(given) / formats.MODEL_JSON).is_file() and latest_path.is_file():
+        expected = json.loads(latest_path.read_text(encoding="utf-8")).get("model_json_sha256")
+        if expected:
+            atomic.check_sha256(path, expected, latest_path)
+    manifest_path = bundle.parent / "manifest.json"
+    if manifest_path.is_file():
+        try:
+            stages = json.loads(manifest_path.read_text(encoding="utf-8"))["stages"]
+            files = stages["export"]["outputs"]["bundle"]["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # no usable record of this bundle there
+        expected = files.get(f"{bundle.name}/{formats.MODEL_JSON}")
+        if expected:
+            atomic.check_sha256(path, expected, manifest_path)
 
 
 def image_files(paths: Sequence[str | os.PathLike]) -> Iterator[Path]:
@@ -294,52 +338,141 @@ def evaluate_tree(classifier: EdgeClassifier, data_dir: Path, group_regex: str |
     return report
 
 
-def golden_record(classifier: EdgeClassifier, found: TreePredictions) -> dict[str, Any]:
-    """Per-image labels and scores to check later runs (another device, a library upgrade)
-    against: images are keyed by their path relative to the data folder."""
+GOLDEN_FORMAT = 2
+MAX_LISTED = 500  # changed images listed in the JSON report (the count is always exact)
+SAME_MODEL_TOLERANCE = 1e-4  # score drift allowed when the golden was made by this very file
+
+
+def golden_record(classifier: EdgeClassifier, found: TreePredictions,
+                  floor_margin: float = 0.0) -> dict[str, Any]:
+    """Per-image true class, label and scores, plus the metric floors later models must meet.
+
+    Images are keyed by their path relative to the data folder. Floors: accuracy and the
+    recall of every class present in the folder, as measured, minus ``floor_margin`` (0..1).
+    """
+    if not 0.0 <= floor_margin < 1.0:
+        raise IndvisionError(f"--floor-margin must be a fraction in [0, 1), got {floor_margin}")
     decided = metrics.decide(found.scores, classifier.good_index, classifier.threshold)
+    measured = metrics.classification_metrics(found.labels, decided, classifier.classes,
+                                               classifier.good_class)
+    present = [c for c in classifier.classes if measured["per_class"][c]["support"]]
+
+    def floor(value: float) -> float:
+        return max(0.0, value - floor_margin)
+
     return {
-        "golden_format": 1,
+        "golden_format": GOLDEN_FORMAT,
         "model": classifier.model_file,
         "model_sha256": classifier.entry.get("sha256"),
         "run_id": (classifier.meta.get("provenance") or {}).get("run_id"),
         "classes": classifier.classes,
         "threshold": classifier.threshold,
+        "floors": {
+            "margin": floor_margin,
+            "accuracy": floor(measured["accuracy"]),
+            "recall": {c: floor(measured["per_class"][c]["recall"]) for c in present},
+            "measured": {"n": measured["n"], "accuracy": measured["accuracy"],
+                         "recall": {c: measured["per_class"][c]["recall"] for c in present}},
+        },
         "images": {
             Path(path).relative_to(found.data_dir).as_posix(): {
-                "label": classifier.classes[index], "scores": [float(p) for p in row]}
-            for path, index, row in zip(found.paths, decided, found.scores, strict=True)
+                "true": classifier.classes[truth], "label": classifier.classes[index],
+                "scores": [float(p) for p in row]}
+            for path, truth, index, row in zip(found.paths, found.labels, decided, found.scores,
+                                               strict=True)
         },
     }
 
 
+def check_floors(report: dict[str, Any], floors: dict[str, Any]) -> dict[str, Any]:
+    """Each floor of a golden record against an evaluate report: floor, measured, passed."""
+    result: dict[str, Any] = {}
+    if "accuracy" in floors:
+        result["accuracy"] = {"floor": floors["accuracy"], "now": report["accuracy"],
+                              "passed": report["accuracy"] >= floors["accuracy"] - 1e-9}
+    recalls = {}
+    for name, limit in (floors.get("recall") or {}).items():
+        entry = report["per_class"].get(name)
+        now = entry["recall"] if entry and entry["support"] else None
+        recalls[name] = {"floor": limit, "now": now,
+                         "passed": now is not None and now >= limit - 1e-9}
+    result["recall"] = recalls
+    return result
+
+
 def compare_golden(classifier: EdgeClassifier, found: TreePredictions, golden: dict[str, Any],
-                   tolerance: float) -> dict[str, Any]:
-    """Differences from a golden record: changed labels, largest score change, images added
-    or missing. ``passed`` is False on any changed label, score change above ``tolerance``, or
-    a golden image that is now missing or unreadable."""
+                   report: dict[str, Any] | None = None, max_changed: int = 0,
+                   tolerance: float | None = None) -> dict[str, Any]:
+    """Check predictions on a folder against a golden record (see the module docstring).
+
+    ``passed`` is False when accuracy or a class's recall (from ``report``, the evaluate
+    report of the same predictions) is below its floor, when more than ``max_changed`` images
+    changed label, when a golden image is missing, or when a score moved by more than
+    ``tolerance`` (default: :data:`SAME_MODEL_TOLERANCE` when the golden was recorded from this
+    very model file, else scores are reported, not checked).
+    """
     if golden.get("classes") != classifier.classes:
         raise IndvisionError(f"golden file classes {golden.get('classes')} differ from the "
                              f"bundle's {classifier.classes}")
+    report = report or evaluate_tree(classifier, found.data_dir, predictions=found)
     now = golden_record(classifier, found)["images"]
     before = golden.get("images") or {}
     common = sorted(set(now) & set(before))
-    changed = [{"image": k, "golden": before[k]["label"], "now": now[k]["label"]}
+    full_path = {Path(p).relative_to(found.data_dir).as_posix(): p for p in found.paths}
+    changed = [{"image": k, "path": full_path[k], "true": now[k]["true"],
+                "golden": before[k]["label"], "now": now[k]["label"]}
                for k in common if before[k]["label"] != now[k]["label"]]
     max_diff = max((float(np.max(np.abs(np.subtract(now[k]["scores"], before[k]["scores"]))))
                     for k in common), default=0.0)
     missing = sorted(set(before) - set(now))
+    floors = check_floors(report, golden.get("floors") or {})
+    model_changed = golden.get("model_sha256") != classifier.entry.get("sha256")
+    if tolerance is None and not model_changed:  # the very same file must reproduce its scores
+        tolerance = SAME_MODEL_TOLERANCE
+
+    failures = []
+    if "accuracy" in floors and not floors["accuracy"]["passed"]:
+        failures.append(f"accuracy {floors['accuracy']['now']:.4f} is below its floor "
+                        f"{floors['accuracy']['floor']:.4f}")
+    for name, entry in floors["recall"].items():
+        if not entry["passed"]:
+            now_text = "no images" if entry["now"] is None else f"{entry['now']:.4f}"
+            failures.append(f"recall of '{name}' {now_text} is below its floor "
+                            f"{entry['floor']:.4f}")
+    if len(changed) > max_changed:
+        failures.append(f"{len(changed)} of {len(common)} images changed label "
+                        f"(allowed {max_changed})")
+    if missing:
+        failures.append(f"{len(missing)} golden images are missing or unreadable")
+    if tolerance is not None and max_diff > tolerance:
+        failures.append(f"max |Δscore| {max_diff:.3g} > tolerance {tolerance:g}")
     return {
+        "passed": not failures,
+        "failures": failures,
+        "floors": floors,
         "compared": len(common),
         "label_changes": len(changed),
-        "changed": changed[:50],
+        "max_changed": max_changed,
+        "changed": changed[:MAX_LISTED],
         "max_abs_diff": max_diff,
         "tolerance": tolerance,
-        "missing": missing[:50],
+        "missing": missing[:MAX_LISTED],
         "new": len(set(now) - set(before)),
-        "model_changed": golden.get("model_sha256") != classifier.entry.get("sha256"),
-        "passed": not changed and max_diff <= tolerance and not missing,
+        "model_changed": model_changed,
+        "golden_model": golden.get("model"),
+        "golden_run_id": golden.get("run_id"),
     }
+
+
+def golden_summary(golden_path: str, result: dict[str, Any]) -> str:
+    """The stderr text for a failed golden check: the failures, then each changed image."""
+    lines = [f"error: golden regression against {golden_path}: " + "; ".join(result["failures"])]
+    lines += [f"  changed: {c['path']}: golden {c['golden']} -> now {c['now']} (true {c['true']})"
+              for c in result["changed"]]
+    if result["label_changes"] > len(result["changed"]):
+        lines.append(f"  ... and {result['label_changes'] - len(result['changed'])} more")
+    lines += [f"  missing: {m}" for m in result["missing"]]
+    return "\n".join(lines)
 
 
 def watch(classifier: EdgeClassifier, source: str, emit: Emit, interval: float | None = None,
@@ -440,11 +573,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data_dir", metavar="DATA_DIR")
     evaluate.add_argument("--group-regex", help="fuse views per group (default: the bundle's)")
     evaluate.add_argument("--write-golden", metavar="FILE",
-                          help="save per-image labels and scores as a golden record")
+                          help="save per-image labels and scores and the metric floors "
+                               "(accuracy, each class's recall) as a golden record")
+    evaluate.add_argument("--floor-margin", type=float, default=0.0, metavar="FRACTION",
+                          help="with --write-golden: floors = measured minus this (default 0.0; "
+                               "0.02 = 2 points)")
     evaluate.add_argument("--golden", metavar="FILE",
-                          help="compare with a golden record; exit 1 on a regression")
-    evaluate.add_argument("--golden-tolerance", type=float, default=1e-4, metavar="DIFF",
-                          help="largest score change allowed against --golden (default 1e-4)")
+                          help="check against a golden record; exit 1 on a floor not met or "
+                               "too many changed labels")
+    evaluate.add_argument("--max-changed", type=int, default=0, metavar="N",
+                          help="images allowed to change label against --golden (default 0)")
+    evaluate.add_argument("--golden-tolerance", type=float, default=None, metavar="DIFF",
+                          help="also fail when a score moved by more than DIFF against --golden "
+                               "(default: 1e-4 for the golden's own model file, else unchecked)")
     watch_cmd = add("watch", "predict images arriving in a folder, or video / camera frames")
     watch_cmd.add_argument("source", metavar="SOURCE", help="folder, video file or camera index")
     watch_cmd.add_argument("--interval", type=float, default=None,
@@ -470,13 +611,21 @@ def _read_golden(path: str) -> dict[str, Any]:
 
 
 def _evaluate_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:
+    if args.max_changed < 0:
+        raise IndvisionError(f"--max-changed must be >= 0, got {args.max_changed}")
+    if not 0.0 <= args.floor_margin < 1.0:
+        raise IndvisionError(f"--floor-margin must be a fraction in [0, 1), got "
+                             f"{args.floor_margin}")
     golden = _read_golden(args.golden) if args.golden else None  # fail before the work
     found = predict_tree(classifier, Path(args.data_dir))
     report = evaluate_tree(classifier, Path(args.data_dir), args.group_regex, found)
     if golden is not None:
-        report["golden"] = compare_golden(classifier, found, golden, args.golden_tolerance)
+        report["golden"] = {"file": str(args.golden),
+                            **compare_golden(classifier, found, golden, report,
+                                             args.max_changed, args.golden_tolerance)}
     if args.write_golden:
-        atomic.write_json(args.write_golden, golden_record(classifier, found))
+        atomic.write_json(args.write_golden,
+                          golden_record(classifier, found, args.floor_margin))
     print(json.dumps(report, indent=2), flush=True)
     status = 0
     if report["skipped"]:
@@ -484,10 +633,7 @@ def _evaluate_command(classifier: EdgeClassifier, args: argparse.Namespace) -> i
               "(see 'skipped')", file=sys.stderr)
         status = 1
     if golden is not None and not report["golden"]["passed"]:
-        g = report["golden"]
-        print(f"error: golden regression against {args.golden}: {g['label_changes']} label "
-              f"changes, max |Δscore| {g['max_abs_diff']:.3g} (tolerance {g['tolerance']:g}), "
-              f"{len(g['missing'])} golden images missing", file=sys.stderr)
+        print(golden_summary(args.golden, report["golden"]), file=sys.stderr, flush=True)
         status = 1
     return status
 
