@@ -310,3 +310,18 @@ def test_cli_golden_record_catches_a_changed_model(bundle: Path, eval_tree: Path
     (tree / "ok" / "000_a.png").unlink()
     assert edge.main(["evaluate", str(bundle), str(tree), "--golden", str(golden)]) == 1
     assert json.loads(capsys.readouterr().out)["golden"]["missing"] == ["ok/000_a.png"]
+
+
+def test_cli_output_into_a_closed_pipe_ends_without_traceback(bundle: Path,
+                                                              eval_tree: Path) -> None:
+    """``python -m indvision.edge predict ... | head -n 1``: once the reader has gone, writing
+    raises BrokenPipeError; that must end the program quietly, not with a traceback. The
+    child's stdout is a pipe whose read end is already closed, so every write hits it."""
+    code = ("import os, sys\n"
+            "read_end, write_end = os.pipe(); os.close(read_end); os.dup2(write_end, 1)\n"
+            "from indvision.edge import main\n"
+            f"sys.exit(main(['predict', {str(bundle)!r}, {str(eval_tree)!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

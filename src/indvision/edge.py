@@ -667,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, like grep
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except IndvisionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
