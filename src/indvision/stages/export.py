@@ -35,12 +35,14 @@ layers kept float (``float_layers``); ``int8_keep_float_above: null`` quantises 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,16 +239,24 @@ def write_tflite(model: Any, spec: images.InputSpec, target: Path) -> None:
     import tensorflow as tf
 
     signature = [tf.TensorSpec((None, spec.height, spec.width, 3), tf.float32, name=INPUT_NAME)]
+    with converter_errors("TFLite float", "tflite"), atomic.atomic_path(target) as tmp:
+        model.export(str(tmp), format="litert", verbose=False, input_signature=signature,
+                     target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]})
+
+
+@contextlib.contextmanager
+def converter_errors(what: str, format_key: str) -> Iterator[None]:
+    """Turn a converter's failure (it raises many types: ConverterError, ValueError…) into one
+    line that says which conversion failed and how to go on without it."""
     try:
-        with atomic.atomic_path(target) as tmp:
-            model.export(str(tmp), format="litert", verbose=False, input_signature=signature,
-                         target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]})
+        yield
     except IndvisionError:
         raise
-    except Exception as exc:  # the converter raises many types (ConverterError, ValueError…)
-        raise IndvisionError(f"TFLite float conversion failed: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:300]}; drop it from export.formats "
-                             "if this model cannot be converted") from None
+    except Exception as exc:
+        raise IndvisionError(f"{what} conversion failed: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}; drop "
+                             f"{format_key} from export.formats if this model cannot be "
+                             "converted") from None
 
 
 def write_tflite_int8(model: Any, target: Path, calibration: np.ndarray,
@@ -267,7 +277,7 @@ def write_tflite_int8(model: Any, target: Path, calibration: np.ndarray,
         converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    try:
+    with converter_errors("TFLite int8", "tflite_int8"):
         if keep_float_above is None:
             with atomic.atomic_path(target) as tmp:
                 tmp.write_bytes(converter.convert())
@@ -282,12 +292,6 @@ def write_tflite_int8(model: Any, target: Path, calibration: np.ndarray,
         blob = tflite_convert.mlir_quantize(
             debugger.calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
             denylisted_nodes=float_layers or None)
-    except IndvisionError:
-        raise
-    except Exception as exc:  # the converter raises many types (ConverterError, ValueError…)
-        raise IndvisionError(f"TFLite int8 conversion failed: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:300]}; drop tflite_int8 from "
-                             "export.formats if this model cannot be converted") from None
     atomic.write_bytes(target, blob)
     names = [name.split(";")[0] for name in float_layers]  # TFLite joins fused ops' names
     if names:
