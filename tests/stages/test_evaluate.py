@@ -299,3 +299,25 @@ def test_config_is_checked_when_the_pipeline_is_read(tmp_path):
         config.build_config("evaluate", evaluate.Config, {"good_class": []})
     with pytest.raises(ConfigError, match="did you mean 'fail_below'"):
         config.build_config("evaluate", evaluate.Config, {"fail_bellow": 0.9})
+
+
+def test_grouped_views_calibrate_the_threshold_on_objects_not_images():
+    # object "d" is defective (label 1) but only its first view shows it; object "g" is good.
+    scores = np.array([[0.10, 0.90], [0.98, 0.02], [0.97, 0.03], [0.96, 0.04]])
+    labels = np.array([1, 1, 0, 0])
+    groups = ["d", "d", "g", "g"]
+    per_image, on = evaluate.calibration_threshold(scores, labels, None, 0, 0.0)
+    assert on == "images" and per_image > 0.98  # above the clean-looking defective view
+    per_object, on = evaluate.calibration_threshold(scores, labels, groups, 0, 0.0)
+    assert on == "groups" and 0.10 < per_object <= 0.5 + 1e-9  # the fused object escapes no more
+    _, _, fused = metrics.fuse_groups(scores, groups, 0)
+    assert metrics.decide(fused, 0, per_object).tolist() == [1, 0]  # d rejected, g passes
+    assert metrics.decide(fused, 0, per_image).tolist() == [1, 1]  # per-image: g rejected too
+
+
+def test_gate_names_the_per_object_accuracy_when_views_are_grouped():
+    objects = {"accuracy": 0.5, "n": 2, "errors": 1}
+    gate = evaluate.check_gate(evaluate.Config(fail_below=0.9), objects, "per object")
+    assert gate["passed"] is False
+    assert gate["failures"][0].startswith("test accuracy per object 50.0 % (1 error / 2)")
+    assert evaluate.check_gate(evaluate.Config(fail_below=0.5), objects, "per object")["passed"]

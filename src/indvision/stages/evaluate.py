@@ -6,8 +6,10 @@ from :func:`indvision.images.load`, exactly as on the device. Decisions come fro
 
 - With a good class (``ok``, ``intact``) an image is good only when ``P(good) >= threshold``; the
   threshold is the lowest one that keeps the escape rate (defective items passed as good) on the
-  *validation* split at or under ``escape_rate_target``. The test split then shows what that
-  threshold really does: defect recall (1 − escape rate) and false-reject rate.
+  *validation* split at or under ``escape_rate_target`` (with grouped views, on the validation
+  *objects* as fused below: the object is the unit that is decided and labelled). The test
+  split then shows what that threshold really does: defect recall (1 − escape rate) and
+  false-reject rate.
 - Without one, the arg-max.
 
 When ingest grouped views of one object (``group_regex``), the test objects are also decided as a
@@ -15,8 +17,9 @@ whole (each object takes its least-good view) and reported beside the per-image 
 
 Outputs: ``metrics.json`` (schema in the contract), ``predictions.csv`` (one row per test image
 with every class score), ``confusion.png``/``confusion.json`` and ``report.html``, one
-self-contained page. The optional quality gate (``fail_below``) is checked after everything is
-written, so a failed run still leaves the report that says why.
+self-contained page. The optional quality gate (``fail_below``; on the objects when views are
+grouped) is checked after everything is written, so a failed run still leaves the report that
+says why.
 """
 
 from __future__ import annotations
@@ -136,11 +139,37 @@ def group_true_labels(labels: Sequence[int], groups: Sequence[str], names: Seque
     return np.array(result, dtype=int)
 
 
-def check_gate(config: Config, test: dict[str, Any]) -> dict[str, Any]:
-    """The quality gate on the test metrics: settings, failures (messages) and notes."""
+def calibration_threshold(val_scores: np.ndarray, val_labels: np.ndarray,
+                          val_groups: Sequence[str] | None, good_index: int,
+                          escape_rate_target: float) -> tuple[float, str]:
+    """The good-class threshold and what it was calibrated on ("images" or "groups").
+
+    With grouped views the decision unit is the object (it passes only when every view does),
+    and its label is the object's: a damaged parcel whose dent shows in one view only has
+    another view that looks intact but is labelled damaged. Calibrating per image would push the
+    threshold above that clean-looking view and reject intact objects wholesale; so the escape
+    rate is held on the fused validation objects instead, as they will be decided.
+    """
+    if val_groups is None:
+        return metrics.threshold_for_escape_rate(val_scores, val_labels, good_index,
+                                                 escape_rate_target), "images"
+    names, _, fused = metrics.fuse_groups(val_scores, val_groups, good_index)
+    labels = group_true_labels(val_labels, val_groups, names, good_index)
+    return metrics.threshold_for_escape_rate(fused, labels, good_index,
+                                             escape_rate_target), "groups"
+
+
+def check_gate(config: Config, test: dict[str, Any], unit: str = "") -> dict[str, Any]:
+    """The quality gate on the test metrics: settings, failures (messages) and notes.
+
+    ``test`` is what is decided: the per-object metrics when views are grouped (``unit``
+    "per object"), since per-image labels there are the object's and a view that does not
+    show the damage cannot be right on its own.
+    """
     failures, notes = [], []
+    what = f"test accuracy {unit} " if unit else "test accuracy "
     if config.fail_below is not None and test["accuracy"] < config.fail_below:
-        failures.append(f"test accuracy {accuracy_text(test)} is below evaluate.fail_below "
+        failures.append(f"{what}{accuracy_text(test)} is below evaluate.fail_below "
                         f"{percent(config.fail_below)}")
     if config.fail_below_defect_recall is not None:
         recall = test.get("defect_recall")
@@ -189,15 +218,18 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                                "test")
 
     threshold = None
+    threshold_on = None
     if good_index is not None:
-        threshold = metrics.threshold_for_escape_rate(val_scores, val_labels, good_index,
-                                                      config.escape_rate_target)
+        threshold, threshold_on = calibration_threshold(
+            val_scores, val_labels, [r["group"] for r in val_rows] if group_regex else None,
+            good_index, config.escape_rate_target)
     val_pred = metrics.decide(val_scores, good_index, threshold)
     test_pred = metrics.decide(test_scores, good_index, threshold)
     result: dict[str, Any] = {
         "classes": classes,
         "good_class": good_class,
         "threshold": threshold,
+        "threshold_calibrated_on": threshold_on,
         "escape_rate_target": config.escape_rate_target,
         "group_regex": group_regex,
         "val": metrics.classification_metrics(val_labels, val_pred, classes, good_class),
@@ -226,7 +258,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         "dataset_hash": ingest_report.get("dataset_hash"),
         "model_sha256": atomic.sha256_file(model_path),
         "input_spec": spec.to_dict(),
-        "gate": check_gate(config, result["test"]),
+        "gate": (check_gate(config, result["test_groups"], "per object")
+                 if "test_groups" in result else check_gate(config, result["test"])),
     })
 
     paths = {name: out / file for name, file in OUTPUT_FILES.items()}
