@@ -352,13 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     tuned_session = ort_session(onnx_path, tuned=True, threads=args.threads)
     contenders += [
         Contender("onnxruntime default session", ort_runner(default_session),
-                  "= the edge runner before this change"),
+                  "onnxruntime's own defaults"),
         Contender("onnxruntime tuned", ort_runner(tuned_session),
                   f"{tuned_session.get_session_options().intra_op_num_threads} threads, "
                   "no spinning, ENABLE_ALL"),
         Contender("onnxruntime tuned + IO binding", ort_iobinding_runner(tuned_session)),
         Contender("edge runner (model.onnx)", formats.load_runner(onnx_path),
                   "what EdgeClassifier runs"),
+        Contender("edge runner, spin_wait=False", formats.load_runner(onnx_path, spin_wait=False),
+                  "EdgeClassifier(..., spin_wait=False): for shared CPUs"),
     ]
     for filename, label in (("model.tflite", "TFLite float32"),
                             ("model_int8.tflite", "TFLite int8")):

@@ -168,18 +168,21 @@ def check_file_hash(path: str | Path, entry: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- runners
 
-def load_runner(path: str | Path, threads: int | None = None) -> Runner:
+def load_runner(path: str | Path, threads: int | None = None, spin_wait: bool = True) -> Runner:
     """A callable running the model file at ``path`` (format from its name in the table).
 
     Safe to call from several threads at once: onnxruntime sessions are; the TFLite
-    interpreter is guarded by a lock.
+    interpreter is guarded by a lock. ``spin_wait=False`` makes onnxruntime's idle worker
+    threads sleep instead of busy-waiting: slower on a dedicated CPU (bench/edge_speed.py at
+    load 1.4: p50 1.9 → 2.9 ms), much faster where other work shares the cores (at load 4–6:
+    p50 15.8 → 4.0 ms). Results are identical either way.
     """
     path = Path(path)
     if not path.is_file():
         raise IndvisionError(f"{path}: model file not found")
     fmt = format_for_file(path.name)
     if fmt.runtime == "onnxruntime":
-        return _onnx_runner(path, threads)
+        return _onnx_runner(path, threads, spin_wait)
     if fmt.runtime == "litert":
         return _litert_runner(path, threads)
     raise ValueError(f"no runner for runtime {fmt.runtime}")  # pragma: no cover
@@ -192,17 +195,15 @@ def _as_batch(batch: np.ndarray) -> np.ndarray:
     return batch
 
 
-def _onnx_runner(path: Path, threads: int | None) -> Runner:
+def _onnx_runner(path: Path, threads: int | None, spin_wait: bool = True) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    # Speed only (results are identical): idle worker threads sleep instead of busy-waiting,
-    # which on a small or shared CPU stole the cores from the threads doing the work
-    # (bench/edge_speed.py: batch-32 throughput 1.5-2x, p95 latency lower).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if not spin_wait:  # see load_runner: for CPUs shared with other work
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), sess_options=options,
                                        providers=["CPUExecutionProvider"])
