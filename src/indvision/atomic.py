@@ -70,6 +70,14 @@ def write_json(target: str | Path, data: Any) -> Path:
     return write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; an unreadable or malformed one is an error naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndvisionError(f"cannot read {path}: {exc}") from None
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from indvision import atomic
 from indvision.errors import IndvisionError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -267,7 +268,7 @@ def build_backbone(backbone: str, height: int, width: int, weights: str = "none"
             load_backbone_weights(model, local, backbone, alpha)
             if row.imagenet_variance_scale is not None:
                 _fold_imagenet_stddev(model, row.imagenet_variance_scale)
-            return model, WeightsSource("imagenet-local", str(local), _sha256(local))
+            return model, WeightsSource("imagenet-local", str(local), atomic.sha256_file(local))
         try:
             model = _keras_backbone(row, height, width, alpha, "imagenet")
         except Exception as exc:  # Keras raises a bare Exception("URL fetch failure ...")
@@ -285,7 +286,7 @@ def build_backbone(backbone: str, height: int, width: int, weights: str = "none"
     model = (_small_cnn(height, width, alpha) if row.constructor is None
              else _keras_backbone(row, height, width, alpha, None))
     load_backbone_weights(model, path, backbone, alpha)
-    return model, WeightsSource("file", str(path.resolve()), _sha256(path))
+    return model, WeightsSource("file", str(path.resolve()), atomic.sha256_file(path))
 
 
 def load_backbone_weights(model: keras.Model, path: Path, backbone: str, alpha: float) -> None:
@@ -343,12 +344,6 @@ def _fold_imagenet_stddev(model: keras.Model, stddev: tuple[float, ...]) -> None
             layer.adapt_variance.assign(variance * np.asarray(stddev, variance.dtype))
             layer.finalize_state()
             return
-
-
-def _sha256(path: Path) -> str:
-    from indvision import atomic
-
-    return atomic.sha256_file(path)
 
 
 def build_classifier_with_source(

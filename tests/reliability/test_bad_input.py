@@ -52,14 +52,21 @@ def ingest_yaml(tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------- ingest CLI
 
 
-def test_ingest_cli_survives_every_bad_file_at_once(tmp_path: Path, ingest_yaml: Path) -> None:
-    tree = make_bad_tree(tmp_path / "tree")
-    out = tmp_path / "exports"
-    result = run_module("indvision.pipeline", str(ingest_yaml), "--data", str(tree),
+def ingest_cli_ok(yaml_path: Path, data: Path, out: Path) -> str:
+    """Run the ingest-only pipeline CLI on ``data``: it must exit 0 without a traceback.
+    Returns everything it printed."""
+    result = run_module("indvision.pipeline", str(yaml_path), "--data", str(data),
                         "--out", str(out))
     printed = result.stdout + result.stderr
     assert result.returncode == 0, printed
     assert "Traceback" not in printed
+    return printed
+
+
+def test_ingest_cli_survives_every_bad_file_at_once(tmp_path: Path, ingest_yaml: Path) -> None:
+    tree = make_bad_tree(tmp_path / "tree")
+    out = tmp_path / "exports"
+    printed = ingest_cli_ok(ingest_yaml, tree, out)
     run = only_run(out)
     rejected = {Path(r["path"]).relative_to(tree).as_posix(): r["reason"]
                 for r in read_csv(run / "ingest" / "rejected.csv")}
@@ -96,11 +103,7 @@ def test_ingest_cli_csv_with_every_problem(tmp_path: Path, ingest_yaml: Path) ->
     listing = tree / "list.csv"
     listing.write_text("\ufeffpath,label,camera\n" + "\n".join(rows) + "\n", encoding="utf-8")
     out = tmp_path / "exports"
-    result = run_module("indvision.pipeline", str(ingest_yaml), "--data", str(listing),
-                        "--out", str(out))
-    printed = result.stdout + result.stderr
-    assert result.returncode == 0, printed
-    assert "Traceback" not in printed
+    printed = ingest_cli_ok(ingest_yaml, listing, out)
     assert "ignoring unknown column(s) camera" in printed
     reasons = {r["reason"].split(" (")[0]: r["path"]
                for r in read_csv(only_run(out) / "ingest" / "rejected.csv")}

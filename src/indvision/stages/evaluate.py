@@ -28,7 +28,6 @@ import base64
 import csv
 import html
 import io
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -188,8 +187,8 @@ def check_gate(config: Config, test: dict[str, Any], unit: str = "") -> dict[str
 def run(config: Config, run: Run) -> dict[str, Path]:
     """Score val and test, decide, measure, write the report; fail when the gate is not met."""
     out = run.stage_dir("evaluate")
-    classes: list[str] = _read_json(run.artifact("ingest", "classes"))
-    ingest_report = _read_json(run.artifact("ingest", "report"))
+    classes: list[str] = atomic.read_json(run.artifact("ingest", "classes"))
+    ingest_report = atomic.read_json(run.artifact("ingest", "report"))
     rows = read_splits(run.artifact("ingest", "splits"))
     good_class = resolve_good_class(config.good_class, classes)
     if config.good_class is not None and good_class is None:
@@ -210,7 +209,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     val_labels = _label_indices(val_rows, classes)
     test_labels = _label_indices(test_rows, classes)
 
-    spec = images.InputSpec.from_dict(_read_json(run.artifact("train", "input_spec")))
+    spec = images.InputSpec.from_dict(atomic.read_json(run.artifact("train", "input_spec")))
     model_path = run.artifact("train", "model")
     model = _load_model(model_path, spec, len(classes))
     val_scores = score_images(model, [r["path"] for r in val_rows], spec, config.batch_size, "val")
@@ -355,13 +354,6 @@ def _label_indices(rows: Sequence[dict[str, str]], classes: Sequence[str]) -> np
         raise IndvisionError(f"ingest/splits.csv has labels {unknown} that classes.json lacks; "
                              "re-run ingest")
     return np.array([index[r["label"]] for r in rows], dtype=int)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise IndvisionError(f"cannot read {path}: {exc}") from None
 
 
 # --- files -----------------------------------------------------------------------------------

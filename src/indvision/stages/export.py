@@ -98,10 +98,10 @@ class Config:
 def run(config: Config, run: Run) -> dict[str, Path]:
     """Convert the trained model to every configured format and publish ``bundle/``."""
     model_path = run.artifact("train", "model")
-    spec = images.InputSpec.from_dict(_read_json(run.artifact("train", "input_spec")))
-    classes = _read_json(run.artifact("ingest", "classes"))
-    ingest_report = _read_json(run.artifact("ingest", "report"))
-    evaluation = (_read_json(run.artifact("evaluate", "metrics"))
+    spec = images.InputSpec.from_dict(atomic.read_json(run.artifact("train", "input_spec")))
+    classes = atomic.read_json(run.artifact("ingest", "classes"))
+    ingest_report = atomic.read_json(run.artifact("ingest", "report"))
+    evaluation = (atomic.read_json(run.artifact("evaluate", "metrics"))
                   if run.has_artifact("evaluate", "metrics") else None)
     if evaluation is not None and list(evaluation.get("classes", classes)) != list(classes):
         raise IndvisionError(f"evaluate/metrics.json classes {evaluation.get('classes')} differ "
@@ -329,13 +329,6 @@ def _self_check(model: Any, path: Path, batch: np.ndarray) -> str:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise IndvisionError(f"cannot read {path}: {exc}") from None
-
 
 def _check_model(model: Any, spec: images.InputSpec, classes: list[str], path: Path) -> None:
     """The model follows the convention: (None, H, W, 3) float input, one prob per class."""

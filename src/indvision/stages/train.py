@@ -237,7 +237,9 @@ def _read_state(out: Path) -> dict[str, Any]:
         return {"phases": {}, "history": []}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"train: warning: cannot read {path} ({exc}); training starts from epoch 1",
+              flush=True)
         return {"phases": {}, "history": []}
 
 
