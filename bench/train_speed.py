@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"decoded into the cache in {decode_s:.1f} s ({len(rows) / decode_s:.0f} images/s)",
           flush=True)
 
-    batches_class = train._make_batches_class()
+    batches_class = train._make_batches_classes()[0]
 
     def dataset(threads: int) -> object:
         return batches_class(pixels, [r["path"] for r in rows], labels, len(classes), spec,

@@ -106,12 +106,21 @@ class InputSpec:
 
     ``crop`` is an optional region of interest as fractions ``(x0, y0, x1, y1)`` of the image,
     applied before resizing: the same crop on the training machine and on the device.
+
+    ``colour_window`` ``(width, height)``, fractions of the image, follows an object that moves
+    across the frame instead: a window of that size centred on the most colourful area
+    (:func:`colour_centre`), shifted to stay inside the image. Parcels, labels and painted
+    parts stand out in colour from grey conveyors and fixtures; a frame with no colourful area
+    gets the window on its most saturated spot all the same, so look at the model inputs
+    in evaluate's report. It applies
+    after ``crop`` when both are given.
     """
 
     height: int
     width: int
     resize: str = "area"
     crop: tuple[float, float, float, float] | None = None
+    colour_window: tuple[float, float] | None = None
     channel_order: str = "RGB"
     value_range: tuple[int, int] = (0, 255)
     dtype: str = "uint8"
@@ -124,6 +133,10 @@ class InputSpec:
             x0, y0, x1, y1 = self.crop
             if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
                 raise ValueError(f"crop must be fractions 0 <= x0 < x1 <= 1, got {self.crop}")
+        window = self.colour_window
+        if window is not None and (len(window) != 2 or not all(0 < f <= 1 for f in window)):
+            raise ValueError("colour_window must be (width, height) fractions in (0, 1], "
+                             f"got {window}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,10 +144,43 @@ class InputSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("crop", "value_range"):
+        for key in ("crop", "colour_window", "value_range"):
             if known.get(key) is not None:
                 known[key] = tuple(known[key])
         return cls(**known)
+
+
+COLOUR_MAP_SIDE = 120  # the saturation map colour_centre searches is this wide (or high)
+COLOUR_BLUR = 0.04  # its Gaussian blur, as a fraction of the map's longer side
+
+
+def colour_centre(image: np.ndarray) -> tuple[float, float]:
+    """Centre ``(x, y)`` in pixels of the most colourful area of an RGB image.
+
+    The HSV saturation of a downscaled copy, blurred so that a compact colourful object
+    outweighs scattered specks; its peak (first in row order on ties) is the centre. Pure
+    OpenCV/numpy, deterministic: the device finds the same window as training did.
+    """
+    h, w = image.shape[:2]
+    scale = max(h, w) / COLOUR_MAP_SIDE
+    small_w, small_h = max(1, round(w / scale)), max(1, round(h / scale))
+    small = cv2.resize(image, (small_w, small_h), interpolation=cv2.INTER_AREA)
+    saturation = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32)
+    blurred = cv2.GaussianBlur(saturation, (0, 0), COLOUR_BLUR * max(small_w, small_h))
+    y, x = np.unravel_index(int(np.argmax(blurred)), blurred.shape)
+    return (x + 0.5) * w / small_w, (y + 0.5) * h / small_h
+
+
+def colour_window_box(image: np.ndarray,
+                      fractions: tuple[float, float]) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of the ``colour_window`` of an image (see :class:`InputSpec`)."""
+    h, w = image.shape[:2]
+    box_w = max(1, min(w, round(fractions[0] * w)))
+    box_h = max(1, min(h, round(fractions[1] * h)))
+    cx, cy = colour_centre(image)
+    x0 = int(min(max(round(cx - box_w / 2), 0), w - box_w))
+    y0 = int(min(max(round(cy - box_h / 2), 0), h - box_h))
+    return x0, y0, x0 + box_w, y0 + box_h
 
 
 def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -144,6 +190,9 @@ def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         x0, y0, x1, y1 = spec.crop
         image = image[round(y0 * h) : max(round(y1 * h), round(y0 * h) + 1),
                       round(x0 * w) : max(round(x1 * w), round(x0 * w) + 1)]
+    if spec.colour_window is not None:
+        x0, y0, x1, y1 = colour_window_box(image, spec.colour_window)
+        image = image[y0:y1, x0:x1]
     if image.shape[0] != spec.height or image.shape[1] != spec.width:
         image = cv2.resize(image, (spec.width, spec.height),
                            interpolation=_RESIZE_METHODS[spec.resize])

@@ -16,11 +16,14 @@ when any view is.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from indvision.errors import IndvisionError, did_you_mean
 
 
 def decide(scores: np.ndarray, good_index: int | None = None,
@@ -133,3 +136,47 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
         result["escapes"] = int((y_pred[defective] == g).sum())
         result["false_rejects"] = int((y_pred[good] != g).sum())
     return result
+
+
+def resolve_good_class(setting: tuple[str, ...] | str | None, classes: Sequence[str],
+                       key: str = "evaluate.good_class") -> str | None:
+    """The good class to use for this dataset's ``classes``, or None for arg-max decisions.
+
+    A single name must be a class (else a did-you-mean error: a typo must not silently turn the
+    escape-rate threshold off). A list of candidates picks the first present, else None.
+    """
+    if setting is None:
+        return None
+    if isinstance(setting, str):
+        if setting not in classes:
+            raise IndvisionError(
+                f"{key}: '{setting}' is not a class of this dataset"
+                f"{did_you_mean(setting, classes)}; classes are {', '.join(classes)}. Set it to "
+                "one of them, to a list of candidates ([ok, ok_front, intact]), or to null "
+                "for arg-max decisions")
+        return setting
+    for name in setting:
+        if name in classes:
+            return name
+    return None
+
+
+def group_true_labels(labels: Sequence[int], groups: Sequence[str], names: Sequence[str],
+                      good_index: int | None) -> np.ndarray:
+    """The true class of each group in ``names``: its members' label when they agree.
+
+    Otherwise (a CSV can group mixed labels) an object is defective when any view is: the most
+    common defect label among its members; without a good class, the most common label.
+    """
+    members: dict[str, list[int]] = {}
+    for label, group in zip(labels, groups, strict=True):
+        members.setdefault(group, []).append(int(label))
+    result = []
+    for name in names:
+        votes = members[name]
+        if good_index is not None and any(v != good_index for v in votes):
+            votes = [v for v in votes if v != good_index]
+        counts = Counter(votes)
+        best = max(counts.values())
+        result.append(min(v for v, c in counts.items() if c == best))
+    return np.array(result, dtype=int)

@@ -464,3 +464,66 @@ def _all_layers(model: Any) -> list[Any]:
         found.append(layer)
         found.extend(_all_layers(layer))
     return found
+
+
+# ----------------------------------------------------------------------------- any-view training
+
+
+def object_trainer(classifier: keras.Model, views: int) -> keras.Model:
+    """A training wrapper that runs ``classifier`` on every view of a batch of objects:
+    ``(objects, views, H, W, 3)`` → ``(objects, views, classes)``.
+
+    It holds no weights of its own (``get_weights`` lists the classifier's, in order); only
+    the classifier is saved and exported. The classifier is called once per view as a direct
+    sub-model (not inside ``TimeDistributed``), so Keras leaves out the metrics it was
+    compiled with earlier: they would shadow the wrapper's own ``loss`` and ``accuracy``.
+    """
+    import keras
+
+    height, width = classifier.input_shape[1:3]
+    inputs = keras.Input((views, height, width, 3), name="views")
+    outputs = keras.ops.stack([classifier(inputs[:, view]) for view in range(views)], axis=1)
+    return keras.Model(inputs, outputs, name="object_trainer")
+
+
+def any_view_loss(good_index: int, label_smoothing: float = 0.0) -> Any:
+    """Multiple-instance cross-entropy on ``(objects, views, classes)`` predictions.
+
+    A good object must look good in every view: the mean cross-entropy over its views. A
+    defective object needs its defect in at least one view: the cross-entropy of its
+    best-matching view, so a view where the damage cannot be seen is not forced to "see" it.
+    Targets carry the object's one-hot label on real views and zeros on padding.
+    """
+    from keras import ops
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        valid = ops.sum(y_true, axis=-1)  # (objects, views): 1 real view, 0 padding
+        n_classes = ops.shape(y_true)[-1]
+        target = (y_true * (1.0 - label_smoothing)
+                  + label_smoothing / ops.cast(n_classes, y_true.dtype) * valid[..., None])
+        log_p = ops.log(ops.clip(y_pred, 1e-7, 1.0))
+        per_view = -ops.sum(target * log_p, axis=-1)
+        mean_ce = ops.sum(per_view * valid, axis=-1) / ops.maximum(ops.sum(valid, -1), 1.0)
+        best_ce = ops.min(ops.where(valid > 0, per_view, 1e9), axis=-1)
+        good = ops.max(y_true[..., good_index], axis=-1)
+        return good * mean_ce + (1.0 - good) * best_ce
+
+    loss.__name__ = "any_view_loss"
+    return loss
+
+
+def any_view_accuracy(good_index: int) -> Any:
+    """Accuracy of the object decision evaluate makes: the object takes the prediction of its
+    least-good real view (:func:`indvision.metrics.fuse_groups`), arg-max."""
+    from keras import ops
+
+    def accuracy(y_true: Any, y_pred: Any) -> Any:
+        valid = ops.sum(y_true, axis=-1)
+        good_score = ops.where(valid > 0, y_pred[..., good_index], 2.0)
+        pick = ops.argmin(good_score, axis=-1)
+        chosen = ops.take_along_axis(y_pred, pick[:, None, None], axis=1)[:, 0]
+        true = ops.argmax(ops.sum(y_true, axis=1), axis=-1)
+        return ops.cast(ops.argmax(chosen, axis=-1) == true, "float32")
+
+    accuracy.__name__ = "accuracy"
+    return accuracy

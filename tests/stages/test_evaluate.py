@@ -249,9 +249,9 @@ def test_unknown_good_class_is_a_did_you_mean_error(fresh_trained_run, tmp_path)
 
 def test_good_class_candidates_take_the_first_present_or_fall_back_to_argmax(
         fresh_trained_run, tmp_path):
-    assert evaluate.resolve_good_class(("intact", "ok", "spot"), ["ok", "spot"]) == "ok"
-    assert evaluate.resolve_good_class(["intact", "good"], ["ok", "spot"]) is None
-    assert evaluate.resolve_good_class(None, ["ok", "spot"]) is None
+    assert metrics.resolve_good_class(("intact", "ok", "spot"), ["ok", "spot"]) == "ok"
+    assert metrics.resolve_good_class(["intact", "good"], ["ok", "spot"]) is None
+    assert metrics.resolve_good_class(None, ["ok", "spot"]) is None
 
     run = _copy(fresh_trained_run, tmp_path)
     outputs = evaluate.run(evaluate.Config(good_class=("intact", "good")), run)
@@ -286,7 +286,7 @@ def test_grouped_views_are_also_decided_per_object(grouped_trained_run, tmp_path
 
 def test_group_true_labels_flag_an_object_with_any_defective_view():
     labels, groups = [0, 1, 0, 0, 2, 2], ["p", "p", "q", "q", "r", "r"]
-    assert evaluate.group_true_labels(labels, groups, ["p", "q", "r"], 0).tolist() == [1, 0, 2]
+    assert metrics.group_true_labels(labels, groups, ["p", "q", "r"], 0).tolist() == [1, 0, 2]
 
 
 def test_config_is_checked_when_the_pipeline_is_read(tmp_path):

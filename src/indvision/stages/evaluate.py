@@ -29,7 +29,6 @@ import csv
 import html
 import io
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from indvision import atomic, images, metrics
-from indvision.errors import IndvisionError, did_you_mean
+from indvision.errors import IndvisionError
 from indvision.rundir import Run
 from indvision.stages.ingest import read_splits
 
@@ -94,50 +93,6 @@ class Config:
         return tuple(self.good_class)
 
 
-def resolve_good_class(setting: tuple[str, ...] | str | None,
-                       classes: Sequence[str]) -> str | None:
-    """The good class to use for this dataset's ``classes``, or None for arg-max decisions.
-
-    A single name must be a class (else a did-you-mean error: a typo must not silently turn the
-    escape-rate threshold off). A list of candidates picks the first present, else None.
-    """
-    if setting is None:
-        return None
-    if isinstance(setting, str):
-        if setting not in classes:
-            raise IndvisionError(
-                f"evaluate.good_class: '{setting}' is not a class of this dataset"
-                f"{did_you_mean(setting, classes)}; classes are {', '.join(classes)}. Set it to "
-                "one of them, to a list of candidates ([ok, ok_front, intact]), or to null "
-                "for arg-max decisions")
-        return setting
-    for name in setting:
-        if name in classes:
-            return name
-    return None
-
-
-def group_true_labels(labels: Sequence[int], groups: Sequence[str], names: Sequence[str],
-                      good_index: int | None) -> np.ndarray:
-    """The true class of each group in ``names``: its members' label when they agree.
-
-    Otherwise (a CSV can group mixed labels) an object is defective when any view is: the most
-    common defect label among its members; without a good class, the most common label.
-    """
-    members: dict[str, list[int]] = {}
-    for label, group in zip(labels, groups, strict=True):
-        members.setdefault(group, []).append(int(label))
-    result = []
-    for name in names:
-        votes = members[name]
-        if good_index is not None and any(v != good_index for v in votes):
-            votes = [v for v in votes if v != good_index]
-        counts = Counter(votes)
-        best = max(counts.values())
-        result.append(min(v for v, c in counts.items() if c == best))
-    return np.array(result, dtype=int)
-
-
 def calibration_threshold(val_scores: np.ndarray, val_labels: np.ndarray,
                           val_groups: Sequence[str] | None, good_index: int,
                           escape_rate_target: float) -> tuple[float, str]:
@@ -153,7 +108,7 @@ def calibration_threshold(val_scores: np.ndarray, val_labels: np.ndarray,
         return metrics.threshold_for_escape_rate(val_scores, val_labels, good_index,
                                                  escape_rate_target), "images"
     names, _, fused = metrics.fuse_groups(val_scores, val_groups, good_index)
-    labels = group_true_labels(val_labels, val_groups, names, good_index)
+    labels = metrics.group_true_labels(val_labels, val_groups, names, good_index)
     return metrics.threshold_for_escape_rate(fused, labels, good_index,
                                              escape_rate_target), "groups"
 
@@ -190,7 +145,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     classes: list[str] = atomic.read_json(run.artifact("ingest", "classes"))
     ingest_report = atomic.read_json(run.artifact("ingest", "report"))
     rows = read_splits(run.artifact("ingest", "splits"))
-    good_class = resolve_good_class(config.good_class, classes)
+    good_class = metrics.resolve_good_class(config.good_class, classes)
     if config.good_class is not None and good_class is None:
         print(f"evaluate: none of the good-class candidates {list(config.good_class_candidates)} "
               f"is a class here ({', '.join(classes)}): arg-max decisions, no threshold",
@@ -243,7 +198,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     test_groups = [r["group"] for r in test_rows]
     if group_regex:
         names, _, fused = metrics.fuse_groups(test_scores, test_groups, good_index)
-        group_labels = group_true_labels(test_labels, test_groups, names, good_index)
+        group_labels = metrics.group_true_labels(test_labels, test_groups, names, good_index)
         group_pred = metrics.decide(fused, good_index, threshold)
         result["test_groups"] = metrics.classification_metrics(group_labels, group_pred,
                                                                classes, good_class)

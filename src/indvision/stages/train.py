@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, images, models
+from indvision import atomic, images, metrics, models
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
 
@@ -68,6 +68,7 @@ class Config:
     width: int = 160
     resize: str = "area"  # "area" or "bilinear" (OpenCV), also on the device
     crop: tuple[float, float, float, float] | None = None  # region of interest x0,y0,x1,y1
+    colour_window: tuple[float, float] | None = None  # follow the object: see images.InputSpec
     weights: str = "auto"  # auto (imagenet if pretrainable, else none), none, imagenet, PATH
     alpha: float = 1.0  # width multiplier (MobileNets, small_cnn)
     dropout: float = 0.2
@@ -81,11 +82,19 @@ class Config:
     patience: int = 4  # epochs without val improvement before a phase stops; 0: never
     label_smoothing: float = 0.0
     workers: int = 2  # threads preparing batches (and decoding the image cache)
+    # Objects seen in several views (ingest.group_regex): a last phase, "objects", of up to
+    # this many epochs trains on whole objects, each defective when at least one of its views
+    # shows the defect (multiple-instance learning), as evaluate, verify and the edge runtime
+    # decide. The earlier phases give every view its object's label, which teaches a view
+    # where the damage cannot be seen to call it damaged. Needs good_class (same meaning as
+    # evaluate's); skipped without grouped views or without a good class in the dataset.
+    object_epochs: int = 0
+    good_class: tuple[str, ...] | str | None = None
 
     def __post_init__(self) -> None:
         models.check_choice(self.backbone, self.alpha,
                             "none" if self.weights == "auto" else self.weights)
-        images.InputSpec(self.height, self.width, self.resize, self.crop)  # validates
+        _ = self.input_spec  # validates crop, colour_window and resize
         if not (32 <= self.height <= 1024 and 32 <= self.width <= 1024):
             raise ValueError("height and width must be between 32 and 1024 pixels")
         if (self.weights not in ("auto", "none", "imagenet")
@@ -105,10 +114,18 @@ class Config:
             raise ValueError("label_smoothing and dropout must be in [0, 1)")
         if self.unfreeze_top_layers is not None and self.unfreeze_top_layers < 1:
             raise ValueError("unfreeze_top_layers must be a positive number of layers")
+        if self.object_epochs < 0:
+            raise ValueError("object_epochs must be 0 (off) or more")
+        names = (self.good_class,) if isinstance(self.good_class, str) else self.good_class
+        if names is not None and (not names or any(not isinstance(n, str) or not n.strip()
+                                                   for n in names)):
+            raise ValueError(f"good_class must be a class name or a list of candidate names, "
+                             f"got {self.good_class!r}")
 
     @property
     def input_spec(self) -> images.InputSpec:
-        return images.InputSpec(self.height, self.width, self.resize, self.crop)
+        return images.InputSpec(self.height, self.width, self.resize, self.crop,
+                                self.colour_window)
 
     def resolved_weights(self) -> str:
         return models.default_weights(self.backbone) if self.weights == "auto" else self.weights
@@ -121,13 +138,19 @@ class Phase:
     learning_rate: float
 
 
-def phases_for(config: Config) -> list[Phase]:
-    """``full`` for a from-scratch backbone; ``head`` (+ ``finetune``) for a pretrained one."""
+def phases_for(config: Config, objects: bool = False) -> list[Phase]:
+    """``full`` for a from-scratch backbone; ``head`` (+ ``finetune``) for a pretrained one;
+    then ``objects`` (the any-view loss) when ``objects`` and ``object_epochs`` ask for it, at
+    the last phase's learning rate."""
     if not models.get_backbone(config.backbone).pretrainable:
-        return [Phase("full", config.head_epochs, config.head_learning_rate)]
-    phases = [Phase("head", config.head_epochs, config.head_learning_rate)]
-    if config.finetune_epochs > 0:
-        phases.append(Phase("finetune", config.finetune_epochs, config.finetune_learning_rate))
+        phases = [Phase("full", config.head_epochs, config.head_learning_rate)]
+    else:
+        phases = [Phase("head", config.head_epochs, config.head_learning_rate)]
+        if config.finetune_epochs > 0:
+            phases.append(Phase("finetune", config.finetune_epochs,
+                                config.finetune_learning_rate))
+    if objects and config.object_epochs > 0:
+        phases.append(Phase("objects", config.object_epochs, phases[-1].learning_rate))
     return phases
 
 
@@ -154,8 +177,8 @@ def load_images(paths: list[str], spec: images.InputSpec, workers: int) -> np.nd
     return out
 
 
-def _make_batches_class() -> type:
-    """The PyDataset subclass (defined lazily: Keras is imported only when training)."""
+def _make_batches_classes() -> tuple[type, type]:
+    """The PyDataset subclasses (defined lazily: Keras is imported only when training)."""
     import keras
 
     class ImageBatches(keras.utils.PyDataset):
@@ -199,33 +222,71 @@ def _make_batches_class() -> type:
                 compose = self._local.compose = A.from_dict(self.augmentation)
             return compose
 
-        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-            rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        def _prepared(self, rows: np.ndarray, index: int) -> np.ndarray:
+            """The images of ``rows`` (uint8), augmented when training, seeded by batch."""
             if self.pixels is not None:
                 batch = self.pixels[rows]
             else:
                 batch = np.stack([images.load(self.paths[i], self.spec) for i in rows])
-            if self.augmentation is not None:
-                from indvision.stages.augment import apply
+            if self.augmentation is None:
+                return batch
+            from indvision.stages.augment import apply
 
-                compose = self._compose()
-                seed = int(np.random.SeedSequence([self.seed, self.epoch, index])
-                           .generate_state(1)[0])
-                compose.set_random_seed(seed)
-                augmented = []
-                for image in batch:
-                    out = apply(compose, image)
-                    if out.shape != image.shape:  # a crop-style transform: back to model size
-                        out = images.prepare(out, images.InputSpec(self.spec.height,
-                                                                   self.spec.width,
-                                                                   self.spec.resize))
-                    augmented.append(out)
-                batch = np.stack(augmented)
-            x = batch.astype(np.float32)
+            compose = self._compose()
+            seed = int(np.random.SeedSequence([self.seed, self.epoch, index])
+                       .generate_state(1)[0])
+            compose.set_random_seed(seed)
+            augmented = []
+            for image in batch:
+                out = apply(compose, image)
+                if out.shape != image.shape:  # a crop-style transform: back to model size
+                    out = images.prepare(out, images.InputSpec(self.spec.height,
+                                                               self.spec.width,
+                                                               self.spec.resize))
+                augmented.append(out)
+            return np.stack(augmented)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+            x = self._prepared(rows, index).astype(np.float32)
             y = np.eye(self.n_classes, dtype=np.float32)[self.labels[rows]]
             return x, y
 
-    return ImageBatches
+    class GroupBatches(ImageBatches):
+        """Batches of objects for the any-view loss: views ``(objects, V, H, W, 3)``, targets
+        ``(objects, V, classes)`` — the object's one-hot label on each real view, zeros on the
+        padding of objects with fewer than V views — and balanced per-object weights.
+
+        ``members`` lists each object's image rows; ``labels`` are per object; ``batch_size``
+        counts objects.
+        """
+
+        def __init__(self, pixels: np.ndarray | None, paths: list[str],
+                     members: list[list[int]], labels: np.ndarray, n_classes: int,
+                     spec: images.InputSpec, batch_size: int, *,
+                     object_weights: np.ndarray | None = None, **kwargs: Any) -> None:
+            self.members = members
+            self.views = max(len(m) for m in members)
+            self.object_weights = (np.ones(len(members), np.float32) if object_weights is None
+                                   else np.asarray(object_weights, np.float32))
+            super().__init__(pixels, paths, labels, n_classes, spec, batch_size, **kwargs)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            objects = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+            h, w, views = self.spec.height, self.spec.width, self.views
+            rows = np.array([r for o in objects for r in self.members[o]], dtype=int)
+            prepared = self._prepared(rows, index)
+            x = np.zeros((len(objects), views, h, w, 3), np.float32)
+            y = np.zeros((len(objects), views, self.n_classes), np.float32)
+            position = 0
+            for slot, obj in enumerate(objects):
+                count = len(self.members[obj])
+                x[slot, :count] = prepared[position : position + count]
+                y[slot, :count, self.labels[obj]] = 1.0
+                position += count
+            return x, y, self.object_weights[objects]
+
+    return ImageBatches, GroupBatches
 
 
 # ----------------------------------------------------------------------------- state
@@ -260,13 +321,14 @@ def _load_arrays(path: Path) -> list[np.ndarray]:
 
 def _make_progress_callback(out: Path, state: dict[str, Any], phase: Phase,
                             datasets: list[Any], patience: int, monitor_val: bool,
-                            recalibration_data: Any = None) -> Any:
+                            recalibration: tuple[Any, Any] = (None, None)) -> Any:
     """A callback that, after each epoch, records history, keeps the best weights and stops
     early — all persisted in ``state.json`` so a resumed run knows them too.
 
-    With ``recalibration_data`` (a from-scratch model), BatchNorm statistics are re-estimated
-    on it before each validation, so validation — and the choice of the best epoch — sees the
-    model as it will be used, not with moving averages that lag behind a short training.
+    With ``recalibration`` = (classifier, unaugmented batches) for a from-scratch model,
+    BatchNorm statistics are re-estimated on the batches before each validation, so validation
+    — and the choice of the best epoch — sees the model as it will be used, not with moving
+    averages that lag behind a short training.
     """
     import keras
 
@@ -332,10 +394,10 @@ def _make_progress_callback(out: Path, state: dict[str, Any], phase: Phase,
             _write_history(out, state)
 
         def on_test_begin(self, logs: dict | None = None) -> None:
-            if recalibration_data is not None:
-                models.recalibrate_batchnorm(
-                    self.model,
-                    (recalibration_data[i][0] for i in range(len(recalibration_data))))
+            classifier, data = recalibration
+            if data is not None:
+                models.recalibrate_batchnorm(classifier,
+                                             (data[i][0] for i in range(len(data))))
 
         def on_train_end(self, logs: dict | None = None) -> None:
             self.record["done"] = True  # before BackupAndRestore removes its backup
@@ -447,22 +509,40 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         print(f"train: images ready in {time.perf_counter() - started:.1f} s", flush=True)
     else:
         train_pixels = val_pixels = None
-    batches = _make_batches_class()
-    train_data = batches(train_pixels, train_paths, train_labels, len(classes), spec,
-                         config.batch_size, shuffle=True, augmentation=augmentation,
-                         seed=run.seed, workers=config.workers)
-    val_data = (batches(val_pixels, val_paths, val_labels, len(classes), spec,
-                        config.batch_size, workers=1) if val_paths else None)
+    image_batches, group_batches = _make_batches_classes()
+    train_data = image_batches(train_pixels, train_paths, train_labels, len(classes), spec,
+                               config.batch_size, shuffle=True, augmentation=augmentation,
+                               seed=run.seed, workers=config.workers)
+    val_data = (image_batches(val_pixels, val_paths, val_labels, len(classes), spec,
+                              config.batch_size, workers=1) if val_paths else None)
     class_weight = (balanced_class_weights(train_labels, len(classes))
                     if config.class_weight == "balanced" else None)
+    good_index = _objects_good_index(config, run, classes, train_rows)
+    object_data: tuple[Any, Any, Any] | None = None  # (trainer, train, val) of "objects"
+    if good_index is not None:
+        train_members, train_objects = objects_of(train_rows, train_labels, good_index)
+        object_weights = balanced_class_weights(train_objects, len(classes))
+        views = max(len(m) for m in train_members)
+        per_batch = max(2, config.batch_size // views)
+        object_train = group_batches(
+            train_pixels, train_paths, train_members, train_objects, len(classes), spec,
+            per_batch, object_weights=(np.array([object_weights[int(c)] for c in train_objects])
+                                       if config.class_weight == "balanced" else None),
+            shuffle=True, augmentation=augmentation, seed=run.seed, workers=config.workers)
+        object_val = None
+        if val_paths:
+            val_members, val_objects = objects_of(val_rows, val_labels, good_index)
+            object_val = group_batches(val_pixels, val_paths, val_members, val_objects,
+                                       len(classes), spec, per_batch, workers=1)
+        object_data = (models.object_trainer(model, views), object_train, object_val)
 
     # A from-scratch backbone's BatchNorm statistics are re-estimated on these unaugmented
     # training batches before every validation and at the end.
     from_scratch = not models.get_backbone(config.backbone).pretrainable
-    plain_train = (batches(train_pixels, train_paths, train_labels, len(classes), spec,
-                           config.batch_size) if from_scratch else None)
+    plain_train = (image_batches(train_pixels, train_paths, train_labels, len(classes), spec,
+                                 config.batch_size) if from_scratch else None)
 
-    phases = phases_for(config)
+    phases = phases_for(config, objects=good_index is not None)
     for number, phase in enumerate(phases):
         record = state["phases"].get(phase.name, {})
         if record.get("done"):
@@ -472,8 +552,16 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         if number > 0:  # start from the previous phase's best weights
             previous = state["phases"][phases[number - 1].name]
             model.set_weights(_load_arrays(out / previous["best_weights"]))
-        _fit_phase(model, config, phase, out, state, train_data, val_data, class_weight,
-                   plain_train)
+        if phase.name == "objects":
+            trainer, phase_train, phase_val = object_data
+            print(f"train: objects: any-view loss on {len(phase_train.members)} objects of up "
+                  f"to {phase_train.views} views: a defective object needs its defect in one "
+                  "view only", flush=True)
+            _fit_phase(model, trainer, config, phase, out, state, phase_train, phase_val,
+                       None, good_index, plain_train)
+        else:
+            _fit_phase(model, model, config, phase, out, state, train_data, val_data,
+                       class_weight, None, plain_train)
         if number > 0:  # the previous phase's weights are not needed any more
             (out / str(state["phases"][phases[number - 1].name]["best_weights"])).unlink(
                 missing_ok=True)
@@ -484,13 +572,54 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         recalibrated = models.recalibrate_batchnorm(
             model, (plain_train[i][0] for i in range(len(plain_train))))
     val_accuracy = None
-    if val_data is not None:
-        val_data.set_epoch(0)
-        probabilities = model.predict(val_data, verbose=0)
-        val_accuracy = float(np.mean(np.argmax(probabilities, axis=1) == val_labels))
+    if val_paths:
+        plain_val = image_batches(val_pixels, val_paths, val_labels, len(classes), spec,
+                                  config.batch_size, workers=1)
+        probabilities = model.predict(plain_val, verbose=0)
+        if phases[-1].name != "objects":
+            val_accuracy = float(np.mean(np.argmax(probabilities, axis=1) == val_labels))
+        else:  # per object, decided as evaluate decides (arg-max of the least-good view)
+            groups = [r["group"] for r in val_rows]
+            names, _, fused = metrics.fuse_groups(probabilities, groups, good_index)
+            truth = metrics.group_true_labels(val_labels, groups, names, good_index)
+            val_accuracy = float(np.mean(np.argmax(fused, axis=1) == truth))
     return _write_outputs(out, config, run, model, source, state, phases, classes,
                           len(train_rows), len(val_rows), class_weight, augmentation is not None,
-                          resumed, recalibrated, val_accuracy)
+                          resumed, recalibrated, val_accuracy,
+                          "objects" if phases[-1].name == "objects" else "images")
+
+
+def _objects_good_index(config: Config, run: Run, classes: list[str],
+                        train_rows: list[dict[str, str]]) -> int | None:
+    """The good class's index when the ``objects`` phase runs, else None (and why)."""
+    if config.object_epochs == 0:
+        return None
+    report = json.loads(run.artifact("ingest", "report").read_text(encoding="utf-8"))
+    if not report.get("group_regex"):
+        return None
+    sizes = Counter(r["group"] for r in train_rows)
+    if max(sizes.values()) < 2:
+        print("train: every object has one view; no objects phase", flush=True)
+        return None
+    good = metrics.resolve_good_class(config.good_class, classes, key="train.good_class")
+    if good is None:
+        print("train: views are grouped but no train.good_class is among the classes "
+              f"{classes}; no objects phase (every view keeps its object's label)", flush=True)
+        return None
+    return classes.index(good)
+
+
+def objects_of(rows: list[dict[str, str]], labels: np.ndarray,
+               good_index: int) -> tuple[list[list[int]], np.ndarray]:
+    """Group image rows into objects (by the ingest ``group`` column, first-seen order):
+    each object's row indices and its label (defective when any view is labelled so)."""
+    groups = [r["group"] for r in rows]
+    members: dict[str, list[int]] = {}
+    for position, group in enumerate(groups):
+        members.setdefault(group, []).append(position)
+    names = list(members)
+    return ([members[n] for n in names],
+            metrics.group_true_labels(labels, groups, names, good_index))
 
 
 def _load_final_weights(model: Any, out: Path, record: dict[str, Any]) -> None:
@@ -509,33 +638,41 @@ def _load_final_weights(model: Any, out: Path, record: dict[str, Any]) -> None:
                              "start a new run")
 
 
-def _fit_phase(model: Any, config: Config, phase: Phase, out: Path, state: dict[str, Any],
-               train_data: Any, val_data: Any, class_weight: dict[int, float] | None,
+def _fit_phase(model: Any, trainer: Any, config: Config, phase: Phase, out: Path,
+               state: dict[str, Any], train_data: Any, val_data: Any,
+               class_weight: dict[int, float] | None, good_index: int | None,
                recalibration_data: Any = None) -> None:
+    """Fit one phase. ``model`` is the classifier (frozen/unfrozen here); ``trainer`` is what
+    is fitted: the classifier itself, or its any-view wrapper (``good_index`` set)."""
     import keras
 
     if phase.name == "head":
         models.freeze_backbone(model)
-    elif phase.name == "finetune":
+    elif phase.name == "finetune" or (phase.name == "objects"
+                                      and models.get_backbone(config.backbone).pretrainable):
         unfrozen = models.unfreeze_top(model, config.backbone, config.unfreeze_top_layers)
         print(f"train: finetune: {unfrozen} backbone layers unfrozen (BatchNorm stays frozen)",
               flush=True)
-    model.compile(
-        optimizer=keras.optimizers.Adam(phase.learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-    )
+    if good_index is None:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+        accuracy: Any = "accuracy"
+    else:
+        loss = models.any_view_loss(good_index, config.label_smoothing)
+        accuracy = keras.metrics.MeanMetricWrapper(models.any_view_accuracy(good_index),
+                                                   name="accuracy")
+    trainer.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss=loss,
+                    metrics=[accuracy])
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     print(f"train: phase {phase.name}: up to {phase.epochs} epochs at learning rate "
           f"{phase.learning_rate:g}, {trainable:,} trainable parameters, "
           f"{len(train_data)} batches/epoch", flush=True)
     progress = _make_progress_callback(out, state, phase, [train_data], config.patience,
                                        monitor_val=val_data is not None,
-                                       recalibration_data=recalibration_data)
+                                       recalibration=(model, recalibration_data))
     backup = keras.callbacks.BackupAndRestore(backup_dir=str(out / "backup" / phase.name),
                                               double_checkpoint=True)
-    model.fit(train_data, validation_data=val_data, epochs=phase.epochs,
-              class_weight=class_weight, callbacks=[progress, backup], verbose=2)
+    trainer.fit(train_data, validation_data=val_data, epochs=phase.epochs,
+                class_weight=class_weight, callbacks=[progress, backup], verbose=2)
     shutil.rmtree(out / "backup" / phase.name, ignore_errors=True)
     record = state["phases"][phase.name]
     record["done"] = True
@@ -558,7 +695,8 @@ def _write_outputs(out: Path, config: Config, run: Run, model: Any,
                    source: models.WeightsSource, state: dict[str, Any], phases: list[Phase],
                    classes: list[str], n_train: int, n_val: int,
                    class_weight: dict[int, float] | None, augmented: bool, resumed: bool,
-                   recalibrated: int, val_accuracy: float | None) -> dict[str, Path]:
+                   recalibrated: int, val_accuracy: float | None,
+                   loss_kind: str) -> dict[str, Path]:
     with atomic.atomic_path(out / "model.keras") as tmp:
         _inference_copy(model).save(tmp)
     outputs = {
@@ -579,6 +717,7 @@ def _write_outputs(out: Path, config: Config, run: Run, model: Any,
         "class_weight": ({classes[k]: round(v, 4) for k, v in class_weight.items()}
                          if class_weight else None),
         "augmentation": augmented,
+        "last_phase_on": loss_kind,  # "objects": its val accuracy is per object
         "phases": {p.name: {key: state["phases"][p.name].get(key) for key in
                             ("epochs_run", "best_epoch", "best_val_accuracy", "best_val_loss",
                              "seconds", "stopped_early")} | {"learning_rate": p.learning_rate,
