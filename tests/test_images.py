@@ -105,3 +105,37 @@ def test_input_spec_round_trip_and_validation() -> None:
         images.InputSpec(height=8, width=8, resize="cubic-ish")
     with pytest.raises(ValueError, match="crop"):
         images.InputSpec(height=8, width=8, crop=(0.5, 0.0, 0.4, 1.0))
+
+
+def _grey_frame_with_patch(x0: int, y0: int, size: int = 30) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    frame = np.clip(rng.normal(140, 15, (180, 320, 1)), 0, 255).astype(np.uint8).repeat(3, 2)
+    frame[y0 : y0 + size, x0 : x0 + size] = (40, 200, 120)  # a green label on a grey belt
+    return frame
+
+
+@pytest.mark.parametrize(("x0", "y0"), [(40, 30), (250, 120), (0, 0), (290, 150)])
+def test_colour_window_follows_the_colourful_object(x0: int, y0: int) -> None:
+    frame = _grey_frame_with_patch(x0, y0)
+    cx, cy = images.colour_centre(frame)
+    if 0 < x0 < 290 and 0 < y0 < 150:  # (at an edge the blur's reflection pulls the peak out)
+        assert abs(cx - (x0 + 15)) <= 6 and abs(cy - (y0 + 15)) <= 6
+    box = images.colour_window_box(frame, (0.5, 0.5))
+    bx0, by0, bx1, by1 = box
+    assert (bx1 - bx0, by1 - by0) == (160, 90)  # the window keeps its size ...
+    assert min(bx0, by0) >= 0 and bx1 <= 320 and by1 <= 180  # ... inside the frame
+    assert bx0 <= x0 and by0 <= y0 and x0 + 30 <= bx1 and y0 + 30 <= by1  # around the object
+    spec = images.InputSpec(height=45, width=80, colour_window=(0.5, 0.5))
+    out = images.prepare(frame, spec)
+    np.testing.assert_array_equal(
+        out, cv2.resize(frame[by0:by1, bx0:bx1], (80, 45), interpolation=cv2.INTER_AREA))
+
+
+def test_colour_window_round_trips_and_is_validated() -> None:
+    spec = images.InputSpec(height=96, width=128, colour_window=(0.625, 0.8))
+    assert images.InputSpec.from_dict(spec.to_dict()) == spec
+    assert images.InputSpec.from_dict(
+        {"height": 96, "width": 128, "colour_window": [0.625, 0.8]}) == spec  # from JSON
+    for bad in [(0.0, 0.5), (0.5, 1.2), (0.5,)]:
+        with pytest.raises(ValueError, match="colour_window"):
+            images.InputSpec(height=8, width=8, colour_window=bad)

@@ -181,3 +181,54 @@ def test_recalibrate_batchnorm_uses_the_exact_batch_average() -> None:
     np.testing.assert_allclose(np.asarray(first_bn.moving_mean), np.mean(means, axis=0),
                                rtol=1e-4, atol=1e-5)
     assert first_bn.momentum == 0.9  # restored
+
+
+def _object_targets() -> tuple[np.ndarray, np.ndarray]:
+    """Three objects of up to two views, good class 1: a good one, a defective one and a
+    defective one with a single (padded) view."""
+    targets = np.zeros((3, 2, 2), np.float32)
+    targets[0, :, 1] = 1.0
+    targets[1, :, 0] = 1.0
+    targets[2, 0, 0] = 1.0  # view 2 is padding
+    predictions = np.array([[[0.1, 0.9], [0.3, 0.7]],
+                            [[0.8, 0.2], [0.1, 0.9]],
+                            [[0.6, 0.4], [0.5, 0.5]]], np.float32)
+    return targets, predictions
+
+
+def test_any_view_loss_needs_every_view_good_but_one_view_defective() -> None:
+    targets, predictions = _object_targets()
+    loss = np.asarray(models.any_view_loss(1)(keras.ops.convert_to_tensor(targets),
+                                              keras.ops.convert_to_tensor(predictions)))
+    expected = [(-np.log(0.9) - np.log(0.7)) / 2,  # good: the mean over both views
+                -np.log(0.8),  # defective: only its best-matching view counts
+                -np.log(0.6)]  # padding is ignored
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    smoothed = np.asarray(models.any_view_loss(1, 0.2)(keras.ops.convert_to_tensor(targets),
+                                                       keras.ops.convert_to_tensor(predictions)))
+    np.testing.assert_allclose(smoothed[2], -(0.9 * np.log(0.6) + 0.1 * np.log(0.4)), rtol=1e-5)
+
+
+def test_any_view_accuracy_decides_as_evaluate_fuses() -> None:
+    targets, predictions = _object_targets()
+    predictions[0, 1] = (0.6, 0.4)  # a good object with one bad-looking view is rejected
+    accuracy = models.any_view_accuracy(1)(keras.ops.convert_to_tensor(targets),
+                                           keras.ops.convert_to_tensor(predictions))
+    np.testing.assert_array_equal(np.asarray(accuracy), [0.0, 1.0, 1.0])
+
+
+def test_object_trainer_runs_the_classifier_on_each_view_and_shares_its_weights() -> None:
+    classifier = models.build_classifier("small_cnn", 2, 32, 32, "none", alpha=0.25)
+    classifier.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    trainer = models.object_trainer(classifier, views=2)
+    assert [w.shape for w in trainer.get_weights()] == [w.shape for w in
+                                                       classifier.get_weights()]
+    views = _images(6, 32).reshape(3, 2, 32, 32, 3)
+    np.testing.assert_allclose(np.asarray(trainer(views))[:, 1],
+                               np.asarray(classifier(views[:, 1])), rtol=1e-5, atol=1e-6)
+    trainer.compile(optimizer="adam", loss=models.any_view_loss(1),
+                    metrics=[keras.metrics.MeanMetricWrapper(models.any_view_accuracy(1),
+                                                             name="accuracy")])
+    targets, _ = _object_targets()
+    logs = trainer.evaluate(views, targets, verbose=0, return_dict=True)
+    assert logs["loss"] > 0  # the classifier's earlier compile does not shadow these

@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -165,3 +166,56 @@ def test_resume_continues_after_the_last_finished_epoch(
     info = json.loads(run.artifact("train", "info").read_text())
     assert info["resumed"] is True and info["epochs_run"] == 4
     assert not (run.root / "train" / "backup").exists()
+
+
+def _two_view_tree(root: Path, per_class: int = 10) -> Path:
+    """Objects of two views, ``<id>_a.png`` and ``<id>_b.png``: a defective object shows its
+    defect in view a only; view b always looks like an ``ok`` one."""
+    from tests.conftest import draw_tiny
+
+    for c, label in enumerate(("ok", "scratch")):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            for view, drawn in (("a", label), ("b", "ok")):
+                image = draw_tiny(drawn, np.random.default_rng([c, i, ord(view)]), 40)
+                cv2.imwrite(str(root / label / f"{c}{i:03d}_{view}.png"), image)
+    return root
+
+
+GROUPED = """
+name: grouped
+seed: 3
+stages:
+  ingest: {{group_regex: '^(\\d+)_'}}
+  train: {{backbone: small_cnn, height: 32, width: 32, batch_size: 8, head_epochs: 2,
+           object_epochs: 2, good_class: {good}, workers: 1}}
+"""
+
+
+def test_objects_phase_trains_whole_objects_after_the_image_phases(tmp_path: Path) -> None:
+    tree = _two_view_tree(tmp_path / "data")
+    yaml = write_pipeline(tmp_path / "g.yaml", GROUPED.format(good="[intact, ok]"))
+    run = pipeline.run_pipeline(config.load_pipeline(str(yaml), [], data=str(tree)),
+                                tmp_path / "exports")
+    history = _history(run.artifact("train", "history"))
+    assert [h["phase"] for h in history] == ["full", "full", "objects", "objects"]
+    assert all(h["val_loss"] and float(h["val_loss"]) > 0 for h in history)
+    info = json.loads(run.artifact("train", "info").read_text())
+    assert info["last_phase_on"] == "objects" and set(info["phases"]) == {"full", "objects"}
+    assert 0 <= info["val_accuracy"] <= 1
+    model = keras.models.load_model(run.artifact("train", "model"))  # the plain classifier
+    assert model.input.shape == (None, 32, 32, 3) and model.output.shape == (None, 2)
+
+
+def test_objects_phase_is_skipped_without_a_good_class_or_grouped_views(
+        tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    tree = _two_view_tree(tmp_path / "data", per_class=8)
+    yaml = write_pipeline(tmp_path / "g.yaml", GROUPED.format(good="[intact]"))
+    run = pipeline.run_pipeline(config.load_pipeline(str(yaml), [], data=str(tree)),
+                                tmp_path / "exports")
+    assert "no train.good_class is among the classes" in capfd.readouterr().out
+    assert {h["phase"] for h in _history(run.artifact("train", "history"))} == {"full"}
+    with pytest.raises(ConfigError, match="object_epochs"):
+        config.build_config("train", train.Config, {"object_epochs": -1})
+    with pytest.raises(ConfigError, match="good_class"):
+        config.build_config("train", train.Config, {"good_class": []})

@@ -233,6 +233,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     cards = [dict(card, png=thumbnail_png(card["path"], spec))
              for card in wrong[:config.misclassified_max]]
     crop = f", crop {spec.crop}" if spec.crop else ""
+    if spec.colour_window:
+        crop += f", colour window {spec.colour_window}"
     header = {
         "pipeline": run.pipeline,
         "run": run.run_id,

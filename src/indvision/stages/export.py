@@ -4,9 +4,9 @@ Writes ``<run>/bundle/`` holding one file per format of :data:`indvision.formats
 chosen in ``formats`` (``model.onnx``, ``model.tflite``, ``model_int8.tflite``) and
 ``model.json``, which says everything a device needs and everything an auditor asks:
 
-- ``classes`` (class index = position), ``input_spec`` (size, crop, resize method, RGB, 0..255
-  uint8: feed it to :func:`indvision.images.prepare`), ``decision`` (good class, threshold and
-  group regex from evaluate), ``metrics`` (evaluate's test numbers),
+- ``classes`` (class index = position), ``input_spec`` (size, crop or colour window, resize
+  method, RGB, 0..255 uint8: feed it to :func:`indvision.images.prepare`), ``decision`` (good
+  class, threshold and group regex from evaluate), ``metrics`` (evaluate's test numbers),
 - ``provenance`` (dataset hash, config hash, git commit, run id, pipeline, library versions),
 - ``files``: per model file its format, kind, runtime, gate, sha256 and size. ``verify`` later
   adds ``verified``, ``shippable`` and its parity numbers.

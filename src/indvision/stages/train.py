@@ -9,6 +9,16 @@ and its BatchNorm statistics are re-estimated exactly at the end
 (:func:`indvision.models.recalibrate_batchnorm`): after a short fit the moving averages lag
 behind the weights, and inference mode would predict one class for everything.
 
+Objects seen in several views (ingest ``group_regex``: a parcel's side and top photos) add a last
+phase, ``objects`` (``object_epochs``), on whole objects with the any-view loss
+(:func:`indvision.models.any_view_loss`): a good object must look good in every view, a
+defective one needs its defect in one view only — the rule evaluate, verify and the edge runtime
+decide by. The image phases before it give every view its object's label, which teaches views
+where the damage cannot be seen to call it damaged (and "damaged if any view is" then rejects
+good objects); they are the warm start: trained on objects from the beginning, the network first
+learns the cheap shortcut of hedging on one view type, which the any-view rule turns into "all
+defective". Its validation accuracy is per object.
+
 Every phase stops early on validation (``patience`` epochs without a better val accuracy or
 val loss), keeps its best epoch's weights (highest val accuracy, ties to the lower val loss),
 weighs classes ``balanced`` by default and is seeded by the run (and BatchNorm of a
