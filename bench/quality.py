@@ -4,7 +4,9 @@ For every run: dataset, test images, accuracy, macro-F1, defect recall, false-re
 training seconds — for the Keras model (evaluate's test predictions, ``evaluate/predictions.csv``)
 and for every file of the bundle (ONNX, TFLite, TFLite int8), each run here through the edge
 runner (:func:`indvision.formats.load_runner`) on the run's test split, with the bundle's
-decision rule (good class + threshold). Ratios against Keras: Δ accuracy (points), top-1
+decision rule (good class + threshold). Where the run grouped views of one object (a parcel's
+side and top photos), the metrics are per object — the unit decided, fused as evaluate fuses —
+with the per-image accuracy beside them. Ratios against Keras: Δ accuracy (points), top-1
 agreement, and file size against the float ONNX file. ``verify/parity.json``'s verdict
 (shippable or not, and why) is shown beside each file.
 
@@ -39,8 +41,9 @@ from indvision import formats, images, metrics  # noqa: E402
 from indvision.errors import IndvisionError  # noqa: E402
 
 FORMAT_NAMES = {"onnx": "ONNX", "tflite": "TFLite", "tflite_int8": "TFLite int8"}
-COLUMNS = ("run", "dataset", "format", "n", "accuracy", "macro-F1", "defect recall",
-           "false-reject", "Δacc pts", "agree", "MB", "size ×", "train s", "verdict")
+COLUMNS = ("run", "dataset", "format", "unit", "n", "accuracy", "macro-F1", "defect recall",
+           "false-reject", "image acc", "Δacc pts", "agree", "MB", "size ×", "train s",
+           "verdict")
 
 
 # ----------------------------------------------------------------------------- reading runs
@@ -81,8 +84,10 @@ def dataset_name(run: Path, manifest: dict[str, Any]) -> str:
     return f"synthetic {ingest.get('synthetic') or manifest.get('pipeline')}"
 
 
-def keras_scores(run: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-    """Paths, true labels and Keras probabilities of the test split (evaluate/predictions.csv)."""
+def keras_scores(run: Path, classes: list[str]
+                 ) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
+    """Paths, true labels, Keras probabilities and groups of the test split
+    (evaluate/predictions.csv)."""
     path = run / "evaluate" / "predictions.csv"
     try:
         with path.open(encoding="utf-8", newline="") as handle:
@@ -92,14 +97,24 @@ def keras_scores(run: Path, classes: list[str]) -> tuple[list[str], np.ndarray, 
     if not rows or any(f"p_{c}" not in rows[0] for c in classes):
         return None
     return ([r["path"] for r in rows], np.array([classes.index(r["true"]) for r in rows]),
-            np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]))
+            np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]),
+            [r.get("group", "") for r in rows])
 
 
 def scores_row(probs: np.ndarray, labels: np.ndarray, classes: list[str],
-               good_class: str | None, threshold: float | None) -> dict[str, Any]:
+               good_class: str | None, threshold: float | None,
+               groups: list[str] | None = None) -> dict[str, Any]:
+    """Metrics of the decisions; with ``groups``, per object (plus ``image_accuracy``)."""
     good_index = classes.index(good_class) if good_class in classes else None
     decided = metrics.decide(probs, good_index, threshold)
-    return metrics.classification_metrics(labels, decided, classes, good_class)
+    per_image = metrics.classification_metrics(labels, decided, classes, good_class)
+    if not groups:
+        return per_image
+    names, _, fused = metrics.fuse_groups(probs, groups, good_index)
+    truth = metrics.group_true_labels(labels, groups, names, good_index)
+    per_object = metrics.classification_metrics(truth, metrics.decide(fused, good_index, threshold),
+                                                classes, good_class)
+    return {**per_object, "image_accuracy": per_image["accuracy"]}
 
 
 def summarise_run(run: Path, rescore: bool = True) -> list[dict[str, Any]]:
@@ -116,6 +131,10 @@ def summarise_run(run: Path, rescore: bool = True) -> list[dict[str, Any]]:
             "status": manifest.get("status")}
     rows: list[dict[str, Any]] = []
     test = evaluation.get("test")
+    grouped = bool(evaluation.get("test_groups"))
+    if grouped and test:
+        test = {**evaluation["test_groups"], "image_accuracy": test.get("accuracy")}
+    base["unit"] = "object" if grouped else "image"
     keras = keras_scores(run, classes) if classes else None
     if test:
         rows.append({**base, "format": "Keras", **_metric_cells(test), "Δacc pts": 0.0,
@@ -140,7 +159,8 @@ def summarise_run(run: Path, rescore: bool = True) -> list[dict[str, Any]]:
             except IndvisionError as exc:
                 rows.append({**row, "verdict": f"cannot run: {exc}"[:80]})
                 continue
-            found = scores_row(probs, keras[1], classes, good_class, threshold)
+            found = scores_row(probs, keras[1], classes, good_class, threshold,
+                               keras[3] if grouped else None)
             keras_top1 = keras[2].argmax(1)
             row.update(_metric_cells(found),
                        agree=float((probs.argmax(1) == keras_top1).mean()),
@@ -158,7 +178,8 @@ def summarise_run(run: Path, rescore: bool = True) -> list[dict[str, Any]]:
 def _metric_cells(found: dict[str, Any]) -> dict[str, Any]:
     return {"n": found.get("n"), "accuracy": found.get("accuracy"),
             "macro-F1": found.get("macro_f1"), "defect recall": found.get("defect_recall"),
-            "false-reject": found.get("false_reject_rate")}
+            "false-reject": found.get("false_reject_rate"),
+            "image acc": found.get("image_accuracy")}
 
 
 def _verdict(entry: dict[str, Any], check: dict[str, Any]) -> str:
@@ -201,7 +222,8 @@ def fresh_run(pipeline_and_data: str, sets: list[str], out: Path) -> Path:
 def cell(value: Any, column: str) -> str:
     if value is None:
         return "–"
-    if column in ("accuracy", "macro-F1", "defect recall", "false-reject", "agree"):
+    if column in ("accuracy", "macro-F1", "defect recall", "false-reject", "image acc",
+                  "agree"):
         return f"{value * 100:.2f} %" if column != "agree" else f"{value:.4f}"
     if column == "Δacc pts":
         return f"{value:+.2f}"
@@ -257,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(markdown_table(rows))
-    print("\nΔacc pts: accuracy minus the Keras model's, in points (decisions with the bundle's "
-          "good class and threshold); agree: top-1 agreement with Keras on the same test images; "
+    print("\nunit: what n counts and the metrics are of (object: views fused as evaluate fuses "
+          "them; image acc: the per-image accuracy beside it); "
+          "Δacc pts: accuracy minus the Keras model's, in points (decisions with the bundle's "
+          "good class and threshold); agree: per-image top-1 agreement with Keras on the "
+          "same test images; "
           "size ×: file size over model.onnx's; verdict: verify's gate (verify/parity.json).")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")

@@ -51,7 +51,7 @@ FLOAT_GATE = Gate("float", fails_run=True,
                   rule="100 % top-1 agreement with Keras and max |Δprob| <= float_max_abs_diff")
 INT8_GATE = Gate("int8", fails_run=False,
                  rule="accuracy drop <= int8_accuracy_budget points and top-1 agreement >= "
-                      "int8_min_agreement")
+                      "int8_min_agreement (with grouped views: of the objects' decisions)")
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,13 @@ def gate_failures(fmt: ExportFormat, parity: dict[str, Any], limits: GateLimits)
     """Why ``parity`` (verify's numbers for one file) fails ``fmt``'s gate; empty when it passes.
 
     ``parity`` needs ``agreement`` (0..1), ``max_abs_diff`` and ``accuracy_drop_points``
-    (Keras accuracy minus this file's, in percentage points).
+    (Keras accuracy minus this file's, in percentage points); ``unit`` ("object" when verify
+    judges an int8 file on grouped views' fused decisions) only changes the wording.
     """
+    agreement = ("top-1 agreement" if parity.get("unit", "image") == "image"
+                 else f"{parity['unit']} decision agreement")
+    drop = ("accuracy drop" if parity.get("unit", "image") == "image"
+            else f"{parity['unit']} accuracy drop")
     failures = []
     if fmt.gate is FLOAT_GATE:
         if parity["agreement"] < 1.0:
@@ -124,10 +129,10 @@ def gate_failures(fmt: ExportFormat, parity: dict[str, Any], limits: GateLimits)
                             f"{limits.float_max_abs_diff:g}")
     elif fmt.gate is INT8_GATE:
         if parity["accuracy_drop_points"] > limits.int8_accuracy_budget + 1e-9:
-            failures.append(f"accuracy drop {parity['accuracy_drop_points']:.2f} points > "
+            failures.append(f"{drop} {parity['accuracy_drop_points']:.2f} points > "
                             f"budget {limits.int8_accuracy_budget:g}")
         if parity["agreement"] < limits.int8_min_agreement:
-            failures.append(f"top-1 agreement {parity['agreement']:.4f} < "
+            failures.append(f"{agreement} {parity['agreement']:.4f} < "
                             f"{limits.int8_min_agreement:g}")
     else:  # pragma: no cover - a new gate must be handled here
         raise ValueError(f"no rule for gate {fmt.gate.name}")

@@ -487,11 +487,13 @@ def object_trainer(classifier: keras.Model, views: int) -> keras.Model:
 
 
 def any_view_loss(good_index: int, label_smoothing: float = 0.0) -> Any:
-    """Multiple-instance cross-entropy on ``(objects, views, classes)`` predictions.
+    """Multiple-instance cross-entropy on ``(objects, views, classes)`` predictions: the
+    cross-entropy of the object's decision as :func:`indvision.metrics.fuse_groups` makes it.
 
-    A good object must look good in every view: the mean cross-entropy over its views. A
-    defective object needs its defect in at least one view: the cross-entropy of its
-    best-matching view, so a view where the damage cannot be seen is not forced to "see" it.
+    A good object must look good in every view: the cross-entropy of its worst view (the one
+    that decides whether it passes). A defective object needs its defect in at least one view:
+    the cross-entropy of its best-matching view, so a view where the damage cannot be seen is
+    not forced to "see" it. Both sides weigh one view per object, so neither class is favoured.
     Targets carry the object's one-hot label on real views and zeros on padding.
     """
     from keras import ops
@@ -503,10 +505,10 @@ def any_view_loss(good_index: int, label_smoothing: float = 0.0) -> Any:
                   + label_smoothing / ops.cast(n_classes, y_true.dtype) * valid[..., None])
         log_p = ops.log(ops.clip(y_pred, 1e-7, 1.0))
         per_view = -ops.sum(target * log_p, axis=-1)
-        mean_ce = ops.sum(per_view * valid, axis=-1) / ops.maximum(ops.sum(valid, -1), 1.0)
+        worst_ce = ops.max(ops.where(valid > 0, per_view, 0.0), axis=-1)
         best_ce = ops.min(ops.where(valid > 0, per_view, 1e9), axis=-1)
         good = ops.max(y_true[..., good_index], axis=-1)
-        return good * mean_ce + (1.0 - good) * best_ce
+        return good * worst_ce + (1.0 - good) * best_ce
 
     loss.__name__ = "any_view_loss"
     return loss

@@ -163,3 +163,32 @@ def test_a_tampered_model_file_is_refused_before_anything_runs(exported_run: Pat
     message = str(info.value)
     assert "model.tflite" in message and expected in message and actual in message
     assert not (run.root / "verify" / "parity.json").exists()
+
+
+def test_compare_reports_the_objects_fused_decisions_beside_the_images() -> None:
+    # two parcels of two views, good class 1; the "int8" file flips one view of an intact
+    # parcel's top-1 that the fused decision still rejects through its other view
+    keras_probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.1, 0.9]])
+    int8_probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.1, 0.9]])
+    labels = np.array([0, 0, 1, 1])
+    parity = verify.compare(int8_probs, keras_probs, labels, 1, 0.5, ["a", "a", "b", "b"])
+    assert parity["agreement"] == 0.75 and parity["disagreements"] == 1
+    assert parity["objects"] == {"n": 2, "agreement": 1.0, "disagreements": 0, "accuracy": 1.0,
+                                 "keras_accuracy": 1.0, "accuracy_drop_points": 0.0}
+    assert "objects" not in verify.compare(int8_probs, keras_probs, labels, 1, 0.5)
+
+
+def test_grouped_bundles_judge_int8_on_objects(exported_run: Path, tmp_path: Path) -> None:
+    run = copy_run(exported_run, tmp_path / "exports")
+    bundle = run.root / "bundle"
+    meta = read_json(bundle / "model.json")
+    meta["decision"]["group_regex"] = "^(.)"  # objects: test files sharing a first letter
+    atomic.write_json(bundle / "model.json", meta)
+    rewrite_hash(bundle, "model.onnx")  # the manifest records the edited model.json
+    run = Run.open(run.root)
+    run_verify(run, int8_min_agreement=1.01)
+    parity = read_json(run.root / "verify" / "parity.json")["formats"]["tflite_int8"]
+    test_rows = [r for r in read_splits(run.artifact("ingest", "splits")) if r["split"] == "test"]
+    assert parity["objects"]["n"] == len({r["group"] for r in test_rows})
+    reason = read_json(bundle / "model.json")["files"]["model_int8.tflite"]["reason"]
+    assert "object decision agreement" in reason and "top-1" not in reason

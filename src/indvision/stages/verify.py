@@ -11,6 +11,9 @@ threshold). Then each file meets its gate from the format table:
   marks the file not shippable and fails the stage (the run fails, ``latest.json`` stays);
 - int8 files must stay within ``int8_accuracy_budget`` points and ``int8_min_agreement``; a
   failure marks the file ``"shippable": false`` with the reason, and the run still passes.
+  Where the bundle decides per object (views grouped by ``group_regex``), the int8 gate is
+  judged on the objects' fused decisions — what the device reports — and the per-image numbers
+  are kept beside them (``parity["objects"]``); float files stay judged per image, stricter.
 
 ``model.json`` is rewritten (atomically) with ``verified``, ``shippable``, ``reason`` and the
 parity numbers per file. It cannot hold its own hash, so its new sha256 goes into
@@ -95,7 +98,10 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     if unknown:
         raise IndvisionError(f"test labels {unknown} are not classes of the bundle {classes}")
     labels = np.array([classes.index(r["label"]) for r in rows])
-    print(f"verify: {len(rows)} test images, {len(files)} model files", flush=True)
+    groups = [r["group"] for r in rows] if decision.get("group_regex") else None
+    print(f"verify: {len(rows)} test images"
+          + (f" of {len(set(groups))} objects" if groups else "")
+          + f", {len(files)} model files", flush=True)
     batch = np.stack([images.load(r["path"], spec) for r in rows])
 
     keras_probs = _keras_probs(run.artifact("train", "model"), batch, config.batch_size)
@@ -119,8 +125,12 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         fmt = formats.FORMATS[entry["format"]]
         started = time.perf_counter()
         probs = _run_in_batches(formats.load_runner(bundle / name), batch, config.batch_size)
-        parity = compare(probs, keras_probs, labels, good_index, threshold)
-        failures = formats.gate_failures(fmt, parity, limits)
+        parity = compare(probs, keras_probs, labels, good_index, threshold, groups)
+        judged = parity
+        if groups and fmt.kind == "int8":  # the device reports objects: judge those
+            judged = {**parity, **{k: parity["objects"][k] for k in
+                                   ("agreement", "accuracy_drop_points")}, "unit": "object"}
+        failures = formats.gate_failures(fmt, judged, limits)
         shippable = not failures
         parity.update(file=name, kind=fmt.kind, sha256=entry["sha256"],
                       gate=fmt.gate.name, gate_rule=fmt.gate.rule, passed=shippable,
@@ -139,7 +149,11 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         verdict = "ok" if shippable else ("FAILED" if fmt.gate.fails_run else "not shippable")
         print(f"verify: {name}: top-1 agreement {parity['agreement']:.4f}, max |Δprob| "
               f"{parity['max_abs_diff']:.2g}, accuracy {parity['accuracy']:.4f} "
-              f"(Keras {parity['keras_accuracy']:.4f}) → {verdict}"
+              f"(Keras {parity['keras_accuracy']:.4f})"
+              + (f"; per object: decision agreement {parity['objects']['agreement']:.4f}, "
+                 f"accuracy {parity['objects']['accuracy']:.4f} "
+                 f"(Keras {parity['objects']['keras_accuracy']:.4f})" if groups else "")
+              + f" → {verdict}"
               + (f" ({'; '.join(failures)})" if failures else ""), flush=True)
 
     text = json.dumps(bundle_meta, indent=2, default=str) + "\n"
@@ -164,8 +178,10 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- comparisons
 
 def compare(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray,
-            good_index: int | None, threshold: float | None) -> dict[str, Any]:
-    """Parity numbers of one file's probabilities against Keras' on the same images."""
+            good_index: int | None, threshold: float | None,
+            groups: list[str] | None = None) -> dict[str, Any]:
+    """Parity numbers of one file's probabilities against Keras' on the same images; with
+    ``groups``, also of the objects' fused decisions (``objects``)."""
     top1, keras_top1 = probs.argmax(1), keras_probs.argmax(1)
     decisions = metrics.decide(probs, good_index, threshold)
     keras_decisions = metrics.decide(keras_probs, good_index, threshold)
@@ -182,7 +198,24 @@ def compare(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray,
         "decision_agreement": float((decisions == keras_decisions).mean()),
         "decision_accuracy": _accuracy(decisions, labels),
         "keras_decision_accuracy": _accuracy(keras_decisions, labels),
-    }
+    } | ({"objects": _compare_objects(probs, keras_probs, labels, good_index, threshold,
+                                      groups)} if groups else {})
+
+
+def _compare_objects(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray,
+                     good_index: int | None, threshold: float | None,
+                     groups: list[str]) -> dict[str, Any]:
+    """Fused per-object decisions of a file against Keras' (as evaluate and the edge decide)."""
+    names, _, fused = metrics.fuse_groups(probs, groups, good_index)
+    _, _, keras_fused = metrics.fuse_groups(keras_probs, groups, good_index)
+    truth = metrics.group_true_labels(labels, groups, names, good_index)
+    decisions = metrics.decide(fused, good_index, threshold)
+    keras_decisions = metrics.decide(keras_fused, good_index, threshold)
+    accuracy, keras_accuracy = _accuracy(decisions, truth), _accuracy(keras_decisions, truth)
+    return {"n": len(names), "agreement": float((decisions == keras_decisions).mean()),
+            "disagreements": int((decisions != keras_decisions).sum()),
+            "accuracy": accuracy, "keras_accuracy": keras_accuracy,
+            "accuracy_drop_points": round((keras_accuracy - accuracy) * 100, 6)}
 
 
 def _accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
