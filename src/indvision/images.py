@@ -111,9 +111,8 @@ class InputSpec:
     across the frame instead: a window of that size centred on the most colourful area
     (:func:`colour_centre`), shifted to stay inside the image. Parcels, labels and painted
     parts stand out in colour from grey conveyors and fixtures; a frame with no colourful area
-    gets the window on its most saturated spot all the same, so look at the model inputs
-    in evaluate's report. It applies
-    after ``crop`` when both are given.
+    gets the window on its most saturated spot all the same, so look at the model inputs in
+    evaluate's report. It applies after ``crop`` when both are given.
     """
 
     height: int

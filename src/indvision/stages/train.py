@@ -661,8 +661,8 @@ def _fit_phase(model: Any, trainer: Any, config: Config, phase: Phase, out: Path
     elif phase.name == "finetune" or (phase.name == "objects"
                                       and models.get_backbone(config.backbone).pretrainable):
         unfrozen = models.unfreeze_top(model, config.backbone, config.unfreeze_top_layers)
-        print(f"train: finetune: {unfrozen} backbone layers unfrozen (BatchNorm stays frozen)",
-              flush=True)
+        print(f"train: {phase.name}: {unfrozen} backbone layers unfrozen (BatchNorm stays "
+              "frozen)", flush=True)
     if good_index is None:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         accuracy: Any = "accuracy"
