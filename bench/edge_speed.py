@@ -41,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # a clean clone without an install works too
 
+from benchlib import load_avg  # noqa: E402
 from indvision import edge, formats, images  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -69,11 +70,6 @@ class Contender:
     @property
     def throughput(self) -> float:
         return BATCH / float(np.median(self.batch)) if self.batch else float("nan")
-
-
-def load_avg() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def run_images(bundle: Path, split: str, limit: int) -> list[str]:

@@ -33,6 +33,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from benchlib import load_avg
+
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1e6
 
@@ -81,11 +83,6 @@ t3 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "load": t2 - t1, "predict": t3 - t2,
                   "label": int(probs.argmax())}))
 """
-
-
-def load_avg() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def median(values: list[float]) -> float:

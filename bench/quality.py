@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # a clean clone works without an install too
 
-from indvision import formats, images, metrics  # noqa: E402
+from indvision import edge, formats, images, metrics  # noqa: E402
 from indvision.errors import IndvisionError  # noqa: E402
 
 FORMAT_NAMES = {"onnx": "ONNX", "tflite": "TFLite", "tflite_int8": "TFLite int8"}
@@ -68,12 +68,9 @@ def runs_in(path: Path) -> list[Path]:
 
 
 def latest_run(pipeline_dir: Path) -> Path:
-    """The run ``exports/<pipeline>/latest.json`` points at."""
-    latest = read_json(pipeline_dir / "latest.json")
-    if not latest or "run_dir" not in latest:
-        raise IndvisionError(f"{pipeline_dir}/latest.json: missing or unreadable (no run of "
-                             "this pipeline has passed verify)")
-    return pipeline_dir / latest["run_dir"]
+    """The run ``exports/<pipeline>/latest.json`` points at (resolved as the edge runtime
+    resolves it)."""
+    return edge.resolve_bundle(pipeline_dir).parent
 
 
 def dataset_name(run: Path, manifest: dict[str, Any]) -> str:
@@ -110,10 +107,8 @@ def scores_row(probs: np.ndarray, labels: np.ndarray, classes: list[str],
     per_image = metrics.classification_metrics(labels, decided, classes, good_class)
     if not groups:
         return per_image
-    names, _, fused = metrics.fuse_groups(probs, groups, good_index)
-    truth = metrics.group_true_labels(labels, groups, names, good_index)
-    per_object = metrics.classification_metrics(truth, metrics.decide(fused, good_index, threshold),
-                                                classes, good_class)
+    truth, decided = metrics.decide_groups(probs, labels, groups, good_index, threshold)
+    per_object = metrics.classification_metrics(truth, decided, classes, good_class)
     return {**per_object, "image_accuracy": per_image["accuracy"]}
 
 

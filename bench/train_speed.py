@@ -34,16 +34,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # a clean clone without an install works too
 
+from benchlib import load_avg  # noqa: E402
 from indvision import config as pipeline_config  # noqa: E402
 from indvision import edge, models  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-
-def load_avg() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def run_folder(path: str) -> Path:

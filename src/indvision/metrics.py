@@ -74,6 +74,16 @@ def fuse_groups(scores: np.ndarray, groups: Sequence[str],
     return names, np.array(chosen, dtype=int), fused_scores
 
 
+def decide_groups(scores: np.ndarray, labels: Sequence[int], groups: Sequence[str],
+                  good_index: int | None, threshold: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (first-seen order): its true class (:func:`group_true_labels`) and the
+    decision on its fused scores (:func:`fuse_groups`, then :func:`decide`)."""
+    names, _, fused = fuse_groups(scores, groups, good_index)
+    return (group_true_labels(labels, groups, names, good_index),
+            decide(fused, good_index, threshold))
+
+
 def threshold_for_escape_rate(scores: np.ndarray, labels: np.ndarray, good_index: int,
                               target: float, floor: float = 0.5) -> float:
     """Lowest good-class threshold (at least ``floor``) whose escape rate is ≤ ``target``.

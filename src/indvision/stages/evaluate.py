@@ -197,9 +197,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
             "false_rejects")}
     test_groups = [r["group"] for r in test_rows]
     if group_regex:
-        names, _, fused = metrics.fuse_groups(test_scores, test_groups, good_index)
-        group_labels = metrics.group_true_labels(test_labels, test_groups, names, good_index)
-        group_pred = metrics.decide(fused, good_index, threshold)
+        group_labels, group_pred = metrics.decide_groups(test_scores, test_labels, test_groups,
+                                                         good_index, threshold)
         result["test_groups"] = metrics.classification_metrics(group_labels, group_pred,
                                                                classes, good_class)
     result.update({

@@ -532,8 +532,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     if good_index is not None:
         train_members, train_objects = objects_of(train_rows, train_labels, good_index)
         object_weights = balanced_class_weights(train_objects, len(classes))
-        views = max(len(m) for m in train_members)
-        per_batch = max(2, config.batch_size // views)
+        per_batch = max(2, config.batch_size // max(len(m) for m in train_members))
         object_train = group_batches(
             train_pixels, train_paths, train_members, train_objects, len(classes), spec,
             per_batch, object_weights=(np.array([object_weights[int(c)] for c in train_objects])
@@ -544,7 +543,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
             val_members, val_objects = objects_of(val_rows, val_labels, good_index)
             object_val = group_batches(val_pixels, val_paths, val_members, val_objects,
                                        len(classes), spec, per_batch, workers=1)
-        object_data = (models.object_trainer(model, views), object_train, object_val)
+        object_data = (models.object_trainer(model, object_train.views), object_train,
+                       object_val)
 
     # A from-scratch backbone's BatchNorm statistics are re-estimated on these unaugmented
     # training batches before every validation and at the end.
@@ -582,17 +582,15 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         recalibrated = models.recalibrate_batchnorm(
             model, (plain_train[i][0] for i in range(len(plain_train))))
     val_accuracy = None
-    if val_paths:
-        plain_val = image_batches(val_pixels, val_paths, val_labels, len(classes), spec,
-                                  config.batch_size, workers=1)
-        probabilities = model.predict(plain_val, verbose=0)
+    if val_data is not None:
+        val_data.set_epoch(0)
+        probabilities = model.predict(val_data, verbose=0)
         if phases[-1].name != "objects":
             val_accuracy = float(np.mean(np.argmax(probabilities, axis=1) == val_labels))
         else:  # per object, decided as evaluate decides (arg-max of the least-good view)
-            groups = [r["group"] for r in val_rows]
-            names, _, fused = metrics.fuse_groups(probabilities, groups, good_index)
-            truth = metrics.group_true_labels(val_labels, groups, names, good_index)
-            val_accuracy = float(np.mean(np.argmax(fused, axis=1) == truth))
+            truth, decided = metrics.decide_groups(probabilities, val_labels,
+                                                   [r["group"] for r in val_rows], good_index)
+            val_accuracy = float(np.mean(decided == truth))
     return _write_outputs(out, config, run, model, source, state, phases, classes,
                           len(train_rows), len(val_rows), class_weight, augmentation is not None,
                           resumed, recalibrated, val_accuracy,

@@ -206,13 +206,10 @@ def _compare_objects(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndar
                      good_index: int | None, threshold: float | None,
                      groups: list[str]) -> dict[str, Any]:
     """Fused per-object decisions of a file against Keras' (as evaluate and the edge decide)."""
-    names, _, fused = metrics.fuse_groups(probs, groups, good_index)
-    _, _, keras_fused = metrics.fuse_groups(keras_probs, groups, good_index)
-    truth = metrics.group_true_labels(labels, groups, names, good_index)
-    decisions = metrics.decide(fused, good_index, threshold)
-    keras_decisions = metrics.decide(keras_fused, good_index, threshold)
+    truth, decisions = metrics.decide_groups(probs, labels, groups, good_index, threshold)
+    _, keras_decisions = metrics.decide_groups(keras_probs, labels, groups, good_index, threshold)
     accuracy, keras_accuracy = _accuracy(decisions, truth), _accuracy(keras_decisions, truth)
-    return {"n": len(names), "agreement": float((decisions == keras_decisions).mean()),
+    return {"n": len(truth), "agreement": float((decisions == keras_decisions).mean()),
             "disagreements": int((decisions != keras_decisions).sum()),
             "accuracy": accuracy, "keras_accuracy": keras_accuracy,
             "accuracy_drop_points": round((keras_accuracy - accuracy) * 100, 6)}
