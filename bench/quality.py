@@ -161,9 +161,14 @@ def summarise_run(run: Path, rescore: bool = True) -> list[dict[str, Any]]:
                        agree=float((probs.argmax(1) == keras_top1).mean()),
                        **{"Δacc pts": (found["accuracy"] - test["accuracy"]) * 100
                           if test else None})
+        elif check and grouped and check.get("objects"):  # verify's per-object numbers
+            objects = check["objects"]
+            row.update(n=objects["n"], accuracy=objects["accuracy"],
+                       agree=check.get("agreement"),
+                       **{"Δacc pts": -objects["accuracy_drop_points"]})
         elif check:  # verify's numbers: arg-max accuracy and agreement only
-            row.update(n=parity.get("n_test"), accuracy=check.get("decision_accuracy",
-                                                                  check.get("accuracy")),
+            row.update(unit="image", n=parity.get("n_test"),
+                       accuracy=check.get("decision_accuracy", check.get("accuracy")),
                        agree=check.get("agreement"),
                        **{"Δacc pts": -check.get("accuracy_drop_points", 0.0)})
         rows.append(row)
