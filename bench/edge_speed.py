@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # a clean clone without an install works too
 
 from benchlib import load_avg  # noqa: E402
-from indvision import edge, formats, images  # noqa: E402
+from indvision import edge, formats, images, models  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 BATCH = 32
@@ -186,10 +186,9 @@ def ort_iobinding_runner(session: object) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def keras_contenders(model_path: Path, spec: images.InputSpec) -> list[Contender]:
-    import keras
     import tensorflow as tf
 
-    model = keras.models.load_model(model_path, compile=False)
+    model = models.load_model(model_path)
     signature = [tf.TensorSpec([None, spec.height, spec.width, 3], tf.float32)]
     compiled = tf.function(lambda x: model(x, training=False), input_signature=signature)
     xla = tf.function(lambda x: model(x, training=False), input_signature=signature,

@@ -73,9 +73,9 @@ import json, os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 t0 = time.perf_counter()
 import keras
-from indvision import images
+from indvision import images, models
 t1 = time.perf_counter()
-model = keras.models.load_model(sys.argv[1], compile=False)
+model = models.load_model(sys.argv[1])  # keras load_model with indvision's layers registered
 t2 = time.perf_counter()
 spec = images.InputSpec(model.input_shape[1], model.input_shape[2])
 probs = model.predict(images.load(sys.argv[2], spec)[None].astype("float32"), verbose=0)

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         threaded.on_epoch_end()
 
     cached = [loader[i] for i in range(min(args.steps, n_batches))]
-    model = keras.models.load_model(run / "train" / "model.keras", compile=False)
+    model = models.classifier_of(models.load_model(run / "train" / "model.keras"))
 
     def compile_for(phase: str) -> None:
         if phase == "head":

@@ -76,13 +76,14 @@ def needs_shared(*parts: str) -> Path:
     return path
 
 
-def train_tiny(run, size: int = 40, epochs: int = 8):
+def train_tiny(run, size: int = 40, epochs: int = 8, **settings):
     """Run the real train stage on ``run`` with a tiny, fast configuration (small_cnn)."""
     from indvision.stages import train
 
     run.start_stage("train")
-    outputs = train.run(train.Config(backbone="small_cnn", weights="none", height=size,
-                                     width=size, head_epochs=epochs, batch_size=8, workers=1),
+    outputs = train.run(train.Config(**{"backbone": "small_cnn", "weights": "none",
+                                        "height": size, "width": size, "head_epochs": epochs,
+                                        "batch_size": 8, "workers": 1, **settings}),
                         run)
     run.finish_stage("train", outputs, 0.0)
     return run

@@ -77,6 +77,29 @@ def test_weights_from_a_path_load_and_change_the_output(tmp_path: Path) -> None:
     assert not np.allclose(loaded.predict(x, verbose=0), fresh.predict(x, verbose=0))
 
 
+def test_mirror_averaged_scores_are_the_mean_of_both_passes_and_survive_a_reload(
+        tmp_path: Path) -> None:
+    keras.utils.set_random_seed(3)
+    classifier = models.build_classifier("small_cnn", 3, 32, 40, "none")
+    averaged = models.mirror_averaged(classifier)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 40, 3)).astype("float32")
+    expected = (classifier.predict(x, verbose=0) + classifier.predict(x[:, :, ::-1], verbose=0)) / 2
+    got = averaged.predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(averaged.predict(x[:, :, ::-1], verbose=0), got, atol=1e-6)
+    assert not np.allclose(classifier.predict(x, verbose=0), got)  # the flip does something
+
+    path = tmp_path / "model.keras"
+    averaged.save(path)
+    np.testing.assert_allclose(models.load_model(path).predict(x, verbose=0), got, atol=1e-6)
+    # a saved mirror-averaged model is also a weights source: its backbone is found inside
+    keras.utils.set_random_seed(4)
+    reused, _ = models.build_classifier_with_source("small_cnn", 3, 32, 40, str(path))
+    for mine, theirs in zip(models.backbone_of(reused).get_weights(),
+                            models.backbone_of(classifier).get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def test_weights_that_do_not_fit_name_the_file(tmp_path: Path) -> None:
     donor = models.build_classifier("small_cnn", 3, 32, 32, "none", alpha=1.0)
     path = tmp_path / "wide.weights.h5"

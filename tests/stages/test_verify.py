@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indvision import atomic, config, formats
+from indvision import atomic, config, formats, images
 from indvision.edge import EdgeClassifier
 from indvision.errors import ConfigError, IndvisionError
 from indvision.rundir import Run
@@ -192,3 +192,41 @@ def test_grouped_bundles_judge_int8_on_objects(exported_run: Path, tmp_path: Pat
     assert parity["objects"]["n"] == len({r["group"] for r in test_rows})
     reason = read_json(bundle / "model.json")["files"]["model_int8.tflite"]["reason"]
     assert "object decision agreement" in reason and "top-1" not in reason
+
+
+def test_a_mirror_averaged_model_is_repeated_by_every_format_and_the_edge(tmp_path: Path) -> None:
+    """train.mirror_average puts the flip inside the graph: the float files must match Keras
+    (verify's gate), the edge must agree, and the scores must not change when the image is
+    mirrored (what the averaging promises)."""
+    from indvision import models
+    from indvision.stages import export, ingest
+    from tests.conftest import evaluate_tiny, make_tree, train_tiny
+
+    tree = make_tree(tmp_path / "data", per_class=20)
+    run = Run.create(tmp_path / "exports", "tiny", seed=0,
+                     config={"name": "tiny", "stages": {"ingest": {"source": str(tree)}}},
+                     config_hash="stand-in-config-hash")
+    run.start_stage("ingest")
+    run.finish_stage("ingest", ingest.run(ingest.Config(source=str(tree)), run), 0.0)
+    train_tiny(run, epochs=3, mirror_average=True)
+    assert read_json(run.artifact("train", "info"))["mirror_average"] is True
+    evaluate_tiny(run, escape_rate_target=0.5, fail_below=0.0)
+    run.start_stage("export")
+    run.finish_stage("export", export.run(export.Config(), run), 0.0)
+    run_verify(run)
+
+    parity = read_json(run.root / "verify" / "parity.json")
+    for key in ("onnx", "tflite"):
+        assert parity["formats"][key]["agreement"] == 1.0, key
+    model = models.load_model(run.artifact("train", "model"))
+    assert model.get_layer("mirror") is not None
+    spec = images.InputSpec.from_dict(read_json(run.artifact("train", "input_spec")))
+    paths = [r["path"] for r in read_splits(run.artifact("ingest", "splits"))
+             if r["split"] == "test"][:6]
+    batch = np.stack([images.load(p, spec) for p in paths]).astype(np.float32)
+    keras_scores = np.asarray(model.predict(batch, verbose=0))
+    mirrored_scores = np.asarray(model.predict(batch[:, :, ::-1], verbose=0))
+    np.testing.assert_allclose(mirrored_scores, keras_scores, atol=1e-5)
+    edge = EdgeClassifier(run.root / "bundle")
+    edge_scores = edge.scores(np.stack([edge.load(p) for p in paths]))
+    np.testing.assert_allclose(edge_scores, keras_scores, atol=1e-4)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, images, metrics
+from indvision import atomic, images, metrics, models
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
 from indvision.stages.ingest import read_splits
@@ -259,10 +259,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 def _load_model(path: Path, spec: images.InputSpec, n_classes: int) -> Any:
     """Load the Keras model and check it fits the input spec and the class list."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
     try:
-        model = keras.models.load_model(path, compile=False)  # inference only: no optimizer
+        model = models.load_model(path)  # inference only: no optimizer
     except (ValueError, OSError, TypeError) as exc:
         raise IndvisionError(f"{path}: cannot load the Keras model "
                              f"({str(exc).strip().splitlines()[0][:200]}); re-run train") from None

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, formats, images
+from indvision import atomic, formats, images, models
 from indvision.config import config_to_dict
 from indvision.errors import IndvisionError, did_you_mean
 from indvision.rundir import Run, library_versions
@@ -107,9 +107,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         raise IndvisionError(f"evaluate/metrics.json classes {evaluation.get('classes')} differ "
                              f"from ingest/classes.json {classes}; re-run evaluate")
 
-    import keras
-
-    model = keras.models.load_model(model_path, compile=False)
+    model = models.load_model(model_path)
     _check_model(model, spec, classes, model_path)
     needs_calibration = any(formats.FORMATS[k].kind == "int8" for k in config.formats)
     calibration = (_calibration_images(run, spec, config.calibration_images)

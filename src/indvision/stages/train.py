@@ -35,6 +35,11 @@ atomically and Keras' ``BackupAndRestore`` keeps the model and optimizer in ``tr
 calling :func:`run` again on the same run (``--resume RUN_ID``) continues after the last
 finished epoch, so an interruption (even SIGKILL) loses at most the epoch in progress.
 
+With ``mirror_average`` the saved model averages its scores over each image and the image
+mirrored left to right (:func:`indvision.models.mirror_averaged`): test-time augmentation in
+the graph itself, so evaluate, every exported file and the edge runtime compute the same
+average with no extra code. It costs twice the inference and steadies knife-edge calls.
+
 Outputs: ``model.keras`` (the model convention of the contract), ``input_spec.json``,
 ``history.csv`` (epoch, phase, loss, accuracy, val_loss, val_accuracy, lr), ``curves.png`` and
 ``train_info.json`` (backbone, weights file and sha256, seconds and epochs per phase, best
@@ -100,6 +105,10 @@ class Config:
     # evaluate's); skipped without grouped views or without a good class in the dataset.
     object_epochs: int = 0
     good_class: tuple[str, ...] | str | None = None
+    # Save the model averaged over each image and its left-right mirror (test-time
+    # augmentation inside the graph: every exported file and the edge do the same, at twice the
+    # inference cost). Only where a mirrored image keeps its class; see models.mirror_averaged.
+    mirror_average: bool = False
 
     def __post_init__(self) -> None:
         models.check_choice(self.backbone, self.alpha,
@@ -581,6 +590,10 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     if plain_train is not None:
         recalibrated = models.recalibrate_batchnorm(
             model, (plain_train[i][0] for i in range(len(plain_train))))
+    if config.mirror_average:
+        model = models.mirror_averaged(model)
+        print("train: the saved model averages each image with its mirror (mirror_average)",
+              flush=True)
     val_accuracy = None
     if val_data is not None:
         val_data.set_epoch(0)
@@ -633,14 +646,11 @@ def objects_of(rows: list[dict[str, str]], labels: np.ndarray,
 def _load_final_weights(model: Any, out: Path, record: dict[str, Any]) -> None:
     """The last phase's best weights; after a crash between writing the outputs and the
     manifest, the saved model.keras holds them (its best-weights file is already gone)."""
-    import keras
-
     best = out / str(record.get("best_weights"))
     if best.is_file():
         model.set_weights(_load_arrays(best))
     elif (out / "model.keras").is_file():
-        model.set_weights(keras.models.load_model(out / "model.keras", compile=False)
-                          .get_weights())
+        model.set_weights(models.load_model(out / "model.keras").get_weights())
     else:
         raise IndvisionError(f"{out}: training state is incomplete ({best.name} is missing); "
                              "start a new run")
@@ -726,6 +736,7 @@ def _write_outputs(out: Path, config: Config, run: Run, model: Any,
                          if class_weight else None),
         "augmentation": augmented,
         "last_phase_on": loss_kind,  # "objects": its val accuracy is per object
+        "mirror_average": config.mirror_average,
         "phases": {p.name: {key: state["phases"][p.name].get(key) for key in
                             ("epochs_run", "best_epoch", "best_val_accuracy", "best_val_loss",
                              "seconds", "stopped_early")} | {"learning_rate": p.learning_rate,

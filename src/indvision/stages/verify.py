@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, formats, images, metrics
+from indvision import atomic, formats, images, metrics, models
 from indvision.errors import IndvisionError
 from indvision.rundir import MANIFEST, Run
 from indvision.stages.ingest import read_splits
@@ -220,9 +220,7 @@ def _accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _keras_probs(model_path: Path, batch: np.ndarray, batch_size: int) -> np.ndarray:
-    import keras
-
-    model = keras.models.load_model(model_path, compile=False)
+    model = models.load_model(model_path)
     return np.asarray(model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0),
                       dtype=np.float32)
 
