@@ -318,7 +318,6 @@ def load_backbone_weights(model: keras.Model, path: Path, backbone: str, alpha: 
 
 
 def _copy_from_saved_model(model: keras.Model, path: Path) -> None:
-
     saved = load_model(path)
     source = _find_backbone(saved) or saved
     values = source.get_weights()
