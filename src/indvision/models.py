@@ -318,26 +318,17 @@ def load_backbone_weights(model: keras.Model, path: Path, backbone: str, alpha: 
 
 
 def _copy_from_saved_model(model: keras.Model, path: Path) -> None:
-    saved = load_model(path)
-    source = _find_backbone(saved) or saved
+    saved = classifier_of(load_model(path))  # a mirror-averaged model holds the classifier
+    try:
+        source = backbone_of(saved)
+    except ValueError:
+        source = saved
     values = source.get_weights()
     expected = [tuple(w.shape) for w in model.weights]
     if [tuple(v.shape) for v in values] != expected:
         raise ValueError(f"the saved model's weights ({len(values)} arrays) do not match the "
                          f"backbone's ({len(expected)} arrays) in number or shape")
     model.set_weights(values)
-
-
-def _find_backbone(model: keras.Model) -> keras.Model | None:
-    """The layer named ``backbone`` in a model or in a model nested in it (mirror-averaged)."""
-    for layer in model.layers:
-        if layer.name == BACKBONE_LAYER:
-            return layer
-        if hasattr(layer, "layers"):
-            found = _find_backbone(layer)
-            if found is not None:
-                return found
-    return None
 
 
 def _fold_imagenet_stddev(model: keras.Model, stddev: tuple[float, ...]) -> None:

@@ -42,15 +42,16 @@ def split_images(run: Run, split: str, spec: images.InputSpec) -> tuple[np.ndarr
     return batch, np.array([classes.index(r["label"]) for r in rows]), [r["path"] for r in rows]
 
 
-def build_trained_run(base: Path) -> Path:
-    """Ingest a tiny tree, train a tiny small_cnn and evaluate it; returns the run root."""
+def build_trained_run(base: Path, **train_settings) -> Path:
+    """Ingest a tiny tree, train a tiny small_cnn and evaluate it; returns the run root.
+    ``train_settings`` go to the train stage's config (e.g. ``mirror_average=True``)."""
     tree = make_tree(base / "data", per_class=30)
     run = Run.create(base / "exports", PIPELINE, seed=0,
                      config={"name": PIPELINE, "stages": {"ingest": {"source": str(tree)}}},
                      config_hash="stand-in-config-hash")
     run.start_stage("ingest")
     run.finish_stage("ingest", ingest.run(ingest.Config(source=str(tree)), run), 0.0)
-    train_tiny(run)
+    train_tiny(run, **train_settings)
     evaluate_tiny(run, escape_rate_target=ESCAPE_RATE_TARGET)
     return run.root
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indvision import atomic, config, formats, images
+from indvision import atomic, config, formats, images, models
 from indvision.edge import EdgeClassifier
 from indvision.errors import ConfigError, IndvisionError
 from indvision.rundir import Run
 from indvision.stages import verify
 from indvision.stages.ingest import read_splits
-from tests.stages.conftest import copy_run
+from tests.stages.conftest import build_trained_run, copy_run, export_copy, verify_copy
 
 
 def read_json(path: Path) -> dict:
@@ -198,22 +198,9 @@ def test_a_mirror_averaged_model_is_repeated_by_every_format_and_the_edge(tmp_pa
     """train.mirror_average puts the flip inside the graph: the float files must match Keras
     (verify's gate), the edge must agree, and the scores must not change when the image is
     mirrored (what the averaging promises)."""
-    from indvision import models
-    from indvision.stages import export, ingest
-    from tests.conftest import evaluate_tiny, make_tree, train_tiny
-
-    tree = make_tree(tmp_path / "data", per_class=20)
-    run = Run.create(tmp_path / "exports", "tiny", seed=0,
-                     config={"name": "tiny", "stages": {"ingest": {"source": str(tree)}}},
-                     config_hash="stand-in-config-hash")
-    run.start_stage("ingest")
-    run.finish_stage("ingest", ingest.run(ingest.Config(source=str(tree)), run), 0.0)
-    train_tiny(run, epochs=3, mirror_average=True)
-    assert read_json(run.artifact("train", "info"))["mirror_average"] is True
-    evaluate_tiny(run, escape_rate_target=0.5, fail_below=0.0)
-    run.start_stage("export")
-    run.finish_stage("export", export.run(export.Config(), run), 0.0)
-    run_verify(run)
+    trained = build_trained_run(tmp_path / "trained", mirror_average=True)
+    assert read_json(trained / "train" / "train_info.json")["mirror_average"] is True
+    run = Run.open(verify_copy(tmp_path / "verified", export_copy(tmp_path / "exported", trained)))
 
     parity = read_json(run.root / "verify" / "parity.json")
     for key in ("onnx", "tflite"):
