@@ -100,6 +100,31 @@ def test_mirror_averaged_scores_are_the_mean_of_both_passes_and_survive_a_reload
         np.testing.assert_array_equal(mine, theirs)
 
 
+def test_an_ensemble_scores_the_mean_of_its_members_and_survives_a_reload(
+        tmp_path: Path) -> None:
+    keras.utils.set_random_seed(5)
+    first = models.build_classifier("small_cnn", 3, 32, 40, "none")
+    second = models.build_classifier("small_cnn", 3, 32, 40, "none", name="second")
+    with pytest.raises(ValueError, match="distinct names"):
+        models.ensemble_averaged([first, first])
+    ensemble = models.ensemble_averaged([first, second])
+    x = np.random.default_rng(1).uniform(0, 255, (4, 32, 40, 3)).astype("float32")
+    expected = (first.predict(x, verbose=0) + second.predict(x, verbose=0)) / 2
+    got = ensemble.predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert not np.allclose(first.predict(x, verbose=0), got)  # the second member counts
+
+    path = tmp_path / "ensemble.keras"
+    models.mirror_averaged(ensemble).save(path)  # nested twice: mirror around the ensemble
+    loaded = models.load_model(path)
+    mirrored = (got + ensemble.predict(x[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), mirrored, atol=1e-6)
+    assert models.classifier_of(loaded).name == first.name  # the first member, found inside
+    assert models.find_submodel(loaded, "second").count_params() == second.count_params()
+    with pytest.raises(KeyError, match="no model named 'third'"):
+        models.find_submodel(loaded, "third")
+
+
 def test_weights_that_do_not_fit_name_the_file(tmp_path: Path) -> None:
     donor = models.build_classifier("small_cnn", 3, 32, 32, "none", alpha=1.0)
     path = tmp_path / "wide.weights.h5"

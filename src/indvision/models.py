@@ -352,8 +352,10 @@ def build_classifier_with_source(
     weights: str = "none",
     alpha: float = 1.0,
     dropout: float = 0.2,
+    name: str | None = None,
 ) -> tuple[keras.Model, WeightsSource]:
-    """:func:`build_classifier`, also returning where the backbone's weights came from."""
+    """:func:`build_classifier`, also returning where the backbone's weights came from;
+    ``name`` names the model (default ``indvision_<backbone>``)."""
     import keras
     from keras import layers
 
@@ -375,7 +377,7 @@ def build_classifier_with_source(
     x = layers.Dropout(dropout, name="head_dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32",
                            name="probabilities")(x)
-    model = keras.Model(inputs, outputs, name=f"indvision_{backbone}")
+    model = keras.Model(inputs, outputs, name=name or f"indvision_{backbone}")
     return model, source
 
 
@@ -387,6 +389,7 @@ def build_classifier(
     weights: str = "none",
     alpha: float = 1.0,
     dropout: float = 0.2,
+    name: str | None = None,
 ) -> keras.Model:
     """A classifier: float32 RGB 0..255 ``(batch, height, width, 3)`` → softmax probabilities.
 
@@ -394,7 +397,7 @@ def build_classifier(
     a path. The backbone is the layer named ``backbone``; the head is dropout + dense softmax.
     """
     return build_classifier_with_source(backbone, n_classes, height, width, weights, alpha,
-                                        dropout)[0]
+                                        dropout, name)[0]
 
 
 def mirror_averaged(classifier: keras.Model) -> keras.Model:
@@ -418,17 +421,46 @@ def mirror_averaged(classifier: keras.Model) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{classifier.name}_mirror_averaged")
 
 
+def ensemble_averaged(members: list[keras.Model]) -> keras.Model:
+    """One model whose scores are the average of ``members``' (same input, same classes).
+
+    The members keep their own names (they must differ) and weights; like
+    :func:`mirror_averaged`, the average is part of the saved graph, so every exported file
+    and the edge runtime compute it, at the cost of one pass per member.
+    """
+    import keras
+
+    if len({m.name for m in members}) != len(members):
+        raise ValueError("ensemble members need distinct names")
+    inputs = keras.Input(shape=tuple(members[0].inputs[0].shape[1:]), name="image")
+    outputs = keras.layers.Average(name="ensemble_average")([m(inputs) for m in members])
+    return keras.Model(inputs, outputs, name=f"{members[0].name}_ensemble{len(members)}")
+
+
 def classifier_of(model: keras.Model) -> keras.Model:
-    """The trainable classifier in a saved model: itself, or the one a mirror-averaged model
-    runs twice (what training steps and fine-tuning act on)."""
+    """The trainable classifier in a saved model: itself, or (depth first) the first one
+    nested in it — what a mirror-averaged model runs twice, an ensemble's first member."""
+    if any(layer.name == BACKBONE_LAYER for layer in model.layers):
+        return model
     for layer in model.layers:
-        if layer.name == BACKBONE_LAYER:
-            return model
-    for layer in model.layers:
-        if hasattr(layer, "layers") and any(inner.name == BACKBONE_LAYER
-                                            for inner in layer.layers):
-            return layer
+        if hasattr(layer, "layers"):
+            found = classifier_of(layer)
+            if any(inner.name == BACKBONE_LAYER for inner in found.layers):
+                return found
     return model
+
+
+def find_submodel(model: keras.Model, name: str) -> keras.Model:
+    """The model called ``name``: ``model`` itself or one nested in it (depth first)."""
+    if model.name == name:
+        return model
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            try:
+                return find_submodel(layer, name)
+            except KeyError:
+                continue
+    raise KeyError(f"no model named {name!r} in {model.name!r}")
 
 
 def load_model(path: str | Path) -> keras.Model:

@@ -168,6 +168,52 @@ def test_resume_continues_after_the_last_finished_epoch(
     assert not (run.root / "train" / "backup").exists()
 
 
+def test_an_ensemble_trains_each_member_with_its_own_seed_and_resumes_inside_a_member(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    tree = make_tree(tmp_path / "data", per_class=12, size=48, seed=3)
+    yaml = write_pipeline(tmp_path / "tiny.yaml",
+                          TINY.format(train="head_epochs: 2, patience: 0, ensemble: 2"))
+    spec = config.load_pipeline(str(yaml), [], data=str(tree))
+    original = keras.callbacks.BackupAndRestore
+    ends = []
+
+    class InterruptInTheSecondMember(original):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            ends.append(epoch)
+            if len(ends) == 3:  # member 1 has run its two epochs, member 2 its first
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.callbacks, "BackupAndRestore", InterruptInTheSecondMember)
+    exports = tmp_path / "exports"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_pipeline(spec, exports)
+    first_output = capfd.readouterr().out
+    assert "ensemble member 2 of 2 (seed 6)" in first_output
+    run_root = next((exports / "tiny").iterdir())
+
+    monkeypatch.setattr(keras.callbacks, "BackupAndRestore", original)
+    run = pipeline.run_pipeline(spec, exports, resume=run_root.name)
+    second_output = capfd.readouterr().out
+    assert "phase full finished earlier (2 epochs)" in second_output
+    assert second_output.count("Epoch 2/2") == 1 and "Epoch 1/2" not in second_output
+
+    history = _history(run.artifact("train", "history"))
+    assert [h["phase"] for h in history] == ["full", "full", "full_m2", "full_m2"]
+    info = json.loads(run.artifact("train", "info").read_text())
+    assert info["ensemble"] == 2 and set(info["phases"]) == {"full", "full_m2"}
+    model = keras.models.load_model(run.artifact("train", "model"))
+    first = model.get_layer("indvision_small_cnn")
+    second = model.get_layer("indvision_small_cnn_m2")
+    assert not np.allclose(first.get_weights()[0], second.get_weights()[0])  # own seeds
+    x, _ = _split(run, "test", images.InputSpec(32, 40))
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0),
+        (first.predict(x, verbose=0) + second.predict(x, verbose=0)) / 2, atol=1e-6)
+    with pytest.raises(ConfigError, match="ensemble"):
+        config.build_config("train", train.Config, {"ensemble": 0})
+
+
 def _two_view_tree(root: Path, per_class: int = 10) -> Path:
     """Objects of two views, ``<id>_a.png`` and ``<id>_b.png``: a defective object shows its
     defect in view a only; view b always looks like an ``ok`` one."""

@@ -194,12 +194,13 @@ def test_grouped_bundles_judge_int8_on_objects(exported_run: Path, tmp_path: Pat
     assert "object decision agreement" in reason and "top-1" not in reason
 
 
-def test_a_mirror_averaged_model_is_repeated_by_every_format_and_the_edge(tmp_path: Path) -> None:
-    """train.mirror_average puts the flip inside the graph: the float files must match Keras
-    (verify's gate), the edge must agree, and the scores must not change when the image is
-    mirrored (what the averaging promises)."""
-    trained = build_trained_run(tmp_path / "trained", mirror_average=True)
-    assert read_json(trained / "train" / "train_info.json")["mirror_average"] is True
+def test_an_averaged_model_is_repeated_by_every_format_and_the_edge(tmp_path: Path) -> None:
+    """train.mirror_average and train.ensemble put the flip and the members inside the graph:
+    the float files must match Keras (verify's gate), the edge must agree, and the scores must
+    not change when the image is mirrored (what the averaging promises)."""
+    trained = build_trained_run(tmp_path / "trained", mirror_average=True, ensemble=2)
+    info = read_json(trained / "train" / "train_info.json")
+    assert info["mirror_average"] is True and info["ensemble"] == 2
     run = Run.open(verify_copy(tmp_path / "verified", export_copy(tmp_path / "exported", trained)))
 
     parity = read_json(run.root / "verify" / "parity.json")
@@ -207,6 +208,7 @@ def test_a_mirror_averaged_model_is_repeated_by_every_format_and_the_edge(tmp_pa
         assert parity["formats"][key]["agreement"] == 1.0, key
     model = models.load_model(run.artifact("train", "model"))
     assert model.get_layer("mirror") is not None
+    assert models.find_submodel(model, "indvision_small_cnn_m2") is not None
     spec = images.InputSpec.from_dict(read_json(run.artifact("train", "input_spec")))
     paths = [r["path"] for r in read_splits(run.artifact("ingest", "splits"))
              if r["split"] == "test"][:6]

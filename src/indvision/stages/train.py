@@ -109,6 +109,11 @@ class Config:
     # augmentation inside the graph: every exported file and the edge do the same, at twice the
     # inference cost). Only where a mirrored image keeps its class; see models.mirror_averaged.
     mirror_average: bool = False
+    # Train this many members on the same data, each with its own seed (run seed, +1, ...:
+    # head initialisation, batch order, augmentation), and save the average of their scores:
+    # one model file whose inference costs that many passes. With little data, which epochs
+    # and which shortcuts a network ends on vary from seed to seed; the average varies less.
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         models.check_choice(self.backbone, self.alpha,
@@ -135,6 +140,8 @@ class Config:
             raise ValueError("unfreeze_top_layers must be a positive number of layers")
         if self.object_epochs < 0:
             raise ValueError("object_epochs must be 0 (off) or more")
+        if not 1 <= self.ensemble <= 10:
+            raise ValueError("ensemble must be between 1 (one model) and 10 members")
         names = (self.good_class,) if isinstance(self.good_class, str) else self.good_class
         if names is not None and (not names or any(not isinstance(n, str) or not n.strip()
                                                    for n in names)):
@@ -152,25 +159,38 @@ class Config:
 
 @dataclass(frozen=True)
 class Phase:
+    """One phase of one ensemble member. ``name`` says what trains (head, finetune, full,
+    objects); ``key`` names it in the state, the history and the files (``finetune_m2``)."""
+
     name: str
     epochs: int
     learning_rate: float
+    member: int = 1
+
+    @property
+    def key(self) -> str:
+        return self.name if self.member == 1 else f"{self.name}_m{self.member}"
 
 
-def phases_for(config: Config, objects: bool = False) -> list[Phase]:
+def phases_for(config: Config, objects: bool = False, member: int = 1) -> list[Phase]:
     """``full`` for a from-scratch backbone; ``head`` (+ ``finetune``) for a pretrained one;
     then ``objects`` (the any-view loss) when ``objects`` and ``object_epochs`` ask for it, at
     the last phase's learning rate."""
     if not models.get_backbone(config.backbone).pretrainable:
-        phases = [Phase("full", config.head_epochs, config.head_learning_rate)]
+        phases = [Phase("full", config.head_epochs, config.head_learning_rate, member)]
     else:
-        phases = [Phase("head", config.head_epochs, config.head_learning_rate)]
+        phases = [Phase("head", config.head_epochs, config.head_learning_rate, member)]
         if config.finetune_epochs > 0:
             phases.append(Phase("finetune", config.finetune_epochs,
-                                config.finetune_learning_rate))
+                                config.finetune_learning_rate, member))
     if objects and config.object_epochs > 0:
-        phases.append(Phase("objects", config.object_epochs, phases[-1].learning_rate))
+        phases.append(Phase("objects", config.object_epochs, phases[-1].learning_rate, member))
     return phases
+
+
+def member_seed(run_seed: int, member: int) -> int:
+    """Ensemble member ``member`` (from 1) trains with this seed; member 1 with the run's."""
+    return run_seed + member - 1
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -355,7 +375,7 @@ def _make_progress_callback(out: Path, state: dict[str, Any], phase: Phase,
         def __init__(self) -> None:
             super().__init__()
             self.record = state["phases"].setdefault(
-                phase.name, {"done": False, "epochs_run": 0, "best_epoch": None,
+                phase.key, {"done": False, "epochs_run": 0, "best_epoch": None,
                              "best_val_accuracy": None, "best_val_loss": None,
                              "best_weights": None, "seconds": 0.0, "stopped_early": False})
             self.first_epoch: int | None = None
@@ -367,14 +387,14 @@ def _make_progress_callback(out: Path, state: dict[str, Any], phase: Phase,
             if self.first_epoch is None:  # after BackupAndRestore: forget redone epochs
                 self.first_epoch = epoch
                 state["history"] = [r for r in state["history"]
-                                    if r["phase"] != phase.name or r["epoch_in_phase"] < epoch]
+                                    if r["phase"] != phase.key or r["epoch_in_phase"] < epoch]
             self.epoch_started = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = dict(logs or {})
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             state["history"].append({
-                "phase": phase.name, "epoch_in_phase": epoch,
+                "phase": phase.key, "epoch_in_phase": epoch,
                 "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
                 "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
                 "lr": lr,
@@ -394,7 +414,7 @@ def _make_progress_callback(out: Path, state: dict[str, Any], phase: Phase,
             best = record["best_epoch"]
             if best is None or (accuracy, -loss) > (record["best_val_accuracy"],
                                                     -record["best_val_loss"]):
-                weights_name = f"{phase.name}_best_e{epoch}.npz"
+                weights_name = f"{phase.key}_best_e{epoch}.npz"
                 _save_arrays(out / weights_name, self.model.get_weights())
                 old = record["best_weights"]
                 record.update(best_epoch=epoch, best_val_accuracy=accuracy,
@@ -407,7 +427,7 @@ def _make_progress_callback(out: Path, state: dict[str, Any], phase: Phase,
                 if patience and epoch - last_improvement >= patience:
                     record["stopped_early"] = True
                     self.model.stop_training = True
-                    print(f"train: {phase.name}: no improvement for {patience} epochs, "
+                    print(f"train: {phase.key}: no improvement for {patience} epochs, "
                           f"stopping; best epoch {best + 1}", flush=True)
                 _write_state(out, state)
             _write_history(out, state)
@@ -508,12 +528,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     if resumed:
         print(f"train: resuming after {len(state['history'])} finished epoch(s)", flush=True)
 
-    keras.utils.set_random_seed(run.seed)
     weights = config.resolved_weights()
-    model, source = models.build_classifier_with_source(
-        config.backbone, len(classes), config.height, config.width, weights, config.alpha,
-        config.dropout)
-
     started = time.perf_counter()
     train_labels = np.array([index[r["label"]] for r in train_rows])
     val_labels = np.array([index[r["label"]] for r in val_rows], dtype=int)
@@ -529,67 +544,86 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     else:
         train_pixels = val_pixels = None
     image_batches, group_batches = _make_batches_classes()
-    train_data = image_batches(train_pixels, train_paths, train_labels, len(classes), spec,
-                               config.batch_size, shuffle=True, augmentation=augmentation,
-                               seed=run.seed, workers=config.workers)
     val_data = (image_batches(val_pixels, val_paths, val_labels, len(classes), spec,
                               config.batch_size, workers=1) if val_paths else None)
     class_weight = (balanced_class_weights(train_labels, len(classes))
                     if config.class_weight == "balanced" else None)
     good_index = _objects_good_index(config, run, classes, train_rows)
-    object_data: tuple[Any, Any, Any] | None = None  # (trainer, train, val) of "objects"
-    if good_index is not None:
-        train_members, train_objects = objects_of(train_rows, train_labels, good_index)
-        object_weights = balanced_class_weights(train_objects, len(classes))
-        per_batch = max(2, config.batch_size // max(len(m) for m in train_members))
-        object_train = group_batches(
-            train_pixels, train_paths, train_members, train_objects, len(classes), spec,
-            per_batch, object_weights=(np.array([object_weights[int(c)] for c in train_objects])
-                                       if config.class_weight == "balanced" else None),
-            shuffle=True, augmentation=augmentation, seed=run.seed, workers=config.workers)
-        object_val = None
-        if val_paths:
-            val_members, val_objects = objects_of(val_rows, val_labels, good_index)
-            object_val = group_batches(val_pixels, val_paths, val_members, val_objects,
-                                       len(classes), spec, per_batch, workers=1)
-        object_data = (models.object_trainer(model, object_train.views), object_train,
-                       object_val)
-
     # A from-scratch backbone's BatchNorm statistics are re-estimated on these unaugmented
     # training batches before every validation and at the end.
     from_scratch = not models.get_backbone(config.backbone).pretrainable
     plain_train = (image_batches(train_pixels, train_paths, train_labels, len(classes), spec,
                                  config.batch_size) if from_scratch else None)
 
-    phases = phases_for(config, objects=good_index is not None)
-    for number, phase in enumerate(phases):
-        record = state["phases"].get(phase.name, {})
-        if record.get("done"):
-            print(f"train: phase {phase.name} finished earlier "
-                  f"({record['epochs_run']} epochs)", flush=True)
-            continue
-        if number > 0:  # start from the previous phase's best weights
-            previous = state["phases"][phases[number - 1].name]
-            model.set_weights(_load_arrays(out / previous["best_weights"]))
-        if phase.name == "objects":
-            trainer, phase_train, phase_val = object_data
-            print(f"train: objects: any-view loss on {len(phase_train.members)} objects of up "
-                  f"to {phase_train.views} views: a defective object needs its defect in one "
-                  "view only", flush=True)
-            _fit_phase(model, trainer, config, phase, out, state, phase_train, phase_val,
-                       None, good_index, plain_train)
-        else:
-            _fit_phase(model, model, config, phase, out, state, train_data, val_data,
-                       class_weight, None, plain_train)
-        if number > 0:  # the previous phase's weights are not needed any more
-            (out / str(state["phases"][phases[number - 1].name]["best_weights"])).unlink(
-                missing_ok=True)
-
-    _load_final_weights(model, out, state["phases"][phases[-1].name])
+    members: list[Any] = []
+    phases: list[Phase] = []
     recalibrated = 0
-    if plain_train is not None:
-        recalibrated = models.recalibrate_batchnorm(
-            model, (plain_train[i][0] for i in range(len(plain_train))))
+    for member in range(1, config.ensemble + 1):
+        seed = member_seed(run.seed, member)
+        if config.ensemble > 1:
+            print(f"train: ensemble member {member} of {config.ensemble} (seed {seed})",
+                  flush=True)
+        keras.utils.set_random_seed(seed)
+        model, source = models.build_classifier_with_source(
+            config.backbone, len(classes), config.height, config.width, weights, config.alpha,
+            config.dropout, name=_member_name(config, member))
+        train_data = image_batches(train_pixels, train_paths, train_labels, len(classes), spec,
+                                   config.batch_size, shuffle=True, augmentation=augmentation,
+                                   seed=seed, workers=config.workers)
+        object_data: tuple[Any, Any, Any] | None = None  # (trainer, train, val) of "objects"
+        if good_index is not None:
+            train_members, train_objects = objects_of(train_rows, train_labels, good_index)
+            object_weights = balanced_class_weights(train_objects, len(classes))
+            per_batch = max(2, config.batch_size // max(len(m) for m in train_members))
+            object_train = group_batches(
+                train_pixels, train_paths, train_members, train_objects, len(classes), spec,
+                per_batch,
+                object_weights=(np.array([object_weights[int(c)] for c in train_objects])
+                                if config.class_weight == "balanced" else None),
+                shuffle=True, augmentation=augmentation, seed=seed, workers=config.workers)
+            object_val = None
+            if val_paths:
+                val_members, val_objects = objects_of(val_rows, val_labels, good_index)
+                object_val = group_batches(val_pixels, val_paths, val_members, val_objects,
+                                           len(classes), spec, per_batch, workers=1)
+            object_data = (models.object_trainer(model, object_train.views), object_train,
+                           object_val)
+
+        member_phases = phases_for(config, objects=good_index is not None, member=member)
+        for number, phase in enumerate(member_phases):
+            record = state["phases"].get(phase.key, {})
+            if record.get("done"):
+                print(f"train: phase {phase.key} finished earlier "
+                      f"({record['epochs_run']} epochs)", flush=True)
+                continue
+            if number > 0:  # start from the previous phase's best weights
+                previous = state["phases"][member_phases[number - 1].key]
+                model.set_weights(_load_arrays(out / previous["best_weights"]))
+            if phase.name == "objects":
+                trainer, phase_train, phase_val = object_data
+                print(f"train: objects: any-view loss on {len(phase_train.members)} objects of "
+                      f"up to {phase_train.views} views: a defective object needs its defect "
+                      "in one view only", flush=True)
+                _fit_phase(model, trainer, config, phase, out, state, phase_train, phase_val,
+                           None, good_index, plain_train)
+            else:
+                _fit_phase(model, model, config, phase, out, state, train_data, val_data,
+                           class_weight, None, plain_train)
+            if number > 0:  # the previous phase's weights are not needed any more
+                (out / str(state["phases"][member_phases[number - 1].key]["best_weights"])
+                 ).unlink(missing_ok=True)
+
+        _load_final_weights(model, out, state["phases"][member_phases[-1].key])
+        if plain_train is not None:
+            recalibrated = models.recalibrate_batchnorm(
+                model, (plain_train[i][0] for i in range(len(plain_train))))
+        members.append(model)
+        phases.extend(member_phases)
+
+    model = members[0] if len(members) == 1 else models.ensemble_averaged(members)
+    if config.ensemble > 1:
+        print(f"train: the saved model averages the scores of {len(members)} members "
+              "(ensemble)", flush=True)
     if config.mirror_average:
         model = models.mirror_averaged(model)
         print("train: the saved model averages each image with its mirror (mirror_average)",
@@ -643,6 +677,12 @@ def objects_of(rows: list[dict[str, str]], labels: np.ndarray,
             metrics.group_true_labels(labels, groups, names, good_index))
 
 
+def _member_name(config: Config, member: int) -> str:
+    """Each ensemble member's model name (unique inside the saved ensemble)."""
+    name = f"indvision_{config.backbone}"
+    return name if member == 1 else f"{name}_m{member}"
+
+
 def _load_final_weights(model: Any, out: Path, record: dict[str, Any]) -> None:
     """The last phase's best weights; after a crash between writing the outputs and the
     manifest, the saved model.keras holds them (its best-weights file is already gone)."""
@@ -650,7 +690,8 @@ def _load_final_weights(model: Any, out: Path, record: dict[str, Any]) -> None:
     if best.is_file():
         model.set_weights(_load_arrays(best))
     elif (out / "model.keras").is_file():
-        model.set_weights(models.load_model(out / "model.keras").get_weights())
+        saved = models.find_submodel(models.load_model(out / "model.keras"), model.name)
+        model.set_weights(saved.get_weights())
     else:
         raise IndvisionError(f"{out}: training state is incomplete ({best.name} is missing); "
                              "start a new run")
@@ -669,7 +710,7 @@ def _fit_phase(model: Any, trainer: Any, config: Config, phase: Phase, out: Path
     elif phase.name == "finetune" or (phase.name == "objects"
                                       and models.get_backbone(config.backbone).pretrainable):
         unfrozen = models.unfreeze_top(model, config.backbone, config.unfreeze_top_layers)
-        print(f"train: {phase.name}: {unfrozen} backbone layers unfrozen (BatchNorm stays "
+        print(f"train: {phase.key}: {unfrozen} backbone layers unfrozen (BatchNorm stays "
               "frozen)", flush=True)
     if good_index is None:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
@@ -681,21 +722,21 @@ def _fit_phase(model: Any, trainer: Any, config: Config, phase: Phase, out: Path
     trainer.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss=loss,
                     metrics=[accuracy])
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    print(f"train: phase {phase.name}: up to {phase.epochs} epochs at learning rate "
+    print(f"train: phase {phase.key}: up to {phase.epochs} epochs at learning rate "
           f"{phase.learning_rate:g}, {trainable:,} trainable parameters, "
           f"{len(train_data)} batches/epoch", flush=True)
     progress = _make_progress_callback(out, state, phase, [train_data], config.patience,
                                        monitor_val=val_data is not None,
                                        recalibration=(model, recalibration_data))
-    backup = keras.callbacks.BackupAndRestore(backup_dir=str(out / "backup" / phase.name),
+    backup = keras.callbacks.BackupAndRestore(backup_dir=str(out / "backup" / phase.key),
                                               double_checkpoint=True)
     trainer.fit(train_data, validation_data=val_data, epochs=phase.epochs,
                 class_weight=class_weight, callbacks=[progress, backup], verbose=2)
-    shutil.rmtree(out / "backup" / phase.name, ignore_errors=True)
-    record = state["phases"][phase.name]
+    shutil.rmtree(out / "backup" / phase.key, ignore_errors=True)
+    record = state["phases"][phase.key]
     record["done"] = True
     _write_state(out, state)
-    print(f"train: phase {phase.name} done: {record['epochs_run']} epochs in "
+    print(f"train: phase {phase.key} done: {record['epochs_run']} epochs in "
           f"{record['seconds']:.0f} s, best epoch {record['best_epoch'] + 1} "
           f"(val accuracy {record['best_val_accuracy']:.4f})", flush=True)
 
@@ -723,7 +764,7 @@ def _write_outputs(out: Path, config: Config, run: Run, model: Any,
         "history": _write_history(out, state),
         "curves": _write_curves(out, state),
     }
-    final = state["phases"][phases[-1].name]
+    final = state["phases"][phases[-1].key]
     info = {
         "backbone": config.backbone,
         "alpha": config.alpha,
@@ -737,13 +778,14 @@ def _write_outputs(out: Path, config: Config, run: Run, model: Any,
         "augmentation": augmented,
         "last_phase_on": loss_kind,  # "objects": its val accuracy is per object
         "mirror_average": config.mirror_average,
-        "phases": {p.name: {key: state["phases"][p.name].get(key) for key in
+        "ensemble": config.ensemble,
+        "phases": {p.key: {key: state["phases"][p.key].get(key) for key in
                             ("epochs_run", "best_epoch", "best_val_accuracy", "best_val_loss",
                              "seconds", "stopped_early")} | {"learning_rate": p.learning_rate,
                                                               "max_epochs": p.epochs}
                    for p in phases},
-        "epochs_run": sum(state["phases"][p.name]["epochs_run"] for p in phases),
-        "seconds": round(sum(state["phases"][p.name]["seconds"] for p in phases), 2),
+        "epochs_run": sum(state["phases"][p.key]["epochs_run"] for p in phases),
+        "seconds": round(sum(state["phases"][p.key]["seconds"] for p in phases), 2),
         "best_val_accuracy": final["best_val_accuracy"],
         "val_accuracy": val_accuracy,  # of the saved model (after BatchNorm recalibration)
         "batchnorm_recalibrated_batches": recalibrated,
@@ -752,7 +794,7 @@ def _write_outputs(out: Path, config: Config, run: Run, model: Any,
     }
     outputs["info"] = atomic.write_json(out / "train_info.json", info)
     for phase in phases:  # model.keras now holds the weights (see _load_final_weights)
-        name = state["phases"][phase.name].get("best_weights")
+        name = state["phases"][phase.key].get("best_weights")
         if name:
             (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "backup", ignore_errors=True)
