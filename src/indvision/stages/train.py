@@ -39,6 +39,9 @@ With ``mirror_average`` the saved model averages its scores over each image and 
 mirrored left to right (:func:`indvision.models.mirror_averaged`): test-time augmentation in
 the graph itself, so evaluate, every exported file and the edge runtime compute the same
 average with no extra code. It costs twice the inference and steadies knife-edge calls.
+With ``ensemble`` N > 1 the phases above run N times, member k from seed ``run seed + k - 1``
+(phases keyed ``finetune_m2`` … in the state and history, so resuming works inside any member),
+and the saved model averages the members' scores (:func:`indvision.models.ensemble_averaged`).
 
 Outputs: ``model.keras`` (the model convention of the contract), ``input_spec.json``,
 ``history.csv`` (epoch, phase, loss, accuracy, val_loss, val_accuracy, lr), ``curves.png`` and
