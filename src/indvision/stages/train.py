@@ -558,6 +558,16 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     plain_train = (image_batches(train_pixels, train_paths, train_labels, len(classes), spec,
                                  config.batch_size) if from_scratch else None)
 
+    if good_index is not None:  # the objects phase's grouping, the same for every member
+        train_members, train_objects = objects_of(train_rows, train_labels, good_index)
+        object_weights = balanced_class_weights(train_objects, len(classes))
+        per_batch = max(2, config.batch_size // max(len(m) for m in train_members))
+        object_val = None
+        if val_paths:
+            val_members, val_objects = objects_of(val_rows, val_labels, good_index)
+            object_val = group_batches(val_pixels, val_paths, val_members, val_objects,
+                                       len(classes), spec, per_batch, workers=1)
+
     members: list[Any] = []
     phases: list[Phase] = []
     recalibrated = 0
@@ -575,20 +585,12 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                                    seed=seed, workers=config.workers)
         object_data: tuple[Any, Any, Any] | None = None  # (trainer, train, val) of "objects"
         if good_index is not None:
-            train_members, train_objects = objects_of(train_rows, train_labels, good_index)
-            object_weights = balanced_class_weights(train_objects, len(classes))
-            per_batch = max(2, config.batch_size // max(len(m) for m in train_members))
             object_train = group_batches(
                 train_pixels, train_paths, train_members, train_objects, len(classes), spec,
                 per_batch,
                 object_weights=(np.array([object_weights[int(c)] for c in train_objects])
                                 if config.class_weight == "balanced" else None),
                 shuffle=True, augmentation=augmentation, seed=seed, workers=config.workers)
-            object_val = None
-            if val_paths:
-                val_members, val_objects = objects_of(val_rows, val_labels, good_index)
-                object_val = group_batches(val_pixels, val_paths, val_members, val_objects,
-                                           len(classes), spec, per_batch, workers=1)
             object_data = (models.object_trainer(model, object_train.views), object_train,
                            object_val)
 
