@@ -440,26 +440,17 @@ def ensemble_averaged(members: list[keras.Model]) -> keras.Model:
 def classifier_of(model: keras.Model) -> keras.Model:
     """The trainable classifier in a saved model: itself, or (depth first) the first one
     nested in it — what a mirror-averaged model runs twice, an ensemble's first member."""
-    if any(layer.name == BACKBONE_LAYER for layer in model.layers):
-        return model
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            found = classifier_of(layer)
-            if any(inner.name == BACKBONE_LAYER for inner in found.layers):
-                return found
+    for candidate in (model, *_all_layers(model)):
+        if any(inner.name == BACKBONE_LAYER for inner in getattr(candidate, "layers", [])):
+            return candidate
     return model
 
 
 def find_submodel(model: keras.Model, name: str) -> keras.Model:
     """The model called ``name``: ``model`` itself or one nested in it (depth first)."""
-    if model.name == name:
-        return model
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            try:
-                return find_submodel(layer, name)
-            except KeyError:
-                continue
+    for candidate in (model, *_all_layers(model)):
+        if candidate.name == name:
+            return candidate
     raise KeyError(f"no model named {name!r} in {model.name!r}")
 
 
