@@ -46,11 +46,18 @@ def train_args(tmp_path: Path) -> list[str]:
     return [str(yaml), "--data", str(tree), "--out", str(tmp_path / "exports")]
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """In the child, before exec: SIGINT back to its default. A shell script's background job
+    (``cmd &``, as CI or ``nohup`` may start the suite) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler — the child would not see the Ctrl-C this simulates."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_pipeline(args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "w", encoding="utf-8") as handle:
         return subprocess.Popen([sys.executable, "-m", "indvision.pipeline", *args],
                                 cwd=PROJECT_ROOT, env=ENV, stdout=handle,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=_sigint_as_at_a_terminal)
 
 
 def wait_for(process: subprocess.Popen, condition: Callable[[], bool], timeout: float = 150,
