@@ -72,6 +72,8 @@ def view_of(path: Path, group_regex: str | None) -> str:
 def read_dataset(root: Path, group_regex: str | None) -> Dataset:
     """Every image below ``root/<class>/``; a file whose bytes were already seen is skipped
     (and both are dropped when their labels disagree)."""
+    if not root.is_dir():
+        raise IndvisionError(f"{root}: not a folder (anchor.py reads folder-per-class sets)")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise IndvisionError(f"{root}: no class folders (expected {root}/<class>/<images>)")

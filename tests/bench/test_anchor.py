@@ -95,7 +95,10 @@ def test_grouped_views_are_scored_per_object_and_per_view(anchor, tmp_path, caps
     assert side == 100.0 and top < 90.0, row
 
 
-def test_a_folder_without_classes_is_a_clear_error(anchor, tmp_path, capsys):
+def test_a_folder_without_classes_or_a_file_is_a_clear_error(anchor, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert anchor.main([str(tmp_path / "empty"), *TINY]) == 2
     assert "no class folders" in capsys.readouterr().err
+    (tmp_path / "labels.csv").write_text("path,label\n", encoding="utf-8")
+    assert anchor.main([str(tmp_path / "labels.csv"), *TINY]) == 2
+    assert "labels.csv: not a folder" in capsys.readouterr().err
