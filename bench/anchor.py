@@ -47,14 +47,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from benchlib import load_avg  # noqa: E402
 from indvision import config, images, metrics  # noqa: E402
 from indvision.errors import IndvisionError  # noqa: E402
+from indvision.stages import ingest  # noqa: E402
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A folder-per-class set, exact duplicates counted once."""
+    """A folder-per-class set, exact duplicates counted once, decoded."""
 
     name: str
     paths: list[Path]
+    frames: list[np.ndarray]  # decoded RGB uint8, as read
     labels: np.ndarray  # class index per image
     classes: list[str]
     groups: np.ndarray  # object per image (the image itself without a group regex)
@@ -70,34 +72,25 @@ def view_of(path: Path, group_regex: str | None) -> str:
 
 
 def read_dataset(root: Path, group_regex: str | None) -> Dataset:
-    """Every image below ``root/<class>/``; a file whose bytes were already seen is skipped
-    (and both are dropped when their labels disagree)."""
+    """Every image below ``root/<class>/``, listed and deduplicated as ingest does (one copy of
+    byte-identical files; all copies dropped when their labels disagree), each read once."""
     if not root.is_dir():
         raise IndvisionError(f"{root}: not a folder (anchor.py reads folder-per-class sets)")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise IndvisionError(f"{root}: no class folders (expected {root}/<class>/<images>)")
-    classes = [d.name for d in class_dirs]
-    first: dict[str, tuple[Path, int]] = {}
-    conflicting: set[str] = set()
-    for index, class_dir in enumerate(class_dirs):
-        for path in sorted(class_dir.rglob("*")):
-            if path.suffix.lower() not in images.IMAGE_EXTENSIONS or not path.is_file():
-                continue
-            digest = hashlib.sha256(images.read_bytes(path)).hexdigest()
-            if digest in first:
-                if first[digest][1] != index:
-                    conflicting.add(digest)
-                continue
-            first[digest] = (path, index)
-    kept = [first[d] for d in first if d not in conflicting]
+    listed, _ = ingest._read_tree(root)
+    contents = {}
+    for item in listed:
+        contents[item.path] = images.read_bytes(item.path)
+        item.sha256 = hashlib.sha256(contents[item.path]).hexdigest()
+    kept, _, _ = ingest._dedupe(listed)
     if not kept:
         raise IndvisionError(f"{root}: no images in its class folders")
-    paths = [p for p, _ in kept]
+    classes = sorted({item.label for item in kept})
+    paths = [Path(item.path) for item in kept]
     return Dataset(
         name=root.name,
         paths=paths,
-        labels=np.array([label for _, label in kept], dtype=int),
+        frames=[images.decode(contents[item.path], item.path) for item in kept],
+        labels=np.array([classes.index(item.label) for item in kept], dtype=int),
         classes=classes,
         groups=np.array([metrics.group_key(p, group_regex) for p in paths]),
         views=np.array([view_of(p, group_regex) for p in paths]),
@@ -240,18 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"anchor: {data.name}: {len(data.paths)} images, {len(set(data.groups))} objects, "
           f"classes {', '.join(data.classes)}; {load_avg()}", flush=True)
     extractor = feature_extractor(train, args.layer)
-    frames = [images.read_image(p) for p in data.paths]
     rows = []
     for factor in args.degrade:
         started = time.perf_counter()
-        x = np.stack([images.prepare(degraded(f, factor), train.input_spec) for f in frames])
+        x = np.stack([images.prepare(degraded(f, factor), train.input_spec)
+                      for f in data.frames])
         features = extractor.predict(x.astype("float32"), batch_size=16, verbose=0)
         seconds = time.perf_counter() - started
         for share in args.train_share:
             result = cross_validate(features, data, good_index, share, args.folds,
                                     args.repeats, args.c)
             rows.append((factor, share, result, seconds))
-    h, w = frames[0].shape[:2]
+    h, w = data.frames[0].shape[:2]
     print(f"\n{args.folds}-fold grouped CV × {args.repeats} repeats, logistic regression "
           f"(C {args.c}) on {args.layer or 'pooled backbone output'} features, input "
           f"{train.height}x{train.width}"
