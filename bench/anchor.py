@@ -45,9 +45,8 @@ sys.path.insert(0, str(ROOT / "src"))  # a clean clone works without an install 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchlib import load_avg  # noqa: E402
-from indvision import config, images, metrics  # noqa: E402
+from indvision import config, dataset, decision, images, metrics  # noqa: E402
 from indvision.errors import IndvisionError  # noqa: E402
-from indvision.stages import ingest  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -76,12 +75,12 @@ def read_dataset(root: Path, group_regex: str | None) -> Dataset:
     byte-identical files; all copies dropped when their labels disagree), each read once."""
     if not root.is_dir():
         raise IndvisionError(f"{root}: not a folder (anchor.py reads folder-per-class sets)")
-    listed, _ = ingest._read_tree(root)
+    listed, _ = dataset.list_class_tree(root)
     contents = {}
     for item in listed:
         contents[item.path] = images.read_bytes(item.path)
         item.sha256 = hashlib.sha256(contents[item.path]).hexdigest()
-    kept, _, _ = ingest._dedupe(listed)
+    kept, _, _ = dataset.dedupe(listed)
     if not kept:
         raise IndvisionError(f"{root}: no images in its class folders")
     classes = sorted({item.label for item in kept})
@@ -92,7 +91,8 @@ def read_dataset(root: Path, group_regex: str | None) -> Dataset:
         frames=[images.decode(contents[item.path], item.path) for item in kept],
         labels=np.array([classes.index(item.label) for item in kept], dtype=int),
         classes=classes,
-        groups=np.array([metrics.group_key(p, group_regex) for p in paths]),
+        groups=np.array([decision.group_key(item.path, group_regex, item.label,
+                                            fallback=item.path) for item in kept]),
         views=np.array([view_of(p, group_regex) for p in paths]),
     )
 
@@ -221,10 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         train = spec.config("train")
         group_regex = spec.config("ingest").group_regex
         data = read_dataset(args.data, group_regex)
-        good_index = None
-        if "evaluate" in dict(spec.stages):
-            good = metrics.resolve_good_class(spec.config("evaluate").good_class, data.classes)
-            good_index = data.classes.index(good) if good is not None else None
+        good = metrics.resolve_good_class(spec.config("ingest").good_class, data.classes)
+        good_index = data.classes.index(good) if good is not None else None
         if any(not 0 < s <= 1 for s in args.train_share) or any(k < 1 for k in args.degrade):
             raise IndvisionError("--train-share must be in (0, 1] and --degrade at least 1")
     except IndvisionError as exc:

@@ -90,10 +90,27 @@ def train_tiny(run, size: int = 40, epochs: int = 8, **settings):
 
 
 def evaluate_tiny(run, **settings):
-    """Run the real evaluate stage on ``run`` (good class ``ok`` unless told otherwise)."""
+    """Run the real evaluate stage on ``run`` (the good class is the one ingest recorded)."""
     from indvision.stages import evaluate
 
     run.start_stage("evaluate")
-    outputs = evaluate.run(evaluate.Config(**{"good_class": "ok", **settings}), run)
+    outputs = evaluate.run(evaluate.Config(**settings), run)
     run.finish_stage("evaluate", outputs, 0.0)
+    return run
+
+
+def reingest(run, **settings):
+    """Run the real ingest stage again on ``run``'s source with other ``settings`` (another
+    good class, say). Same source and seed give a byte-identical ``splits.csv``, so a model
+    trained on the run still belongs to it; only the decision record changes."""
+    import json
+
+    from indvision.stages import ingest
+
+    source = json.loads(run.artifact("ingest", "report").read_text())["source"]
+    before = run.artifact("ingest", "splits").read_bytes()
+    run.start_stage("ingest")
+    outputs = ingest.run(ingest.Config(source=source, **settings), run)
+    run.finish_stage("ingest", outputs, 0.0)
+    assert outputs["splits"].read_bytes() == before, "settings changed the splits"
     return run

@@ -103,3 +103,10 @@ def test_shipped_pipelines_validate() -> None:
         spec = config.load_pipeline(name)
         assert spec.name == name
         assert next(s for s, _ in spec.stages) == "ingest"
+
+
+def test_a_moved_setting_names_where_it_lives_now() -> None:
+    for stage in ("train", "evaluate"):
+        with pytest.raises(ConfigError, match=rf"'{stage}.good_class' moved to 'ingest\."):
+            config.load_pipeline("parcel", [f"{stage}.good_class=intact"])
+    assert config.load_pipeline("parcel").config("ingest").good_class == "intact"

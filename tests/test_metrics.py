@@ -136,7 +136,3 @@ def test_fuse_groups_without_good_class_averages_and_handles_no_items():
     assert (names, chosen.size, fused.shape) == ([], 0, (0, 2))
 
 
-def test_group_key_uses_the_regex_on_the_file_name():
-    assert metrics.group_key("/data/damaged/0042_top.jpg", r"^(\d+)_") == "0042"
-    assert metrics.group_key("/data/damaged/x_top.jpg", r"^(\d+)_") == "/data/damaged/x_top.jpg"
-    assert metrics.group_key("/data/a/0042_top.jpg", None) == "/data/a/0042_top.jpg"

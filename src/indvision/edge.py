@@ -70,7 +70,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from indvision import atomic, formats, images, metrics
+from indvision import atomic, decision, formats, images, metrics
 from indvision.errors import IndvisionError, did_you_mean
 
 LATEST = "latest.json"
@@ -158,7 +158,7 @@ class EdgeClassifier:
         if not paths:
             return []
         probs = self.scores(np.stack([self.load(p) for p in paths]))
-        keys = [metrics.group_key(p, regex) for p in paths]
+        keys = [decision.group_key(p, regex, fallback=p) for p in paths]
         names, chosen, fused = metrics.fuse_groups(probs, keys, self.good_index)
         results = []
         for name, pick, result in zip(names, chosen, self.results(fused), strict=True):
@@ -327,7 +327,7 @@ def evaluate_tree(classifier: EdgeClassifier, data_dir: Path, group_regex: str |
     }
     regex = group_regex or classifier.group_regex
     if regex:
-        keys = [f"{classifier.classes[y]}/{metrics.group_key(p, regex)}"
+        keys = [decision.group_key(p, regex, classifier.classes[y], fallback=p)
                 for p, y in zip(found.paths, found.labels, strict=True)]
         _, chosen, fused = metrics.fuse_groups(found.scores, keys, classifier.good_index)
         group_decided = metrics.decide(fused, classifier.good_index, classifier.threshold)

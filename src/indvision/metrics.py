@@ -15,10 +15,8 @@ when any view is.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,16 +33,6 @@ def decide(scores: np.ndarray, good_index: int | None = None,
     others = scores.copy()
     others[:, good_index] = -np.inf
     return np.where(scores[:, good_index] >= threshold, good_index, others.argmax(axis=1))
-
-
-def group_key(path: str | Path, group_regex: str | None) -> str:
-    """The group of an image file: the regex's first group on the file name, else the file."""
-    name = Path(path).name
-    if group_regex:
-        match = re.search(group_regex, name)
-        if match:
-            return match.group(1) if match.groups() else match.group(0)
-    return str(path)
 
 
 def fuse_groups(scores: np.ndarray, groups: Sequence[str],
@@ -149,7 +137,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
 
 
 def resolve_good_class(setting: tuple[str, ...] | str | None, classes: Sequence[str],
-                       key: str = "evaluate.good_class") -> str | None:
+                       key: str = "ingest.good_class") -> str | None:
     """The good class to use for this dataset's ``classes``, or None for arg-max decisions.
 
     A single name must be a class (else a did-you-mean error: a typo must not silently turn the

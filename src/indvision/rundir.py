@@ -8,6 +8,7 @@ through it (:meth:`Run.artifact`), never through globals.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -16,6 +17,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,16 +184,36 @@ class Run:
         self.manifest["status"] = status
         self.save()
 
-    def artifact(self, stage: str, name: str) -> Path:
-        """Path of an output an earlier stage declared, checked to exist and be unchanged."""
-        record = self.manifest["stages"].get(stage)
-        if not record or record.get("status") != "done":
+    def record(self, stage: str) -> dict[str, Any]:
+        """The manifest's record of ``stage`` (status, seconds, outputs), ``{}`` if it never ran."""
+        return self.manifest["stages"].get(stage) or {}
+
+    def output(self, stage: str, name: str) -> dict[str, Any]:
+        """The manifest's entry for output ``name`` of a finished ``stage``: its ``path`` and
+        either ``sha256`` and ``bytes`` (a file) or ``files`` (a folder: relative path →
+        sha256). Raises a clear error when the stage has not run or made no such output."""
+        record = self.record(stage)
+        if record.get("status") != "done":
             raise IndvisionError(f"stage '{stage}' has not run in {self.root}; "
                                  f"it must come before the stages that need its '{name}'")
         try:
-            entry = record["outputs"][name]
+            return record["outputs"][name]
         except KeyError:
             raise IndvisionError(f"stage '{stage}' produced no '{name}' in {self.root}") from None
+
+    @contextlib.contextmanager
+    def updating_output(self, stage: str, name: str) -> Iterator[dict[str, Any]]:
+        """Change an output's manifest entry in place (a later stage rewrote one of its files);
+        the manifest is saved atomically when the block ends without an error."""
+        entry = self.output(stage, name)
+        yield entry
+        self.save()
+
+    def artifact(self, stage: str, name: str) -> Path:
+        """Path of an output an earlier stage declared, checked to exist and be unchanged: a
+        file against its sha256, a folder file by file (a file whose rewrite was announced in
+        ``pending_rewrite`` may already carry the new hash)."""
+        entry = self.output(stage, name)
         path = self.root / entry["path"]
         if not path.exists():
             raise IndvisionError(
@@ -199,8 +221,15 @@ class Run:
         if "sha256" in entry and atomic.sha256_file(path) != entry["sha256"]:
             raise IndvisionError(f"{path} changed after stage '{stage}' wrote it "
                                  f"(sha256 differs from {MANIFEST})")
+        pending = entry.get("pending_rewrite") or {}
+        for relative, expected in (entry.get("files") or {}).items():
+            file = self.root / relative
+            if pending.get(relative) and file.is_file() \
+                    and atomic.sha256_file(file) == pending[relative]:
+                continue  # a later stage's own rewrite, interrupted before it was recorded
+            atomic.check_sha256(file, expected, self.root / MANIFEST)
         return path
 
     def has_artifact(self, stage: str, name: str) -> bool:
-        record = self.manifest["stages"].get(stage) or {}
+        record = self.record(stage)
         return record.get("status") == "done" and name in record.get("outputs", {})

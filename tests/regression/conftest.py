@@ -29,8 +29,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import SHARED_WEIGHTS, needs_shared
 
-from indvision import atomic, formats
-from indvision.stages import ingest
+from indvision import atomic, dataset, formats
 
 NEU_PER_CLASS = 100  # 6 classes x 100: 420 train / 90 val / 90 test images
 IMAGE_SIZE = 96
@@ -61,7 +60,6 @@ stages:
     patience: 4
     workers: 1
   evaluate:
-    good_class: null
     fail_below: 0.80
   export:
     formats: [onnx]
@@ -146,7 +144,7 @@ def build_real_run(base: Path) -> Path:
 
 def heldout_tree(run_root: Path, target: Path) -> Path:
     """The run's test split as ``target/<class>/<file>`` symlinks (never seen in training)."""
-    splits = ingest.read_splits(run_root / "ingest" / "splits.csv")
+    splits = dataset.read_splits(run_root / "ingest" / "splits.csv")
     for row in splits:
         if row["split"] != "test":
             continue

@@ -30,13 +30,13 @@ PIPELINE = """
 name: same
 seed: 11
 stages:
-  ingest: {}
+  ingest: {good_class: ok}
   augment:
     transforms: [{HorizontalFlip: {p: 0.5}}, {RandomBrightnessContrast: {p: 0.5}}]
     preview_per_class: 1
   train: {backbone: small_cnn, weights: none, height: 32, width: 32, batch_size: 8,
           head_epochs: 3, patience: 0, workers: 2}
-  evaluate: {good_class: ok, escape_rate_target: 0.1}
+  evaluate: {escape_rate_target: 0.1}
 """
 
 

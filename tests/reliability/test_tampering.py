@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from indvision import atomic
+from indvision.dataset import read_splits
 from indvision.edge import EdgeClassifier
 from indvision.errors import IndvisionError
 from indvision.stages import verify
-from indvision.stages.ingest import read_splits
 from tests.conftest import PROJECT_ROOT
 from tests.stages.conftest import copy_run, exported_run, trained_run, verified_run  # noqa: F401
 

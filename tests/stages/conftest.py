@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indvision import images
+from indvision import dataset, images
 from indvision.rundir import Run
 from indvision.stages import ingest
 from tests.conftest import evaluate_tiny, make_tree, train_tiny
@@ -37,7 +37,7 @@ def split_images(run: Run, split: str, spec: images.InputSpec) -> tuple[np.ndarr
                                                                          list[str]]:
     """Images (uint8), label indices and paths of one split, loaded as the model sees them."""
     classes = json.loads(run.artifact("ingest", "classes").read_text())
-    rows = [r for r in ingest.read_splits(run.artifact("ingest", "splits")) if r["split"] == split]
+    rows = [r for r in dataset.read_splits(run.artifact("ingest", "splits")) if r["split"] == split]
     batch = np.stack([images.load(r["path"], spec) for r in rows])
     return batch, np.array([classes.index(r["label"]) for r in rows]), [r["path"] for r in rows]
 
@@ -50,7 +50,8 @@ def build_trained_run(base: Path, **train_settings) -> Path:
                      config={"name": PIPELINE, "stages": {"ingest": {"source": str(tree)}}},
                      config_hash="stand-in-config-hash")
     run.start_stage("ingest")
-    run.finish_stage("ingest", ingest.run(ingest.Config(source=str(tree)), run), 0.0)
+    outputs = ingest.run(ingest.Config(source=str(tree), good_class="ok"), run)
+    run.finish_stage("ingest", outputs, 0.0)
     train_tiny(run, **train_settings)
     evaluate_tiny(run, escape_rate_target=ESCAPE_RATE_TARGET)
     return run.root

@@ -23,13 +23,13 @@ TINY_PIPELINE = """
 name: contract
 seed: 3
 stages:
-  ingest: {}
+  ingest: {good_class: ok}
   augment:
     transforms: [{HorizontalFlip: {p: 0.5}}]
     preview_per_class: 2
   train: {backbone: small_cnn, weights: none, height: 40, width: 40, head_epochs: 8,
           batch_size: 8, workers: 1}
-  evaluate: {good_class: ok}
+  evaluate: {}
   export: {calibration_images: 20}
   verify: {}
 """

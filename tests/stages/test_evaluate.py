@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from indvision import atomic, config, images, metrics, pipeline
+from indvision.dataset import read_splits
 from indvision.errors import ConfigError, IndvisionError
 from indvision.rundir import Run
-from indvision.stages import evaluate
-from indvision.stages.ingest import read_splits
-from tests.conftest import make_tree, train_tiny, write_pipeline
+from indvision.stages import evaluate, ingest
+from tests.conftest import make_tree, reingest, train_tiny, write_pipeline
 
 INPUT_SIDE = 32  # smaller than the 48 px images: evaluate must resize through images.load
 STAND_IN_EPOCHS = 20
@@ -87,7 +87,8 @@ def fresh_trained_run(tmp_path_factory, tiny_tree_shared) -> Run:
     Not conftest's ``trained_run``: that one has evaluated already; here evaluate must not
     have run yet.
     """
-    return _train(_ingested_run(tmp_path_factory.mktemp("evaluate"), tiny_tree_shared))
+    return _train(_ingested_run(tmp_path_factory.mktemp("evaluate"), tiny_tree_shared,
+                                "{good_class: ok}"))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def grouped_trained_run(tmp_path_factory) -> Run:
     for first in sorted(tree.rglob("*_a.png")):
         second = cv2.flip(cv2.imread(str(first)), 1)  # the other camera: same object, new bytes
         cv2.imwrite(str(first.with_name(first.name.replace("_a.png", "_b.png"))), second)
-    return _train(_ingested_run(root, tree, "{group_regex: '^(\\d+)_'}"))
+    return _train(_ingested_run(root, tree, "{group_regex: '^(\\d+)_', good_class: ok}"))
 
 
 def _copy(run: Run, tmp_path: Path) -> Run:
@@ -109,7 +110,7 @@ def _copy(run: Run, tmp_path: Path) -> Run:
 @pytest.fixture(scope="module")
 def evaluated(fresh_trained_run, tmp_path_factory):
     run = _copy(fresh_trained_run, tmp_path_factory.mktemp("evaluated"))
-    outputs = evaluate.run(evaluate.Config(good_class="ok", misclassified_max=5), run)
+    outputs = evaluate.run(evaluate.Config(misclassified_max=5), run)
     return run, outputs
 
 
@@ -120,7 +121,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_writes_every_declared_output(evaluated):
     run, outputs = evaluated
-    assert set(outputs) == {"metrics", "predictions", "confusion", "confusion_json", "report"}
+    assert set(outputs) == {"metrics", "predictions", "confusion", "confusion_json", "report",
+                            "decision"}
     for name, path in outputs.items():
         assert path.parent == run.root / "evaluate", name
         assert path.is_file() and path.stat().st_size > 0, name
@@ -185,7 +187,7 @@ def test_report_is_one_self_contained_page_with_the_numbers(evaluated):
 
 def test_report_shows_misclassified_test_images_worst_first(fresh_trained_run, tmp_path):
     run = _stand_in_train(_copy(fresh_trained_run, tmp_path), epochs=0)  # untrained: errs
-    outputs = evaluate.run(evaluate.Config(good_class="ok", misclassified_max=3), run)
+    outputs = evaluate.run(evaluate.Config(misclassified_max=3), run)
     result = json.loads(outputs["metrics"].read_text())
     errors = result["test"]["errors"]
     assert errors > 3
@@ -234,17 +236,17 @@ def test_quality_gate_fails_the_stage_with_the_numbers(fresh_trained_run, tmp_pa
     run = _copy(fresh_trained_run, tmp_path)
     with pytest.raises(IndvisionError, match=r"quality gate failed: test accuracy [\d.]+ % "
                        r"\(\d+ errors? / \d+\) is below evaluate\.fail_below 101\.0 %"):
-        evaluate.run(evaluate.Config(good_class="ok", fail_below=1.01), run)
+        evaluate.run(evaluate.Config(fail_below=1.01), run)
     gate = json.loads((run.root / "evaluate" / "metrics.json").read_text())["gate"]
     assert gate["passed"] is False  # the report of a failed gate is still written
     # a gate that is met passes
-    evaluate.run(evaluate.Config(good_class="ok", fail_below=0.0), run)
+    evaluate.run(evaluate.Config(fail_below=0.0), run)
 
 
 def test_unknown_good_class_is_a_did_you_mean_error(fresh_trained_run, tmp_path):
     run = _copy(fresh_trained_run, tmp_path)
     with pytest.raises(IndvisionError, match=r"good_class: 'okk' .*did you mean 'ok'\?"):
-        evaluate.run(evaluate.Config(good_class="okk"), run)
+        reingest(run, good_class="okk")
 
 
 def test_good_class_candidates_take_the_first_present_or_fall_back_to_argmax(
@@ -253,8 +255,8 @@ def test_good_class_candidates_take_the_first_present_or_fall_back_to_argmax(
     assert metrics.resolve_good_class(["intact", "good"], ["ok", "spot"]) is None
     assert metrics.resolve_good_class(None, ["ok", "spot"]) is None
 
-    run = _copy(fresh_trained_run, tmp_path)
-    outputs = evaluate.run(evaluate.Config(good_class=("intact", "good")), run)
+    run = reingest(_copy(fresh_trained_run, tmp_path), good_class=("intact", "good"))
+    outputs = evaluate.run(evaluate.Config(), run)
     result = json.loads(outputs["metrics"].read_text())
     assert (result["good_class"], result["threshold"]) == (None, None)
     assert "defect_recall" not in result["test"]
@@ -266,7 +268,7 @@ def test_good_class_candidates_take_the_first_present_or_fall_back_to_argmax(
 
 def test_grouped_views_are_also_decided_per_object(grouped_trained_run, tmp_path):
     run = _copy(grouped_trained_run, tmp_path)
-    outputs = evaluate.run(evaluate.Config(good_class="ok"), run)
+    outputs = evaluate.run(evaluate.Config(), run)
     result = json.loads(outputs["metrics"].read_text())
     assert result["group_regex"] == "^(\\d+)_"
     rows = _rows(outputs["predictions"])
@@ -290,13 +292,13 @@ def test_group_true_labels_flag_an_object_with_any_defective_view():
 
 
 def test_config_is_checked_when_the_pipeline_is_read(tmp_path):
-    cfg = config.build_config("evaluate", evaluate.Config, {"good_class": ["ok", "ok_front"]})
+    cfg = config.build_config("ingest", ingest.Config, {"good_class": ["ok", "ok_front"]})
     assert cfg.good_class == ("ok", "ok_front")
-    assert config.build_config("evaluate", evaluate.Config, {"good_class": "ok"}).good_class == "ok"
+    assert config.build_config("ingest", ingest.Config, {"good_class": "ok"}).good_class == "ok"
     with pytest.raises(ConfigError, match="escape_rate_target"):
         config.build_config("evaluate", evaluate.Config, {"escape_rate_target": 1.5})
     with pytest.raises(ConfigError, match="empty list"):
-        config.build_config("evaluate", evaluate.Config, {"good_class": []})
+        config.build_config("ingest", ingest.Config, {"good_class": []})
     with pytest.raises(ConfigError, match="did you mean 'fail_below'"):
         config.build_config("evaluate", evaluate.Config, {"fail_bellow": 0.9})
 

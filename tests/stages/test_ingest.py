@@ -45,7 +45,7 @@ def add_bad_files(folder: Path) -> dict[str, str]:
 
 def test_writes_declared_outputs_and_counts(tmp_path: Path, tiny_tree: Path) -> None:
     _run, outputs = run_ingest(tmp_path, tiny_tree)
-    assert set(outputs) == {"splits", "classes", "report", "rejected"}
+    assert set(outputs) == {"splits", "classes", "decision", "report", "rejected"}
     assert all(p.is_file() for p in outputs.values())
     assert json.loads(outputs["classes"].read_text()) == ["ok", "scratch", "spot"]
     rows = read_csv(outputs["splits"])

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from indvision import atomic, config, formats, images, models
+from indvision.dataset import read_splits
 from indvision.edge import EdgeClassifier
 from indvision.errors import ConfigError, IndvisionError
 from indvision.rundir import Run
 from indvision.stages import verify
-from indvision.stages.ingest import read_splits
 from tests.stages.conftest import build_trained_run, copy_run, export_copy, verify_copy
 
 
@@ -34,10 +34,10 @@ def rewrite_hash(bundle: Path, name: str) -> None:
     meta = read_json(bundle / "model.json")
     meta["files"][name]["sha256"] = atomic.sha256_file(bundle / name)
     atomic.write_json(bundle / "model.json", meta)
-    run = Run.open(bundle.parent)  # as a re-export would: the manifest records the new model.json
-    record = run.manifest["stages"]["export"]["outputs"]["bundle"]["files"]
-    record["bundle/model.json"] = atomic.sha256_file(bundle / "model.json")
-    run.save()
+    run = Run.open(bundle.parent)  # as a re-export would: the manifest records both files
+    with run.updating_output("export", "bundle") as record:
+        for changed in (name, "model.json"):
+            record["files"][f"bundle/{changed}"] = atomic.sha256_file(bundle / changed)
 
 
 def test_config_checks_limits() -> None:
@@ -182,7 +182,7 @@ def test_grouped_bundles_judge_int8_on_objects(exported_run: Path, tmp_path: Pat
     run = copy_run(exported_run, tmp_path / "exports")
     bundle = run.root / "bundle"
     meta = read_json(bundle / "model.json")
-    meta["decision"]["group_regex"] = "^(.)"  # objects: test files sharing a first letter
+    meta["decision"].update(group_by="regex", group_regex="^(.)")  # decide per object
     atomic.write_json(bundle / "model.json", meta)
     rewrite_hash(bundle, "model.onnx")  # the manifest records the edited model.json
     run = Run.open(run.root)

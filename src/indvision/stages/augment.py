@@ -212,7 +212,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     names = [type(t).__name__ for t in compose.transforms]
     print(f"augment: {len(names)} transform(s): {', '.join(names) or 'none'}", flush=True)
 
-    from indvision.stages.ingest import read_splits
+    from indvision.dataset import read_splits
 
     rows = read_splits(run.artifact("ingest", "splits"))
     classes = json.loads(run.artifact("ingest", "classes").read_text(encoding="utf-8"))

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, images, metrics, models
+from indvision import atomic, decision, images, metrics, models
+from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
-from indvision.stages.ingest import read_splits
 
 OUTPUT_FILES = {
     "metrics": "metrics.json",
@@ -47,18 +47,16 @@ OUTPUT_FILES = {
     "confusion": "confusion.png",
     "confusion_json": "confusion.json",
     "report": "report.html",
+    decision.ARTIFACT: "decision.json",
 }
 THUMBNAIL_SIDE = 128  # pixels on the page; the image itself is the model's input size
 
 
 @dataclass(frozen=True)
 class Config:
-    """How test decisions are made and when the run should fail."""
+    """How the threshold is calibrated and when the run should fail (the good class and the
+    grouping are facts of the data: ingest records them, see :mod:`indvision.decision`)."""
 
-    # The class meaning "no defect". A name must be one of the dataset's classes; a list names
-    # candidates, and the first one present is used (none present: arg-max decisions, no
-    # threshold) so one pipeline file serves datasets that call it ok, ok_front or intact.
-    good_class: tuple[str, ...] | str | None = None
     escape_rate_target: float = 0.01  # defective items passed as good, on validation
     fail_below: float | None = None  # test accuracy gate (0..1); above 1 always fails
     fail_below_defect_recall: float | None = None  # test defect-recall gate (needs a good class)
@@ -66,12 +64,6 @@ class Config:
     misclassified_max: int = 48  # thumbnails of wrong test decisions in report.html
 
     def __post_init__(self) -> None:
-        names = self.good_class_candidates
-        if self.good_class is not None and not names:
-            raise ValueError("good_class is an empty list; name at least one class, or use null "
-                             "for arg-max decisions")
-        if any(not isinstance(n, str) or not n.strip() for n in names):
-            raise ValueError(f"good_class must be class names, got {self.good_class!r}")
         if not 0 <= self.escape_rate_target < 1:
             raise ValueError(f"escape_rate_target must be in [0, 1), got {self.escape_rate_target}")
         for key in ("fail_below", "fail_below_defect_recall"):
@@ -82,15 +74,6 @@ class Config:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.misclassified_max < 0:
             raise ValueError(f"misclassified_max must be 0 or more, got {self.misclassified_max}")
-
-    @property
-    def good_class_candidates(self) -> tuple[str, ...]:
-        """The good-class setting as a tuple of names (empty when unset)."""
-        if self.good_class is None:
-            return ()
-        if isinstance(self.good_class, str):
-            return (self.good_class,)
-        return tuple(self.good_class)
 
 
 def calibration_threshold(val_scores: np.ndarray, val_labels: np.ndarray,
@@ -145,15 +128,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     classes: list[str] = atomic.read_json(run.artifact("ingest", "classes"))
     ingest_report = atomic.read_json(run.artifact("ingest", "report"))
     rows = read_splits(run.artifact("ingest", "splits"))
-    good_class = metrics.resolve_good_class(config.good_class, classes)
-    if config.good_class is not None and good_class is None:
-        print(f"evaluate: none of the good-class candidates {list(config.good_class_candidates)} "
-              f"is a class here ({', '.join(classes)}): arg-max decisions, no threshold",
-              flush=True)
-    good_index = classes.index(good_class) if good_class is not None else None
-    group_regex = ingest_report.get("group_regex")
-    val_rows = [r for r in rows if r["split"] == "val"]
-    test_rows = [r for r in rows if r["split"] == "test"]
+    facts = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest", decision.ARTIFACT)))
+    good_class, good_index = facts.good_class, facts.good_index
+    val_rows, test_rows = rows_of(rows, "val"), rows_of(rows, "test")
     if not test_rows:
         raise IndvisionError("ingest/splits.csv has no test images (each class needs at least "
                              "3 images or groups); add images or raise ingest.test_fraction")
@@ -171,40 +148,19 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
                                "test")
 
-    threshold = None
-    threshold_on = None
+    threshold = threshold_on = None
     if good_index is not None:
         threshold, threshold_on = calibration_threshold(
-            val_scores, val_labels, [r["group"] for r in val_rows] if group_regex else None,
-            good_index, config.escape_rate_target)
-    val_pred = metrics.decide(val_scores, good_index, threshold)
-    test_pred = metrics.decide(test_scores, good_index, threshold)
-    result: dict[str, Any] = {
-        "classes": classes,
-        "good_class": good_class,
-        "threshold": threshold,
-        "threshold_calibrated_on": threshold_on,
-        "escape_rate_target": config.escape_rate_target,
-        "group_regex": group_regex,
-        "val": metrics.classification_metrics(val_labels, val_pred, classes, good_class),
-        "test": metrics.classification_metrics(test_labels, test_pred, classes, good_class),
-    }
-    if good_index is not None:  # what the threshold costs or buys against plain arg-max
-        argmax = metrics.classification_metrics(test_labels, metrics.decide(test_scores),
-                                                classes, good_class)
-        result["test_argmax"] = {key: argmax[key] for key in (
-            "n", "accuracy", "errors", "defect_recall", "false_reject_rate", "escapes",
-            "false_rejects")}
-    test_groups = [r["group"] for r in test_rows]
-    if group_regex:
-        group_labels, group_pred = metrics.decide_groups(test_scores, test_labels, test_groups,
-                                                         good_index, threshold)
-        result["test_groups"] = metrics.classification_metrics(group_labels, group_pred,
-                                                               classes, good_class)
+            val_scores, val_labels, facts.groups_of(val_rows), good_index,
+            config.escape_rate_target)
+    record = facts.with_threshold(threshold, threshold_on,
+                                  config.escape_rate_target if good_index is not None else None)
+    result = _metrics(record, val_labels, val_scores, test_labels, test_scores,
+                      facts.groups_of(test_rows))
     result.update({
+        "escape_rate_target": config.escape_rate_target,
         "decision": (f"P({good_class}) >= threshold, else the most likely defect"
                      if good_class is not None else "arg-max"),
-        "good_class_setting": config.good_class,
         "n_val": len(val_rows),
         "n_test": len(test_rows),
         "n_test_groups": result["test_groups"]["n"] if "test_groups" in result else None,
@@ -217,6 +173,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 
     paths = {name: out / file for name, file in OUTPUT_FILES.items()}
     atomic.write_json(paths["metrics"], result)
+    atomic.write_json(paths[decision.ARTIFACT], record.to_dict())
+    test_pred = record.decide(test_scores)
     atomic.write_text(paths["predictions"],
                       predictions_csv(test_rows, test_labels, test_pred, test_scores, classes))
     confusion_png = plot_confusion(np.array(result["test"]["confusion"]), classes,
@@ -251,6 +209,37 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     for note in result["gate"]["notes"]:
         print(f"evaluate: warning: {note}", flush=True)
     return paths
+
+
+def _metrics(record: decision.Decision, val_labels: np.ndarray, val_scores: np.ndarray,
+             test_labels: np.ndarray, test_scores: np.ndarray,
+             test_groups: list[str] | None) -> dict[str, Any]:
+    """Validation and test metrics under ``record`` (per object too when grouped), and what
+    the threshold costs or buys against plain arg-max."""
+    classes, good_class = list(record.classes), record.good_class
+    result: dict[str, Any] = {
+        "classes": classes,
+        "good_class": good_class,
+        "threshold": record.threshold,
+        "threshold_calibrated_on": record.threshold_calibrated_on,
+        "group_regex": record.group_regex,
+        "group_by": record.group_by,
+        "val": metrics.classification_metrics(val_labels, record.decide(val_scores), classes,
+                                              good_class),
+        "test": metrics.classification_metrics(test_labels, record.decide(test_scores),
+                                               classes, good_class),
+    }
+    if good_class is not None:
+        argmax = metrics.classification_metrics(test_labels, metrics.decide(test_scores),
+                                                classes, good_class)
+        result["test_argmax"] = {key: argmax[key] for key in (
+            "n", "accuracy", "errors", "defect_recall", "false_reject_rate", "escapes",
+            "false_rejects")}
+    if test_groups is not None:
+        truth, decided = record.decide_objects(test_scores, test_labels, test_groups)
+        result["test_groups"] = metrics.classification_metrics(truth, decided, classes,
+                                                               good_class)
+    return result
 
 
 # --- scoring ---------------------------------------------------------------------------------

@@ -49,11 +49,11 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, formats, images, models
+from indvision import atomic, decision, formats, images, models
 from indvision.config import config_to_dict
+from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError, did_you_mean
 from indvision.rundir import Run, library_versions
-from indvision.stages.ingest import read_splits
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -165,23 +165,18 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 def model_metadata(run: Run, spec: images.InputSpec, classes: list[str],
                    ingest_report: dict[str, Any], evaluation: dict[str, Any] | None,
                    config: Config) -> dict[str, Any]:
-    """Everything ``model.json`` says except ``files`` and ``default_model``."""
-    if evaluation is not None:
-        decision = {key: evaluation.get(key)
-                    for key in ("good_class", "threshold", "escape_rate_target", "group_regex")}
-        metrics = {key: evaluation[key] for key in ("test", "test_groups", "test_argmax")
-                   if key in evaluation}
-    else:
-        decision = {"good_class": None, "threshold": None, "escape_rate_target": None,
-                    "group_regex": ingest_report.get("group_regex")}
-        metrics = {}
+    """Everything ``model.json`` says except ``files`` and ``default_model``. Its ``decision``
+    is the run's decision record as it stands (:func:`indvision.decision.read_for_run`)."""
+    record = decision.read_for_run(run)
+    metrics = ({key: evaluation[key] for key in ("test", "test_groups", "test_argmax")
+                if key in evaluation} if evaluation is not None else {})
     versions = {**run.manifest.get("versions", {}), **library_versions()}
     return {
         "bundle_format": BUNDLE_FORMAT_VERSION,
         "pipeline": run.pipeline,
         "classes": list(classes),
         "input_spec": spec.to_dict(),
-        "decision": decision,
+        "decision": {key: value for key, value in record.to_dict().items() if key != "classes"},
         "metrics": metrics,
         "provenance": {
             "run_id": run.run_id,
@@ -342,7 +337,7 @@ def _check_model(model: Any, spec: images.InputSpec, classes: list[str], path: P
 
 def _calibration_images(run: Run, spec: images.InputSpec, count: int) -> np.ndarray:
     """A seeded sample of ``count`` train-split images, loaded as the model sees them."""
-    rows = [r for r in read_splits(run.artifact("ingest", "splits")) if r["split"] == "train"]
+    rows = rows_of(read_splits(run.artifact("ingest", "splits")), "train")
     if not rows:
         raise IndvisionError("ingest/splits.csv has no train images to calibrate with")
     rng = np.random.default_rng([run.seed, 1])

@@ -4,11 +4,19 @@ Every image is read through :mod:`indvision.images` (the decoder the model will 
 device). Bad files are listed in ``rejected.csv`` with a reason and ingest carries on; it stops
 with a clear message only when too little is left to train on. Exact duplicates (same bytes)
 keep one copy, so no image can sit in both the training and the test split. The split is
-stratified by class, deterministic for a seed, and group-aware: all images of one group (one
-parcel's two camera views, say) land in the same split.
+stratified by class, deterministic for a seed, and group-aware: all images of one object (one
+parcel's two camera views, say) land in the same split. Objects come from a CSV ``group``
+column or, for the other images, from ``group_regex`` on the file name
+(:func:`indvision.dataset.assign_groups`); the two give the same objects for the same images.
+
+Ingest is where the decision record starts (:mod:`indvision.decision`): the good class
+(``good_class``, resolved against the dataset's classes) and how views form objects are facts
+about the data, recorded once in ``decision.json`` and read by train, evaluate, export, verify
+and the edge — no later stage has a setting of its own for them.
 
 Outputs: ``splits.csv`` (path, label, split, group, sha256, width, height), ``classes.json``,
-``ingest_report.json`` (counts, rejects, duplicates, dataset hash) and ``rejected.csv``.
+``decision.json``, ``ingest_report.json`` (counts, rejects, duplicates, dataset hash) and
+``rejected.csv``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -25,22 +32,25 @@ from pathlib import Path
 
 import numpy as np
 
-from indvision import atomic, images
+from indvision import atomic, dataset, decision, images, metrics
+from indvision.dataset import SPLITS, Item
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class Config:
-    """Where the images come from and how they are split."""
+    """Where the images come from, how they are split, and what they mean."""
 
     source: str | None = None  # folder-per-class tree or CSV; None → synthetic default data
     synthetic: str | None = None  # which synthetic set to generate when source is None
     synthetic_per_class: int = 150
     synthetic_root: str = "data/synthetic"
-    group_regex: str | None = None  # on the file name, e.g. '^(\d+)_': one group per match
+    group_regex: str | None = None  # on the file name, e.g. '^(\d+)_': one object per match
+    # The class meaning "no defect". A name must be one of the dataset's classes; a list names
+    # candidates and the first one present is used (none present: arg-max decisions, no
+    # threshold), so one pipeline file serves datasets that call it ok, ok_front or intact.
+    good_class: tuple[str, ...] | str | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     min_side: int = 16  # smaller images are rejected
@@ -57,26 +67,65 @@ class Config:
             except re.error as exc:
                 raise ValueError(
                     f"group_regex {self.group_regex!r} is not a valid regex: {exc}") from None
+        names = self.good_class_candidates
+        if self.good_class is not None and not names:
+            raise ValueError("good_class is an empty list; name at least one class, or use null "
+                             "for arg-max decisions")
+        if any(not isinstance(n, str) or not n.strip() for n in names):
+            raise ValueError(f"good_class must be class names, got {self.good_class!r}")
 
-
-@dataclass
-class Item:
-    path: str
-    label: str
-    group: str | None = None
-    sha256: str = ""
-    width: int = 0
-    height: int = 0
-    split: str = ""
+    @property
+    def good_class_candidates(self) -> tuple[str, ...]:
+        """The good-class setting as a tuple of names (empty when unset)."""
+        if self.good_class is None:
+            return ()
+        if isinstance(self.good_class, str):
+            return (self.good_class,)
+        return tuple(self.good_class)
 
 
 def run(config: Config, run: Run) -> dict[str, Path]:
     """Read, check, deduplicate and split the dataset; write the split files."""
     source = _resolve_source(config, run)
     out = run.stage_dir("ingest")
-    listed, rejected = (_read_csv(source) if source.is_file() else _read_tree(source))
+    listed, rejected = dataset.list_source(source)
     print(f"ingest: {len(listed)} files listed from {source}", flush=True)
+    checked = _check_images(listed, rejected, config)
+    kept, duplicates, conflicts = dataset.dedupe(checked)
+    rejected.extend(conflicts)
+    group_by = dataset.assign_groups(kept, config.group_regex)
+    classes = _check_classes(kept, rejected, config.min_per_class, source)
+    _split(kept, config.val_fraction, config.test_fraction, run.seed)
+    record = _decision(config, classes, group_by, [i.group for i in kept])
 
+    report = _report(kept, classes, rejected, duplicates, source)
+    report.update(group_regex=config.group_regex, group_by=group_by)
+    outputs = {
+        "splits": _write_csv(out / "splits.csv",
+                             ["path", "label", "split", "group", "sha256", "width", "height"],
+                             [[i.path, i.label, i.split, i.group, i.sha256, i.width, i.height]
+                              for i in kept]),
+        "classes": atomic.write_json(out / "classes.json", classes),
+        decision.ARTIFACT: atomic.write_json(out / "decision.json", record.to_dict()),
+        "report": atomic.write_json(out / "ingest_report.json", report),
+        "rejected": _write_csv(out / "rejected.csv", ["path", "label", "reason"], rejected),
+    }
+    counts = report["counts"]
+    print(f"ingest: {len(kept)} images in {len(classes)} classes "
+          f"(train {counts['train']['total']}, val {counts['val']['total']}, "
+          f"test {counts['test']['total']}); {len(rejected)} rejected, "
+          f"{report['duplicates']['removed']} duplicate copies removed", flush=True)
+    if record.grouped:
+        print(f"ingest: {report['groups']} objects (views grouped by {group_by}, "
+              f"{record.views_per_object} views each mostly): decisions are per object",
+              flush=True)
+    for path, _, reason in rejected[:10]:
+        print(f"ingest: rejected {path}: {reason}", flush=True)
+    return outputs
+
+
+def _check_images(listed: list[Item], rejected: list, config: Config) -> list[Item]:
+    """Decode every listed file once (hash and size from the same bytes); reject the bad."""
     checked: list[Item] = []
     for n, item in enumerate(listed, start=1):
         try:
@@ -95,32 +144,22 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         checked.append(item)
         if n % 500 == 0:
             print(f"ingest: checked {n}/{len(listed)} images", flush=True)
+    return checked
 
-    kept, duplicates, conflicts = _dedupe(checked)
-    rejected.extend(conflicts)
-    _assign_groups(kept, config.group_regex)
-    classes = _check_classes(kept, rejected, config.min_per_class, source)
-    _split(kept, config.val_fraction, config.test_fraction, run.seed)
 
-    report = _report(kept, classes, rejected, duplicates, source)
-    report["group_regex"] = config.group_regex
-    outputs = {
-        "splits": _write_csv(out / "splits.csv",
-                             ["path", "label", "split", "group", "sha256", "width", "height"],
-                             [[i.path, i.label, i.split, i.group, i.sha256, i.width, i.height]
-                              for i in kept]),
-        "classes": atomic.write_json(out / "classes.json", classes),
-        "report": atomic.write_json(out / "ingest_report.json", report),
-        "rejected": _write_csv(out / "rejected.csv", ["path", "label", "reason"], rejected),
-    }
-    counts = report["counts"]
-    print(f"ingest: {len(kept)} images in {len(classes)} classes "
-          f"(train {counts['train']['total']}, val {counts['val']['total']}, "
-          f"test {counts['test']['total']}); {len(rejected)} rejected, "
-          f"{report['duplicates']['removed']} duplicate copies removed", flush=True)
-    for path, _, reason in rejected[:10]:
-        print(f"ingest: rejected {path}: {reason}", flush=True)
-    return outputs
+def _decision(config: Config, classes: list[str], group_by: str | None,
+              groups: list[str | None]) -> decision.Decision:
+    """The decision record's facts about the data: good class and grouping (no threshold)."""
+    good_class = metrics.resolve_good_class(config.good_class, classes, key="ingest.good_class")
+    if config.good_class is not None and good_class is None:
+        print(f"ingest: none of the good-class candidates {list(config.good_class_candidates)} "
+              f"is a class here ({', '.join(classes)}): arg-max decisions, no threshold",
+              flush=True)
+    return decision.Decision(
+        classes=tuple(classes), good_class=good_class, group_by=group_by,
+        group_regex=config.group_regex,
+        views_per_object=(decision.most_common_views([str(g) for g in groups])
+                          if group_by else None))
 
 
 def _resolve_source(config: Config, run: Run) -> Path:
@@ -140,104 +179,6 @@ def _resolve_source(config: Config, run: Run) -> Path:
     if not source.exists():
         raise IndvisionError(f"dataset not found: {source}")
     return source
-
-
-def _read_tree(root: Path) -> tuple[list[Item], list[tuple[str, str, str]]]:
-    """Folder-per-class: every image below ``root/<class>/`` (symlinked folders not followed)."""
-    items, rejected = [], []
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise IndvisionError(f"{root}: no class folders (expected {root}/<class>/<images>)")
-    for class_dir in class_dirs:
-        found = 0
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                path = Path(dirpath) / name
-                if path.suffix.lower() not in images.IMAGE_EXTENSIONS:
-                    rejected.append((str(path), class_dir.name,
-                                     f"not an image file extension ({path.suffix or 'none'})"))
-                    continue
-                if path.is_symlink() and not path.exists():  # name the link, not its target
-                    rejected.append((str(path), class_dir.name,
-                                     f"broken symbolic link (to {os.readlink(path)})"))
-                    continue
-                items.append(Item(path=str(path.resolve()), label=class_dir.name))
-                found += 1
-        if not found:
-            print(f"ingest: warning: class folder {class_dir} has no images", flush=True)
-    return items, rejected
-
-
-def _read_csv(path: Path) -> tuple[list[Item], list[tuple[str, str, str]]]:
-    """CSV with columns ``path,label[,group]``; paths relative to the CSV's folder."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a byte-order mark
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IndvisionError(f"cannot read {path}: {exc}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-    missing = {"path", "label"} - set(columns)
-    if missing:
-        raise IndvisionError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
-                             f"expected a header 'path,label[,group]', found {columns}")
-    unknown = set(columns) - {"path", "label", "group"}
-    if unknown:
-        print(f"ingest: warning: {path}: ignoring unknown column(s) "
-              f"{', '.join(sorted(unknown))}", flush=True)
-    items, rejected = [], []
-    for line, row in enumerate(reader, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-        file, label = row.get("path", ""), row.get("label", "")
-        where = f"{path}:{line}"
-        if not file:
-            rejected.append((where, label, "empty path"))
-            continue
-        full = (path.parent / file).resolve()
-        if not label:
-            rejected.append((str(full), "", f"empty label ({where})"))
-        elif not full.is_file():
-            rejected.append((str(full), label, f"file not found ({where})"))
-        else:
-            items.append(Item(path=str(full), label=label, group=row.get("group") or None))
-    return items, rejected
-
-
-def _dedupe(items: list[Item]) -> tuple[list[Item], list[dict], list[tuple[str, str, str]]]:
-    """Keep one copy of byte-identical files; drop all copies when their labels disagree."""
-    by_hash: dict[str, list[Item]] = defaultdict(list)
-    for item in items:
-        by_hash[item.sha256].append(item)
-    kept, duplicates, conflicts = [], [], []
-    for copies in by_hash.values():
-        copies.sort(key=lambda i: i.path)
-        labels = {c.label for c in copies}
-        if len(labels) > 1:
-            for c in copies:
-                conflicts.append((c.path, c.label, "identical bytes appear with labels "
-                                  f"{sorted(labels)}; all copies dropped"))
-            continue
-        kept.append(copies[0])
-        if len(copies) > 1:
-            duplicates.append({"kept": copies[0].path, "removed": [c.path for c in copies[1:]]})
-    kept.sort(key=lambda i: i.path)
-    return kept, duplicates, conflicts
-
-
-def _assign_groups(items: list[Item], group_regex: str | None) -> None:
-    """Group from the CSV, else from the regex on the file name, else the file itself."""
-    pattern = re.compile(group_regex) if group_regex else None
-    for item in items:
-        if item.group:
-            continue
-        name = Path(item.path).name
-        match = pattern.search(name) if pattern else None
-        if match:
-            item.group = f"{item.label}/{match.group(1) if match.groups() else match.group(0)}"
-        else:
-            item.group = item.sha256[:16]
 
 
 def _check_classes(items: list[Item], rejected: list, min_per_class: int,
@@ -306,9 +247,3 @@ def _write_csv(path: Path, header: list[str], rows: list) -> Path:
     writer.writerow(header)
     writer.writerows(rows)
     return atomic.write_text(path, buffer.getvalue())
-
-
-def read_splits(path: Path) -> list[dict[str, str]]:
-    """Rows of a ``splits.csv`` as dicts (used by the later stages)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))

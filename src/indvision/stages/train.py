@@ -505,7 +505,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     """Train (or resume training) and write the model and its records."""
     import keras
 
-    from indvision.stages.ingest import read_splits
+    from indvision.dataset import read_splits
 
     out = run.stage_dir("train")
     spec = config.input_spec

@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, formats, images, metrics, models
+from indvision import atomic, decision, formats, images, metrics, models
+from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
 from indvision.rundir import MANIFEST, Run
-from indvision.stages.ingest import read_splits
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -88,24 +88,23 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 
     classes = list(bundle_meta["classes"])
     spec = images.InputSpec.from_dict(bundle_meta["input_spec"])
-    decision = bundle_meta.get("decision") or {}
-    good_class, threshold = decision.get("good_class"), decision.get("threshold")
-    good_index = classes.index(good_class) if good_class in classes else None
-    rows = [r for r in read_splits(run.artifact("ingest", "splits")) if r["split"] == "test"]
+    record = decision.Decision.from_dict(bundle_meta.get("decision") or {}, classes)
+    good_class, good_index, threshold = record.good_class, record.good_index, record.threshold
+    rows = rows_of(read_splits(run.artifact("ingest", "splits")), "test")
     if not rows:
         raise IndvisionError("ingest/splits.csv has no test images to verify on")
     unknown = sorted({r["label"] for r in rows} - set(classes))
     if unknown:
         raise IndvisionError(f"test labels {unknown} are not classes of the bundle {classes}")
     labels = np.array([classes.index(r["label"]) for r in rows])
-    groups = [r["group"] for r in rows] if decision.get("group_regex") else None
+    groups = record.groups_of(rows)
     print(f"verify: {len(rows)} test images"
           + (f" of {len(set(groups))} objects" if groups else "")
           + f", {len(files)} model files", flush=True)
     batch = np.stack([images.load(r["path"], spec) for r in rows])
 
     keras_probs = _keras_probs(run.artifact("train", "model"), batch, config.batch_size)
-    keras_decisions = metrics.decide(keras_probs, good_index, threshold)
+    keras_decisions = record.decide(keras_probs)
     limits = config.limits()
     report: dict[str, Any] = {
         "n_test": len(rows),
@@ -236,10 +235,11 @@ def check_model_json_record(run: Run, path: Path) -> None:
     """Refuse a ``model.json`` whose sha256 differs from the run's records of it.
 
     ``model.json`` cannot hold its own hash: export's record of it is in the manifest (verify
-    updates that record when it rewrites the file), and verify also leaves a
-    ``model.json.sha256`` sidecar in the bundle. Both are checked when present.
+    updates that record when it rewrites the file, :func:`_record_rewritten_file`), and verify
+    also leaves a ``model.json.sha256`` sidecar in the bundle. Both are checked when present;
+    :meth:`Run.artifact` has checked the bundle's other files against the manifest already.
     """
-    record = _bundle_record(run)
+    record = run.output("export", "bundle")
     name = os.path.relpath(path, run.root)
     pending = (record.get("pending_rewrite") or {}).get(name)
     if pending and path.is_file() and atomic.sha256_file(path) == pending:
@@ -250,29 +250,22 @@ def check_model_json_record(run: Run, path: Path) -> None:
     atomic.check_sha256_sidecar(path)
 
 
-def _bundle_record(run: Run) -> dict[str, Any]:
-    return run.manifest["stages"].get("export", {}).get("outputs", {}).get("bundle", {})
-
-
 def _record_pending_rewrite(run: Run, path: Path, sha256: str) -> None:
     """Note in the manifest, before rewriting ``path``, the sha256 it is about to get."""
-    record = _bundle_record(run)
-    if isinstance(record.get("files"), dict):
+    with run.updating_output("export", "bundle") as record:
         record.setdefault("pending_rewrite", {})[os.path.relpath(path, run.root)] = sha256
-        run.save()
 
 
 def _record_rewritten_file(run: Run, path: Path, sha256: str) -> None:
     """Keep the manifest's record of export's bundle true after model.json is rewritten."""
-    record = _bundle_record(run)
-    listed = record.get("files")
-    if isinstance(listed, dict):
-        listed[os.path.relpath(path, run.root)] = sha256
-        (record.get("pending_rewrite") or {}).pop(os.path.relpath(path, run.root), None)
-        if not record.get("pending_rewrite"):
+    name = os.path.relpath(path, run.root)
+    with run.updating_output("export", "bundle") as record:
+        record.setdefault("files", {})[name] = sha256
+        pending = record.get("pending_rewrite") or {}
+        pending.pop(name, None)
+        if not pending:
             record.pop("pending_rewrite", None)
         record["rewritten_by_verify"] = MODEL_JSON
-        run.save()
 
 
 def _now() -> str:
