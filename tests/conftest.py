@@ -22,6 +22,33 @@ SHARED_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights" / "mobilenetv2_1.00_160_notop.weights.h5"
 
 TINY_CLASSES = ("ok", "scratch", "spot")
+#: Fixtures that train a real model (directly or through the fixtures they build on): every
+#: test using one is marked ``slow``, so ``pytest -m "not slow"`` trains nothing.
+TRAINING_FIXTURES = frozenset({"trained_run", "fresh_trained_run", "grouped_trained_run",
+                               "full_run", "real_run"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that trains through a fixture (see TRAINING_FIXTURES)."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _no_training_unless_slow(request: pytest.FixtureRequest,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked ``slow`` that reaches the train stage fails, saying so: the marker is
+    what ``-m "not slow"`` trusts, and an unmarked training test would make it lie."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    from indvision.stages import train
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} trains a model (train.run) but is not "
+                             "marked slow: add @pytest.mark.slow or use a TRAINING_FIXTURES one")
+
+    monkeypatch.setattr(train, "run", refuse)
 
 
 def draw_tiny(label: str, rng: np.random.Generator, size: int = 48) -> np.ndarray:

@@ -91,3 +91,90 @@ def test_read_for_run_prefers_evaluates_record_and_names_a_run_without_one(tmp_p
         run.start_stage(stage)
         run.finish_stage(stage, {"decision": path}, 0.0)
         assert decision.read_for_run(run).threshold == threshold
+
+
+GROUPED_PIPELINE = """
+name: {name}
+seed: 5
+stages:
+  ingest: {{good_class: ok{regex}}}
+  train: {{backbone: small_cnn, weights: none, height: 32, width: 32, batch_size: 8,
+           head_epochs: 3, object_epochs: 2, workers: 1, tensorboard: false}}
+  evaluate: {{escape_rate_target: 0.1}}
+  export: {{formats: [onnx, tflite_int8], calibration_images: 16}}
+  verify: {{}}
+"""
+
+
+def _two_view_objects(root: Path, per_class: int = 10) -> list[tuple[str, str, str]]:
+    """Objects of two views ``<id>_a.png`` / ``<id>_b.png`` in class folders; a defective
+    object shows its defect in view a only. Returns (relative path, label, object id) rows."""
+    import cv2
+
+    from tests.conftest import draw_tiny
+
+    rows = []
+    for c, label in enumerate(("ok", "scratch")):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            for view, drawn in (("a", label), ("b", "ok")):
+                name = f"{c}{i:03d}_{view}.png"
+                cv2.imwrite(str(root / label / name),
+                            draw_tiny(drawn, np.random.default_rng([c, i, ord(view)]), 40))
+                rows.append((f"{label}/{name}", label, f"{c}{i:03d}"))
+    return rows
+
+
+def _partition(rows: list[dict[str, str]]) -> list[tuple[tuple[str, str, str], ...]]:
+    """The objects of splits.csv rows as sets of (path, label, split), names left out."""
+    members: dict[str, list[tuple[str, str, str]]] = {}
+    for r in rows:
+        members.setdefault(r["group"], []).append((r["path"], r["label"], r["split"]))
+    return sorted(tuple(sorted(m)) for m in members.values())
+
+
+@pytest.mark.slow  # trains, exports and verifies two tiny runs
+def test_a_csv_group_column_decides_exactly_like_the_group_regex(tmp_path: Path) -> None:
+    from indvision import config, pipeline
+    from tests.conftest import write_pipeline
+
+    tree = tmp_path / "data"
+    listing = _two_view_objects(tree)
+    csv_path = tree / "views.csv"
+    csv_path.write_text("path,label,group\n" + "".join(f"{p},{label},{g}\n"
+                                                        for p, label, g in listing))
+    runs = {}
+    for name, data, regex in (("by_regex", tree, ", group_regex: '^(\\d+)_'"),
+                              ("by_column", csv_path, "")):
+        yaml = write_pipeline(tmp_path / f"{name}.yaml",
+                              GROUPED_PIPELINE.format(name=name, regex=regex))
+        runs[name] = pipeline.run_pipeline(config.load_pipeline(str(yaml), data=str(data)),
+                                           tmp_path / "exports")
+    regex, column = runs["by_regex"], runs["by_column"]
+
+    def read(run: Run, stage: str, file: str) -> dict:
+        return json.loads((run.root / stage / file).read_text())
+
+    # the same objects in the same splits
+    rows = {k: dataset.read_splits(r.artifact("ingest", "splits")) for k, r in runs.items()}
+    assert _partition(rows["by_regex"]) == _partition(rows["by_column"])
+    assert len({r["group"] for r in rows["by_regex"]}) == len(listing) // 2
+    facts = {k: read(r, "ingest", "decision.json") for k, r in runs.items()}
+    assert (facts["by_regex"]["group_by"], facts["by_column"]["group_by"]) == ("regex", "column")
+    assert facts["by_regex"]["views_per_object"] == facts["by_column"]["views_per_object"] == 2
+    # the objects phase trained on the same objects: the same history, epoch by epoch
+    histories = [(r.root / "train" / "history.csv").read_text() for r in (regex, column)]
+    assert "objects" in histories[0] and histories[0] == histories[1]
+    # per-object metrics, verify's verdicts and the bundle's decision
+    evaluations = [read(r, "evaluate", "metrics.json") for r in (regex, column)]
+    assert evaluations[0]["test_groups"] == evaluations[1]["test_groups"]
+    assert evaluations[0]["test_groups"]["n"] < evaluations[0]["test"]["n"]
+    parities = [read(r, "verify", "parity.json")["formats"] for r in (regex, column)]
+    for key in ("onnx", "tflite_int8"):
+        assert parities[0][key]["objects"] == parities[1][key]["objects"], key
+        assert parities[0][key]["shippable"] == parities[1][key]["shippable"], key
+    decisions = [read(r, "bundle", "model.json")["decision"] for r in (regex, column)]
+    differs = {"group_by", "group_regex"}
+    assert {k: v for k, v in decisions[0].items() if k not in differs} == \
+        {k: v for k, v in decisions[1].items() if k not in differs}
+    assert decisions[0]["threshold_calibrated_on"] == "groups"

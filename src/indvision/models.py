@@ -5,7 +5,7 @@ One table (:data:`BACKBONES`) drives the code, the config validation and the tes
 which layers are its "top" for fine-tuning, and which file names hold its ImageNet weights in
 an offline mirror.
 
-The model convention (see the project contract): input float32 ``(batch, H, W, 3)`` RGB in
+The model convention (CONTRIBUTING.md, "the contract"): input float32 ``(batch, H, W, 3)`` RGB in
 0..255, output softmax probabilities. All scaling lives inside the model, so the exported
 files need no preprocessing code on the device.
 

@@ -15,7 +15,7 @@ from :func:`indvision.images.load`, exactly as on the device. Decisions come fro
 When ingest grouped views of one object (``group_regex``), the test objects are also decided as a
 whole (each object takes its least-good view) and reported beside the per-image numbers.
 
-Outputs: ``metrics.json`` (schema in the contract), ``predictions.csv`` (one row per test image
+Outputs: ``metrics.json`` (schema in CONTRIBUTING.md), ``predictions.csv`` (one row per test image
 with every class score), ``confusion.png``/``confusion.json`` and ``report.html``, one
 self-contained page. The optional quality gate (``fail_below``; on the objects when views are
 grouped) is checked after everything is written, so a failed run still leaves the report that
