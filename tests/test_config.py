@@ -110,3 +110,16 @@ def test_a_moved_setting_names_where_it_lives_now() -> None:
         with pytest.raises(ConfigError, match=rf"'{stage}.good_class' moved to 'ingest\."):
             config.load_pipeline("parcel", [f"{stage}.good_class=intact"])
     assert config.load_pipeline("parcel").config("ingest").good_class == "intact"
+
+
+def test_every_setting_has_a_line_in_the_readme() -> None:
+    import dataclasses
+
+    from tests.conftest import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Settings"):]
+    missing = [f"{stage}.{field.name}" for stage in config.STAGES
+               for field in dataclasses.fields(config.stage_module(stage).Config)
+               if f"`{stage}.{field.name}`" not in section]
+    assert not missing, f"README 'Settings' lacks {missing}"
