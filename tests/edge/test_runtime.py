@@ -1,4 +1,5 @@
-"""The edge runtime: no TensorFlow, tamper checks, decisions, CLI predict/evaluate/watch."""
+"""The edge runtime (:mod:`indvision.edge.runtime`): no TensorFlow anywhere in the package,
+tamper checks, decisions, images and objects in, results out, threads."""
 
 from __future__ import annotations
 
@@ -13,45 +14,26 @@ import cv2
 import numpy as np
 import pytest
 
-from indvision import atomic, edge, images, metrics
+from indvision import atomic, images, metrics
 from indvision.edge import EdgeClassifier
 from indvision.errors import IndvisionError
-from tests.conftest import PROJECT_ROOT, draw_tiny, make_tree
+from tests.conftest import PROJECT_ROOT, draw_tiny
+from tests.edge.conftest import grouped_bundle, read_json
 
-# Session-built runs shared with tests/stages/ (built once, cached on disk).
-from tests.stages.conftest import exported_run, trained_run, verified_run  # noqa: F401
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def bundle(verified_run: Path) -> Path:  # noqa: F811
-    return verified_run / "bundle"
-
-
-@pytest.fixture(scope="module")
-def classifier(bundle: Path) -> EdgeClassifier:
-    return EdgeClassifier(bundle)
-
-
-@pytest.fixture(scope="module")
-def eval_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Fresh images (another seed than training) in the bundle's class folders."""
-    return make_tree(tmp_path_factory.mktemp("edge") / "eval", per_class=8, seed=7)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "indvision.edge", *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=120)
-
+EDGE_MODULES = {"indvision.edge." + name for name in
+                ("__main__", "cli", "evaluate", "golden", "objects", "runtime", "watch")}
 
 NO_TENSORFLOW_SCRIPT = """
-import json, sys
-from indvision.edge import EdgeClassifier
+import importlib, json, pkgutil, sys
+import indvision.edge
 bundle, image = sys.argv[1], sys.argv[2]
-seen = {}
+seen = {"modules": sorted(m.name for m in pkgutil.walk_packages(indvision.edge.__path__,
+                                                                 "indvision.edge."))}
+for name in seen["modules"]:  # every module of the package, present and future
+    importlib.import_module(name)
+seen["after_import"] = sorted(m for m in ("tensorflow", "keras", "tf2onnx", "ai_edge_litert")
+                              if m in sys.modules)
+from indvision.edge import EdgeClassifier
 onnx = EdgeClassifier(bundle, "model.onnx").predict(image)
 seen["after_onnx"] = sorted(m for m in ("tensorflow", "keras", "tf2onnx", "ai_edge_litert")
                             if m in sys.modules)
@@ -69,6 +51,8 @@ def test_edge_never_imports_tensorflow(bundle: Path, eval_tree: Path) -> None:
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(seen["modules"]) >= EDGE_MODULES, seen["modules"]
+    assert seen["after_import"] == []  # importing every module: not even LiteRT
     assert seen["after_onnx"] == []  # not even LiteRT for an ONNX model
     assert seen["after_all"] == []
     assert seen["label"] in ("ok", "scratch", "spot")
@@ -161,167 +145,28 @@ def test_threads_share_one_classifier(classifier: EdgeClassifier, eval_tree: Pat
     assert results == expected * 3
 
 
-def test_cli_predict_prints_one_json_line_per_image(bundle: Path, eval_tree: Path,
-                                                    tmp_path: Path) -> None:
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    result = run_cli("predict", str(bundle), str(eval_tree / "ok"), str(bad))
-    assert result.returncode == 1  # one image failed; the others were still predicted
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(lines) == 9
-    assert lines[-1]["path"] == str(bad) and "error" in lines[-1]
-    expected = EdgeClassifier(bundle).predict([line["path"] for line in lines[:-1]])
-    for line, want in zip(lines[:-1], expected, strict=True):
-        assert line["label"] == want["label"]
-        assert line["scores"] == pytest.approx(want["scores"], abs=1e-6)
-    assert "1 of 9 images could not be read" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_predict_groups_matches_the_objects_predict_prints(classifier: EdgeClassifier,
+                                                           tmp_path: Path) -> None:
+    from indvision.edge import predict_objects
+    from tests.edge.conftest import VIEWS_REGEX, write_views
 
-
-def test_cli_evaluate_reports_metrics(bundle: Path, eval_tree: Path,
-                                      capsys: pytest.CaptureFixture) -> None:
-    assert edge.main(["evaluate", str(bundle), str(eval_tree)]) == 0
-    report = json.loads(capsys.readouterr().out)
-    classifier = EdgeClassifier(bundle)
-    paths = [p for c in classifier.classes for p in sorted((eval_tree / c).iterdir())]
-    truth = [classifier.classes.index(p.parent.name) for p in paths]
-    predicted = [classifier.classes.index(r["label"]) for r in classifier.predict(paths)]
-    assert report["n"] == 24
-    assert report["accuracy"] == pytest.approx(np.mean(np.array(truth) == np.array(predicted)))
-    assert report["confusion"] == metrics.classification_metrics(
-        truth, predicted, classifier.classes)["confusion"]
-    assert set(report["per_class"]) == {"ok", "scratch", "spot"}
-    assert {"precision", "recall", "f1"} <= set(report["per_class"]["spot"])
-    assert "macro_f1" in report and report["skipped"] == []
-    assert "groups" not in report  # the bundle has no group regex and none was given
-
-
-def test_cli_evaluate_fuses_groups(bundle: Path, eval_tree: Path,
-                                   capsys: pytest.CaptureFixture) -> None:
-    # files 000..003 of a class are one object's views; 004..007 do not match: one group each
-    assert edge.main(["evaluate", str(bundle), str(eval_tree), "--group-regex",
-                      r"^0(0)[0-3]_"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["n"] == 24
-    assert report["group_regex"] == r"^0(0)[0-3]_"
-    assert report["groups"]["n"] == 3 * (1 + 4)
-    assert sum(report["groups"]["confusion"][0]) == 5  # ok's groups stay ok's
-
-
-def test_cli_evaluate_unknown_class_folder_fails_clearly(bundle: Path, eval_tree: Path,
-                                                         tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture) -> None:
-    tree = shutil.copytree(eval_tree, tmp_path / "tree")
-    (tree / "dent").mkdir()
-    shutil.copy(next((tree / "ok").iterdir()), tree / "dent" / "x.png")
-    assert edge.main(["evaluate", str(bundle), str(tree)]) == 1
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert "'dent' is not a class of this bundle" in lines[0]
-
-
-def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert edge.main(["predict", str(tmp_path / "missing"), str(tmp_path)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "no such bundle" in err[0]
-
-
-def test_cli_resolves_exports_pipeline_to_the_latest_bundle(verified_run: Path,  # noqa: F811
-                                                            eval_tree: Path,
-                                                            capsys: pytest.CaptureFixture) -> None:
-    image = str(next((eval_tree / "ok").iterdir()))
-    assert edge.main(["predict", str(verified_run.parent), image]) == 0
-    via_latest = json.loads(capsys.readouterr().out)
-    assert edge.main(["predict", str(verified_run / "bundle"), image]) == 0
-    assert via_latest == json.loads(capsys.readouterr().out)
-
-
-def test_watch_folder_predicts_each_file_once(classifier: EdgeClassifier, eval_tree: Path,
-                                              tmp_path: Path) -> None:
-    folder = tmp_path / "incoming"
-    folder.mkdir()
-    for source in sorted((eval_tree / "spot").iterdir())[:2]:
-        shutil.copy(source, folder / source.name)
-    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n half")
+    paths = write_views(tmp_path / "views")
+    groups = classifier.predict_groups(paths, VIEWS_REGEX)
     lines: list[dict] = []
-    count = edge.watch(classifier, str(folder), lines.append, interval=0.01, max_frames=3)
-    assert count == 3
-    assert [Path(r["path"]).name for r in lines] == ["000_a.png", "001_a.png", "zz_broken.png"]
-    assert "error" in lines[2] and "label" in lines[0]
+    assert predict_objects(classifier, paths, lines.append, VIEWS_REGEX) == 0
+    assert [list(line) for line in lines] == [
+        ["group", "label", "score", "scores", "views", "decided_by"]] * 3
+    for line, group in zip(lines, groups, strict=True):
+        assert line["views"] == group["members"]
+        assert {k: v for k, v in line.items() if k != "views"} == {
+            k: v for k, v in group.items() if k != "members"}
 
 
-def test_watch_video_predicts_frames_as_rgb(classifier: EdgeClassifier, tmp_path: Path) -> None:
-    path = tmp_path / "line.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
-    if not writer.isOpened():
-        pytest.skip("this OpenCV build cannot write MJPG video")
-    for i in range(4):  # strongly coloured frames: RGB and BGR give different scores
-        frame = np.zeros((48, 64, 3), np.uint8)
-        frame[:, :, 0] = 30 + 40 * i
-        frame[:, :, 2] = 230
-        cv2.circle(frame, (32, 24), 8, (0, 255, 0), -1)
-        writer.write(frame)
-    writer.release()
-    lines: list[dict] = []
-    assert edge.watch(classifier, str(path), lines.append, max_frames=10) == 4  # ends at EOF
-    capture = cv2.VideoCapture(str(path))
-    for line in lines:
-        ok, bgr = capture.read()
-        assert ok
-        rgb = classifier.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        as_bgr = classifier.predict(np.ascontiguousarray(bgr))
-        assert line["scores"] == rgb["scores"]
-        assert line["scores"] != as_bgr["scores"]
-    capture.release()
-    assert [line["frame"] for line in lines] == [0, 1, 2, 3]
-    lines.clear()
-    assert edge.watch(classifier, str(path), lines.append, max_frames=2) == 2
-
-
-def test_watch_rejects_an_unknown_source(classifier: EdgeClassifier, tmp_path: Path) -> None:
-    with pytest.raises(IndvisionError, match="not a folder, video file or camera"):
-        edge.watch(classifier, str(tmp_path / "nothing"), print)
-
-
-def test_cli_golden_record_catches_a_changed_model(bundle: Path, eval_tree: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture) -> None:
-    golden = tmp_path / "golden.json"
-    assert edge.main(["evaluate", str(bundle), str(eval_tree), "--write-golden", str(golden)]) == 0
-    capsys.readouterr()
-    assert len(read_json(golden)["images"]) == 24
-    # the same model, and the other float file, reproduce it within 1e-4
-    for model in ("model.onnx", "model.tflite"):
-        assert edge.main(["evaluate", str(bundle), str(eval_tree), "--model", model,
-                          "--golden", str(golden)]) == 0
-        report = json.loads(capsys.readouterr().out)["golden"]
-        assert report["passed"] and report["compared"] == 24
-    # int8 moves scores by far more than 1e-4: a regression
-    assert edge.main(["evaluate", str(bundle), str(eval_tree), "--model", "model_int8.tflite",
-                      "--allow-unshippable", "--golden", str(golden),
-                      "--golden-tolerance", "1e-4"]) == 1
-    captured = capsys.readouterr()
-    report = json.loads(captured.out)["golden"]
-    assert not report["passed"] and report["max_abs_diff"] > 1e-4 and report["model_changed"]
-    assert captured.err.startswith("error: golden regression")
-    # an image of the golden record that is gone is a regression too
-    tree = shutil.copytree(eval_tree, tmp_path / "tree")
-    (tree / "ok" / "000_a.png").unlink()
-    assert edge.main(["evaluate", str(bundle), str(tree), "--golden", str(golden)]) == 1
-    assert json.loads(capsys.readouterr().out)["golden"]["missing"] == ["ok/000_a.png"]
-
-
-def test_cli_output_into_a_closed_pipe_ends_without_traceback(bundle: Path,
-                                                              eval_tree: Path) -> None:
-    """``python -m indvision.edge predict ... | head -n 1``: once the reader has gone, writing
-    raises BrokenPipeError; that must end the program quietly, not with a traceback. The
-    child's stdout is a pipe whose read end is already closed, so every write hits it."""
-    code = ("import os, sys\n"
-            "read_end, write_end = os.pipe(); os.close(read_end); os.dup2(write_end, 1)\n"
-            "from indvision.edge import main\n"
-            f"sys.exit(main(['predict', {str(bundle)!r}, {str(eval_tree)!r}]))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+def test_views_per_object_comes_from_model_json(bundle: Path, tmp_path: Path) -> None:
+    assert EdgeClassifier(bundle).views_per_object is None
+    grouped = grouped_bundle(bundle, tmp_path / "a", group_regex=r"^(\d+)_", views_per_object=4)
+    classifier = EdgeClassifier(grouped)
+    assert classifier.group_regex == r"^(\d+)_" and classifier.views_per_object == 4
+    bad = grouped_bundle(bundle, tmp_path / "b", views_per_object="two")
+    with pytest.raises(IndvisionError, match=r"decision\.views_per_object must be a positive"):
+        EdgeClassifier(bad)
