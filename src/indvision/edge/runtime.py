@@ -39,6 +39,8 @@ class EdgeClassifier:
     Refuses a ``model.json`` whose sha256 differs from its records (:func:`check_model_json`),
     a model file whose sha256 differs from ``model.json`` and, unless
     ``allow_unshippable``, one that verify marked not shippable. Safe to share between threads.
+    Its group rule: ``group_regex`` (argument, else ``model.json``'s ``decision.group_regex``)
+    and ``views_per_object`` (``decision.views_per_object``: views that make one object).
     """
 
     def __init__(self, bundle: str | os.PathLike, model: str | None = None, *,
