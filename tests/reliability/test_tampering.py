@@ -6,7 +6,7 @@ runtime, naming the file and both hashes.
 ``exports/<pipeline>/latest.json`` and a ``model.json.sha256`` sidecar verify writes into the
 bundle (it travels with a copied bundle). Verify checks the manifest's record (and the sidecar
 when there is one); ``EdgeClassifier`` checks every record that applies to how it was opened.
-A changed *model file* is caught by its hash in ``model.json`` (tests/test_edge.py and
+A changed *model file* is caught by its hash in ``model.json`` (tests/edge/test_runtime.py and
 tests/stages/test_verify.py cover that in-process; the CLI case is here).
 """
 

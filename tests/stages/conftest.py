@@ -1,7 +1,7 @@
 """Runs that reach export: ingest, train (small_cnn, 40 px) and evaluate, all the real stages.
 
 The runs are built once per test session (export is the slow part) and cached under pytest's
-session temp folder, so tests in other folders (tests/test_edge.py) that import these fixtures
+session temp folder, so tests in other folders (tests/edge/) that import these fixtures
 reuse them. Treat them as read-only: a test that changes files works on :func:`copy_run`.
 """
 

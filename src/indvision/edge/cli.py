@@ -1,0 +1,244 @@
+"""The edge runtime: run an exported bundle with numpy, OpenCV and onnxruntime only.
+
+Copy a bundle folder (``model.json`` + model files) to the device, ``pip install indvision``
+(no extras; ``indvision[litert]`` to run the ``.tflite`` files) and::
+
+    python -m indvision.edge predict  BUNDLE PATH... [--group-regex RE] [--per-image]
+    python -m indvision.edge evaluate BUNDLE DATA_DIR [--group-regex RE]
+                             [--write-golden FILE | --golden FILE]
+    python -m indvision.edge watch    BUNDLE SOURCE [--interval S] [--max-frames N]
+                             [--group-regex RE] [--views N] [--object-timeout S] [--per-image]
+
+``BUNDLE`` is a bundle folder, a run folder (its ``bundle/``), or ``exports/<pipeline>`` (the
+bundle its ``latest.json`` points at: the newest run that passed every gate). ``--model FILE``
+picks a file of the bundle (default: ``model.json``'s ``default_model``, ``model.onnx``).
+
+- ``predict`` prints one JSON line per image: ``{"path", "label", "score", "scores"}``. An
+  image that cannot be read gets ``{"path", "error"}`` instead and the others carry on; the exit
+  code is then 1 (so a script notices), after every image was tried.
+- ``predict`` with a **group rule** (``model.json``'s ``decision.group_regex``, or
+  ``--group-regex RE``: the regex's first group on the file name names the object) prints one
+  JSON line per object instead: ``{"group", "label", "score", "scores", "views": [paths],
+  "decided_by": path}``. The object takes its least-good view (a defect seen in any view
+  decides it; ``decided_by`` is that view), exactly as ``EdgeClassifier.predict_groups``.
+  A file the regex does not match is an object of its own. An unreadable view gets its own
+  ``{"path", "error"}`` line and its object is decided on its readable views (exit code 1).
+  ``--per-image`` prints the per-image lines instead.
+- ``evaluate`` takes a folder-per-class tree and prints one JSON object: ``n``, ``accuracy``,
+  ``macro_f1``, ``per_class`` precision/recall/F1, ``confusion`` (rows = true class), and
+  ``groups`` (the same on fused views) when a group regex applies. A class folder the bundle
+  does not know is an error (exit 1); unreadable images are listed in ``skipped`` and make the
+  exit code 1 after the report is printed.
+
+Regression guard (golden files) — record a model's behaviour on held-out images once, then
+check every later model (a retrained one, another format, another device, a library upgrade)
+against it before it ships::
+
+    python -m indvision.edge evaluate BUNDLE HELDOUT --write-golden golden.json [--floor-margin M]
+    python -m indvision.edge evaluate NEW_BUNDLE HELDOUT --golden golden.json [--max-changed N]
+
+- ``--write-golden FILE`` saves every image's true class (its folder), predicted label and
+  scores, and the **metric floors**: accuracy and each class's recall as measured now, minus
+  ``--floor-margin`` (a fraction, default 0.0: the new model must do at least as well).
+- ``--golden FILE`` checks the bundle against it and exits 1 when accuracy or any class's
+  recall is below its floor, when more than ``--max-changed`` images (default 0) predict
+  another label than the golden record, or when a golden image is missing or unreadable.
+  Scores are checked too when the golden was recorded from this very model file (same
+  sha256: another device, a library upgrade must reproduce them within 1e-4); for another
+  model (retrained, another format) only labels and floors count, unless
+  ``--golden-tolerance DIFF`` asks for scores within DIFF. The report's ``golden`` part holds
+  ``passed``, ``failures`` (one sentence each), ``floors`` (floor, measured, passed per
+  metric) and ``changed`` (every image whose label changed: ``image``, ``path``, ``true``,
+  ``golden``, ``now``); stderr lists them too.
+- ``watch`` follows a folder being filled (each new image predicted once, one JSON line each;
+  images already there are predicted first) or a video file / camera index (one JSON line per
+  frame). It ends after ``--max-frames`` predictions, at the end of a video, or on Ctrl-C
+  (exit 0).
+- ``watch`` on a folder with a group rule collects the arriving views per object and prints
+  one object line (as ``predict``'s) when the object is complete: it has ``--views N`` views
+  (default: ``model.json``'s ``decision.views_per_object``, if any), or no new view of it
+  arrived for ``--object-timeout S`` seconds (default: 3 x the poll interval), or the watch
+  ends (``--max-frames`` views, Ctrl-C): pending objects are then printed as they are. An
+  unreadable view gets its own error line as it arrives. Video and camera frames have no file
+  names: streams are always one line per frame. ``--per-image`` gives per-image lines.
+- Every other error (missing bundle, tampered model file, unshippable model, bad arguments) is
+  one line ``error: ...`` on stderr and exit code 1, never a traceback.
+
+Labels are decided exactly as evaluate decided them (:func:`indvision.metrics.decide` with the
+bundle's good class and threshold); views of one object are fused with
+:func:`indvision.metrics.fuse_groups`. The package never imports TensorFlow or Keras (a test
+checks every module in a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from indvision import atomic
+from indvision.edge.evaluate import evaluate_tree, predict_tree
+from indvision.edge.golden import compare_golden, golden_record, golden_summary, read_golden
+from indvision.edge.objects import check_regex, object_rule
+from indvision.edge.runtime import EdgeClassifier, image_files, predict_files, predict_objects
+from indvision.edge.watch import watch
+from indvision.errors import IndvisionError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m indvision.edge`` parser: predict, evaluate, watch."""
+    parser = argparse.ArgumentParser(prog="python -m indvision.edge", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("bundle", help="bundle folder, run folder, or exports/<pipeline>")
+        sub.add_argument("--model", help="model file in the bundle (default: model.json's)")
+        sub.add_argument("--no-spin-wait", action="store_true",
+                         help="idle onnxruntime threads sleep: faster where other work "
+                              "shares the CPU, slower on a dedicated one")
+        sub.add_argument("--allow-unshippable", action="store_true",
+                         help="run a file verify marked not shippable")
+        return sub
+
+    def add_objects(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--group-regex", help="views of one object: the regex's first group on "
+                                               "the file name (default: the bundle's)")
+        sub.add_argument("--per-image", action="store_true",
+                         help="one line per image even where a group rule applies")
+
+    predict = add("predict", "one JSON line per image (per object with a group rule)")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    add_objects(predict)
+    evaluate = add("evaluate", "metrics on a folder-per-class tree")
+    evaluate.add_argument("data_dir", metavar="DATA_DIR")
+    evaluate.add_argument("--group-regex", help="fuse views per group (default: the bundle's)")
+    evaluate.add_argument("--write-golden", metavar="FILE",
+                          help="save per-image labels and scores and the metric floors "
+                               "(accuracy, each class's recall) as a golden record")
+    evaluate.add_argument("--floor-margin", type=float, default=0.0, metavar="FRACTION",
+                          help="with --write-golden: floors = measured minus this (default 0.0; "
+                               "0.02 = 2 points)")
+    evaluate.add_argument("--golden", metavar="FILE",
+                          help="check against a golden record; exit 1 on a floor not met or "
+                               "too many changed labels")
+    evaluate.add_argument("--max-changed", type=int, default=0, metavar="N",
+                          help="images allowed to change label against --golden (default 0)")
+    evaluate.add_argument("--golden-tolerance", type=float, default=None, metavar="DIFF",
+                          help="also fail when a score moved by more than DIFF against --golden "
+                               "(default: 1e-4 for the golden's own model file, else unchecked)")
+    watch_cmd = add("watch", "predict images arriving in a folder, or video / camera frames")
+    watch_cmd.add_argument("source", metavar="SOURCE", help="folder, video file or camera index")
+    watch_cmd.add_argument("--interval", type=float, default=None,
+                           help="seconds between folder polls (default 1) or between predicted "
+                                "frames of a stream (default 0: every frame)")
+    watch_cmd.add_argument("--max-frames", type=int, default=None,
+                           help="stop after this many predictions (images, with a group rule: "
+                                "views)")
+    add_objects(watch_cmd)
+    watch_cmd.add_argument("--views", type=int, default=None, metavar="N",
+                           help="with a group rule: an object is complete with N views "
+                                "(default: model.json's decision.views_per_object)")
+    watch_cmd.add_argument("--object-timeout", type=float, default=None, metavar="S",
+                           help="with a group rule: an object is complete when no new view "
+                                "arrived for S seconds (default: 3 x --interval)")
+    return parser
+
+
+def _emit_line(result: dict[str, Any]) -> None:
+    print(json.dumps(result), flush=True)
+
+
+def _predict_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:
+    paths = list(image_files(args.paths))
+    if not paths:
+        raise IndvisionError(f"no image files in {' '.join(args.paths)}")
+    if classifier.decision.group_by == "column" and not (classifier.group_regex
+                                                          or args.per_image):
+        print("warning: this bundle decides per object by a CSV group column, which file "
+              "names cannot tell here: each image is decided alone; pass --group-regex to "
+              "group views by name", file=sys.stderr)
+    if classifier.group_regex and not args.per_image:
+        failures = predict_objects(classifier, paths, _emit_line)
+    else:
+        failures = predict_files(classifier, paths, _emit_line)
+    if failures:
+        print(f"error: {failures} of {len(paths)} images could not be read "
+              "(see their 'error' lines)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _evaluate_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:
+    if args.max_changed < 0:
+        raise IndvisionError(f"--max-changed must be >= 0, got {args.max_changed}")
+    if not 0.0 <= args.floor_margin < 1.0:
+        raise IndvisionError(f"--floor-margin must be a fraction in [0, 1), got "
+                             f"{args.floor_margin}")
+    golden = read_golden(args.golden) if args.golden else None  # fail before the work
+    found = predict_tree(classifier, Path(args.data_dir))
+    report = evaluate_tree(classifier, Path(args.data_dir), args.group_regex, found)
+    if golden is not None:
+        report["golden"] = {"file": str(args.golden),
+                            **compare_golden(classifier, found, golden, report,
+                                             args.max_changed, args.golden_tolerance)}
+    if args.write_golden:
+        atomic.write_json(args.write_golden,
+                          golden_record(classifier, found, args.floor_margin))
+    print(json.dumps(report, indent=2), flush=True)
+    status = 0
+    if report["skipped"]:
+        print(f"error: {len(report['skipped'])} images could not be read and were left out "
+              "(see 'skipped')", file=sys.stderr)
+        status = 1
+    if golden is not None and not report["golden"]["passed"]:
+        print(golden_summary(args.golden, report["golden"]), file=sys.stderr, flush=True)
+        status = 1
+    return status
+
+
+def _watch_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:
+    if args.max_frames is not None and args.max_frames < 1:
+        raise IndvisionError("--max-frames must be at least 1")
+    rule = None if args.per_image else object_rule(classifier, None, args.views,
+                                                   args.object_timeout)
+    if rule is None and not args.per_image and (args.views or args.object_timeout):
+        raise IndvisionError("--views and --object-timeout need a group rule: --group-regex, "
+                             "or decision.group_regex in model.json")
+    try:
+        watch(classifier, args.source, _emit_line, args.interval, args.max_frames, rule)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+COMMANDS = {"predict": _predict_command, "evaluate": _evaluate_command,
+            "watch": _watch_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        classifier = EdgeClassifier(args.bundle, args.model,
+                                    allow_unshippable=args.allow_unshippable,
+                                    group_regex=args.group_regex,
+                                    spin_wait=not args.no_spin_wait)
+        if classifier.group_regex:
+            check_regex(classifier.group_regex)
+        if not classifier.verified:
+            print(f"warning: {classifier.model_file} has not been verified against the Keras "
+                  "model (run the verify stage)", file=sys.stderr)
+        return COMMANDS[args.command](classifier, args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, like grep
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except IndvisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

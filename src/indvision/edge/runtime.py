@@ -1,0 +1,272 @@
+"""The edge runtime: an exported bundle, checked and ready, run with numpy, OpenCV and
+onnxruntime only.
+
+:class:`EdgeClassifier` opens a bundle (a bundle folder, a run folder or
+``exports/<pipeline>``, :func:`resolve_bundle`), refuses a tampered ``model.json``
+(:func:`check_model_json`) or model file, and predicts images and objects. Labels are decided
+exactly as evaluate decided them (:func:`indvision.metrics.decide` with the bundle's good class
+and threshold); views of one object are fused with :func:`indvision.metrics.fuse_groups`
+(:mod:`indvision.edge.objects`). :func:`predict_files` and :func:`predict_objects` are what
+``python -m indvision.edge predict`` prints.
+
+This module never imports TensorFlow or Keras (a test checks the whole package in a fresh
+interpreter): only :mod:`indvision.images`, :mod:`indvision.metrics`, :mod:`indvision.formats`
+(numpy + onnxruntime; ai_edge_litert only for ``.tflite``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indvision import atomic, formats, images, metrics
+from indvision.decision import Decision
+from indvision.edge.objects import fuse_objects
+from indvision.errors import IndvisionError, did_you_mean
+from indvision.rundir import MANIFEST, Run
+
+LATEST = "latest.json"
+ImageInput = str | os.PathLike | np.ndarray
+Emit = Callable[[dict[str, Any]], None]
+
+
+class EdgeClassifier:
+    """An exported model, checked and ready: ``predict`` images, ``predict_groups`` objects.
+
+    Refuses a ``model.json`` whose sha256 differs from its records (:func:`check_model_json`),
+    a model file whose sha256 differs from ``model.json`` and, unless
+    ``allow_unshippable``, one that verify marked not shippable. Safe to share between threads.
+    Its group rule: ``group_regex`` (argument, else ``model.json``'s ``decision.group_regex``)
+    and ``views_per_object`` (``decision.views_per_object``: views that make one object).
+    """
+
+    def __init__(self, bundle: str | os.PathLike, model: str | None = None, *,
+                 allow_unshippable: bool = False, group_regex: str | None = None,
+                 threads: int | None = None, spin_wait: bool = True) -> None:
+        self.bundle = resolve_bundle(bundle)
+        check_model_json(self.bundle, Path(bundle))  # before trusting its hashes
+        self.meta = formats.read_model_json(self.bundle)
+        files = self.meta["files"]
+        model = model or self.meta.get("default_model") or formats.DEFAULT_MODEL
+        if model not in files:
+            raise IndvisionError(f"{self.bundle}: no model '{model}' in this bundle"
+                                 f"{did_you_mean(model, files)}")
+        self.model_file = model
+        self.entry = files[model]
+        self.format = formats.get_format(str(self.entry.get("format")))
+        formats.check_file_hash(self.bundle / model, self.entry)
+        if self.entry.get("shippable") is False and not allow_unshippable:
+            raise IndvisionError(f"{self.bundle / model}: marked not shippable by verify "
+                                 f"({self.entry.get('reason', 'no reason recorded')}); use "
+                                 f"another --model, or allow_unshippable=True to run it anyway")
+        self.classes: list[str] = list(self.meta["classes"])
+        self.spec = images.InputSpec.from_dict(self.meta["input_spec"])
+        raw = self.meta.get("decision") or {}
+        try:
+            self.decision = Decision.from_dict(raw, self.classes)
+        except (ValueError, TypeError) as exc:
+            raise IndvisionError(f"{self.bundle / formats.MODEL_JSON}: bad 'decision' record "
+                                 f"({exc}); re-export the bundle") from None
+        self.good_class: str | None = self.decision.good_class
+        self.good_index = self.decision.good_index
+        self.threshold: float | None = self.decision.threshold
+        self.group_regex: str | None = group_regex or self.decision.group_regex
+        self.views_per_object = _views_per_object(self.bundle, raw)
+        self._run = formats.load_runner(self.bundle / model, threads, spin_wait)
+
+    @property
+    def verified(self) -> bool:
+        """Whether verify has checked this file against the Keras model."""
+        return bool(self.entry.get("verified"))
+
+    # -- images in, results out
+
+    def load(self, item: ImageInput) -> np.ndarray:
+        """One path or RGB image array → model input (``H x W x 3`` uint8, the bundle's spec)."""
+        if isinstance(item, np.ndarray):
+            return images.prepare(as_rgb_uint8(item), self.spec)
+        return images.load(item, self.spec)
+
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities (``N x C``) for a batch already prepared with :meth:`load`."""
+        return self._run(batch)
+
+    def predict(self, x: ImageInput | Sequence[ImageInput]) -> dict[str, Any] | list[dict]:
+        """Predict one image (path or RGB uint8 array) → a dict; a list or N x H x W x 3
+        batch → a list of dicts ``{"label", "score", "scores": {class: prob}}``."""
+        single = isinstance(x, (str, os.PathLike)) or (isinstance(x, np.ndarray) and x.ndim <= 3)
+        items = [x] if single else list(x)
+        if not items:
+            return []
+        probs = self.scores(np.stack([self.load(item) for item in items]))
+        results = self.results(probs)
+        return results[0] if single else results
+
+    def results(self, probs: np.ndarray) -> list[dict[str, Any]]:
+        """Decide labels for rows of probabilities (bundle's good class and threshold)."""
+        decided = metrics.decide(probs, self.good_index, self.threshold)
+        return [{"label": self.classes[index], "score": float(row[index]),
+                 "scores": {name: float(p) for name, p in zip(self.classes, row, strict=True)}}
+                for index, row in zip(decided, probs, strict=True)]
+
+    def predict_groups(self, paths: Sequence[str | os.PathLike],
+                       group_regex: str | None = None) -> list[dict[str, Any]]:
+        """One result per object: views grouped by ``group_regex`` on the file name (default:
+        the bundle's), each group taking its least-good view's scores
+        (:func:`indvision.edge.objects.fuse_objects`; its ``views`` are ``members`` here)."""
+        paths = [str(p) for p in paths]
+        if not paths:
+            return []
+        probs = self.scores(np.stack([self.load(p) for p in paths]))
+        objects = fuse_objects(paths, probs, group_regex or self.group_regex, self.good_index,
+                               self.results)
+        return [{"group": o["group"], "label": o["label"], "score": o["score"],
+                 "scores": o["scores"], "members": o["views"], "decided_by": o["decided_by"]}
+                for o in objects]
+
+
+def _views_per_object(bundle: Path, decision: dict[str, Any]) -> int | None:
+    """``decision.views_per_object`` of ``model.json`` (views that make one object), if set."""
+    views = decision.get("views_per_object")
+    if views is not None and (isinstance(views, bool) or not isinstance(views, int) or views < 1):
+        raise IndvisionError(f"{bundle / formats.MODEL_JSON}: decision.views_per_object must be "
+                             f"a positive integer, got {views!r}")
+    return views
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 ``H x W x 3`` view of a grey (H x W / H x W x 1) or RGBA image array."""
+    if image.dtype != np.uint8:
+        raise IndvisionError(f"image arrays must be uint8 RGB (0..255), got dtype {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
+    raise IndvisionError(f"expected an H x W x 3 RGB image array, got shape {image.shape}")
+
+
+def resolve_bundle(path: str | os.PathLike) -> Path:
+    """A bundle folder; a run folder → its ``bundle/``; ``exports/<pipeline>`` → latest's."""
+    folder = Path(path).expanduser()
+    if (folder / formats.MODEL_JSON).is_file():
+        return folder
+    if (folder / "bundle" / formats.MODEL_JSON).is_file():
+        return folder / "bundle"
+    latest_path = folder / LATEST
+    if latest_path.is_file():
+        try:
+            latest = json.loads(latest_path.read_text(encoding="utf-8"))
+            bundle = folder / latest["bundle"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise IndvisionError(f"cannot read {latest_path}: {exc}") from None
+        if not (bundle / formats.MODEL_JSON).is_file():
+            raise IndvisionError(f"{latest_path} points at {bundle}, which holds no "
+                                 f"{formats.MODEL_JSON}: was the run folder moved or deleted?")
+        return bundle
+    if not folder.exists():
+        raise IndvisionError(f"{folder}: no such bundle folder")
+    raise IndvisionError(f"{folder}: not a bundle (no {formats.MODEL_JSON}), run folder or "
+                         f"exports/<pipeline> folder (no {LATEST}: no run has passed verify)")
+
+
+def check_model_json(bundle: Path, given: Path) -> None:
+    """Refuse a ``model.json`` whose sha256 differs from a record of it: the sidecar
+    ``model.json.sha256`` verify leaves in the bundle, ``latest.json`` when opened through
+    ``exports/<pipeline>``, and the run's ``manifest.json`` when the bundle is in a run folder."""
+    path = bundle / formats.MODEL_JSON
+    atomic.check_sha256_sidecar(path)
+    latest_path = Path(given).expanduser() / LATEST
+    if not (Path(given) / formats.MODEL_JSON).is_file() and latest_path.is_file():
+        expected = json.loads(latest_path.read_text(encoding="utf-8")).get("model_json_sha256")
+        if expected:
+            atomic.check_sha256(path, expected, latest_path)
+    manifest_path = bundle.parent / MANIFEST
+    if manifest_path.is_file():
+        try:
+            files = Run.open(bundle.parent).output("export", "bundle").get("files") or {}
+        except (IndvisionError, KeyError, TypeError, AttributeError):
+            return  # no usable record of this bundle there
+        expected = files.get(f"{bundle.name}/{formats.MODEL_JSON}")
+        if expected:
+            atomic.check_sha256(path, expected, manifest_path)
+
+
+def image_files(paths: Sequence[str | os.PathLike]) -> Iterator[Path]:
+    """Files as given; folders → their image files, recursively, sorted, hidden ones skipped."""
+    for item in paths:
+        path = Path(item)
+        if not path.is_dir():
+            yield path
+            continue
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                suffix = Path(name).suffix.lower()
+                if not name.startswith(".") and suffix in images.IMAGE_EXTENSIONS:
+                    yield Path(dirpath) / name
+
+
+def score_files(classifier: EdgeClassifier, paths: Sequence[str | os.PathLike],
+                batch_size: int = 32) -> Iterator[tuple[Any, np.ndarray | str]]:
+    """``(path, scores row)`` per file in the given order (paths as given), or
+    ``(path, error text)`` for a file that cannot be read; ``batch_size`` files at a time."""
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        loaded: dict[int, np.ndarray] = {}
+        errors: dict[int, str] = {}
+        for index, path in enumerate(chunk):
+            try:
+                loaded[index] = classifier.load(path)
+            except IndvisionError as exc:
+                errors[index] = getattr(exc, "reason", str(exc))
+        rows = (dict(zip(loaded, classifier.scores(np.stack(list(loaded.values()))),
+                         strict=True)) if loaded else {})
+        for index, path in enumerate(chunk):
+            yield path, (rows[index] if index in rows else errors[index])
+
+
+def predict_files(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emit,
+                  batch_size: int = 32) -> int:
+    """Predict files in batches, emitting one result (or error) per file in the given order;
+    returns the number of files that could not be read."""
+    failures = 0
+    for path, row in score_files(classifier, paths, batch_size):
+        if isinstance(row, str):
+            failures += 1
+            emit({"path": str(path), "error": row})
+        else:
+            emit({"path": str(path), **classifier.results(row[None])[0]})
+    return failures
+
+
+def predict_objects(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emit,
+                    group_regex: str | None = None, batch_size: int = 32) -> int:
+    """One result per object, decided as :meth:`EdgeClassifier.predict_groups` decides:
+    ``{"group", "label", "score", "scores", "views", "decided_by"}``, objects in first-seen
+    order, views grouped by ``group_regex`` (default: the bundle's) on the file name.
+
+    An unreadable view gets its own ``{"path", "error"}`` line (emitted as it is met, before
+    the object lines) and its object is decided on its readable views; an object with no
+    readable view gets no line. Returns the number of files that could not be read.
+    """
+    regex = group_regex or classifier.group_regex
+    views: list[str] = []
+    rows: list[np.ndarray] = []
+    failures = 0
+    for path, row in score_files(classifier, paths, batch_size):
+        if isinstance(row, str):
+            failures += 1
+            emit({"path": str(path), "error": row})
+        else:
+            views.append(str(path))
+            rows.append(row)
+    if views:
+        for result in fuse_objects(views, np.stack(rows), regex, classifier.good_index,
+                                   classifier.results):
+            emit(result)
+    return failures

@@ -1,0 +1,161 @@
+"""Watching: predict what arrives in a folder being filled, or the frames of a video or camera
+(``python -m indvision.edge watch``).
+
+- Folder: each new image is predicted once (images already there first, then every
+  ``interval`` seconds a poll); a file that does not decode may still be being written, so it
+  is retried on the next polls before its error line is emitted.
+- Folder with an :class:`~indvision.edge.objects.ObjectRule` (a group rule: views of one
+  object): arriving views are collected per object and one line is emitted per object when it
+  is complete — it has the rule's number of views, or no new view of it arrived for the rule's
+  timeout (default 3 x ``interval``), or the watch ends (``max_frames`` views, Ctrl-C: what is
+  pending is flushed). The object is decided as :meth:`EdgeClassifier.predict_groups` decides
+  (it takes its least-good view) on its readable views; an unreadable view gets its own
+  ``{"path", "error"}`` line.
+- Video file / camera index: one line per frame (or per ``interval`` seconds). Frames have no
+  file names, so a group rule does not apply to streams: they are always per frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from indvision import images
+from indvision.edge.objects import ObjectRule, PendingObjects, View, decide_object
+from indvision.edge.runtime import EdgeClassifier, Emit, image_files
+from indvision.errors import IndvisionError
+
+TIMEOUT_POLLS = 3  # an object's default timeout, in poll intervals
+
+
+def watch(classifier: EdgeClassifier, source: str, emit: Emit, interval: float | None = None,
+          max_frames: int | None = None, objects: ObjectRule | None = None) -> int:
+    """Predict what arrives at ``source`` (folder, video file or camera index) until
+    ``max_frames`` predictions (images or frames), the end of a video, or Ctrl-C; returns
+    that count. ``objects``: emit one line per object for a folder (see the module docstring;
+    :func:`indvision.edge.objects.object_rule` makes one from the bundle's group rule)."""
+    if source.isdigit():
+        return _watch_stream(classifier, int(source), emit, interval or 0.0, max_frames, True)
+    path = Path(source)
+    if path.is_dir():
+        interval = 1.0 if interval is None else interval
+        if objects is not None:
+            return _watch_objects(classifier, path, emit, interval, max_frames, objects)
+        return _watch_folder(classifier, path, emit, interval, max_frames)
+    if path.is_file():
+        return _watch_stream(classifier, str(path), emit, interval or 0.0, max_frames, False)
+    raise IndvisionError(f"{source}: not a folder, video file or camera index")
+
+
+def _arrivals(classifier: EdgeClassifier, folder: Path, interval: float,
+              retries: int = 3) -> Iterator[tuple[Path, np.ndarray | str] | None]:
+    """Poll ``folder`` for ever: ``(path, scores row)`` once per new image, ``(path, error)``
+    for one that still does not decode after ``retries`` polls with the same size and time,
+    and None at the end of each poll (before sleeping ``interval``)."""
+    done: set[Path] = set()
+    attempts: dict[Path, tuple[int, tuple[int, int]]] = {}
+    while True:
+        for path in image_files([folder]):
+            if path in done:
+                continue
+            try:
+                row: np.ndarray | str = classifier.scores(classifier.load(path)[None])[0]
+            except images.ImageError as exc:
+                stat = path.stat() if path.exists() else None
+                signature = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
+                tries, last = attempts.get(path, (0, signature))
+                tries = tries + 1 if signature == last else 1  # changed: still being written
+                attempts[path] = (tries, signature)
+                if tries < retries:
+                    continue
+                row = exc.reason
+            done.add(path)
+            yield path, row
+        yield None
+        time.sleep(interval)
+
+
+def _watch_folder(classifier: EdgeClassifier, folder: Path, emit: Emit, interval: float,
+                  max_frames: int | None, retries: int = 3) -> int:
+    """Poll ``folder``; predict each image file once: one line per image."""
+    count = 0
+    for arrival in _arrivals(classifier, folder, interval, retries):
+        if arrival is None:
+            continue
+        path, row = arrival
+        emit({"path": str(path), "error": row} if isinstance(row, str)
+             else {"path": str(path), **classifier.results(row[None])[0]})
+        count += 1
+        if max_frames is not None and count >= max_frames:
+            return count
+    return count  # pragma: no cover - the poll never ends by itself
+
+
+def _watch_objects(classifier: EdgeClassifier, folder: Path, emit: Emit, interval: float,
+                   max_frames: int | None, rule: ObjectRule) -> int:
+    """Poll ``folder``; one line per object when complete, an error line per unreadable view.
+    ``max_frames`` counts views; at the end (it, or Ctrl-C) pending objects are flushed."""
+    timeout = TIMEOUT_POLLS * interval if rule.timeout is None else rule.timeout
+    pending = PendingObjects(rule.regex, rule.views, timeout)
+
+    def emit_objects(complete: list[list[View]]) -> None:
+        for views in complete:
+            line = decide_object(views, rule.regex, classifier.good_index, classifier.results)
+            if line is not None:
+                emit(line)
+
+    count = 0
+    try:
+        for arrival in _arrivals(classifier, folder, interval):
+            if arrival is None:
+                emit_objects(pending.expired(time.monotonic()))
+                continue
+            path, row = arrival
+            if isinstance(row, str):
+                emit({"path": str(path), "error": row})
+            emit_objects(pending.add(str(path), None if isinstance(row, str) else row,
+                                     time.monotonic()))
+            count += 1
+            if max_frames is not None and count >= max_frames:
+                break
+    except KeyboardInterrupt:
+        emit_objects(pending.flush())
+        raise
+    emit_objects(pending.flush())
+    return count
+
+
+def _watch_stream(classifier: EdgeClassifier, source: int | str, emit: Emit, interval: float,
+                  max_frames: int | None, is_camera: bool) -> int:
+    """One prediction per frame (or per ``interval`` seconds; frames between are dropped)."""
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        raise IndvisionError(f"{source}: OpenCV cannot open this "
+                             f"{'camera' if is_camera else 'video file'}")
+    count, frame_index, last = 0, -1, None
+    started = time.monotonic()
+    try:
+        while max_frames is None or count < max_frames:
+            if not capture.grab():
+                if is_camera:
+                    raise IndvisionError(f"camera {source}: no frame (disconnected?)")
+                return count
+            frame_index += 1
+            clock = (time.monotonic() - started if is_camera
+                     else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+            if interval > 0 and last is not None and clock - last < interval:
+                continue  # dropped without decoding
+            ok, bgr = capture.retrieve()
+            if not ok or bgr is None:
+                continue
+            last = clock
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # OpenCV frames are BGR; the model: RGB
+            emit({"frame": frame_index, "time_s": round(clock, 3), **classifier.predict(rgb)})
+            count += 1
+    finally:
+        capture.release()
+    return count
