@@ -9,12 +9,11 @@
 - :mod:`~indvision.edge.objects` — views of one object fused into one result (pure: no model);
 - :mod:`~indvision.edge.evaluate` — a folder-per-class tree scored (``evaluate``);
 - :mod:`~indvision.edge.golden` — golden files, the regression guard (``--golden``);
-- :mod:`~indvision.edge.watch` — folders being filled, video files, cameras (``watch``);
+- :mod:`~indvision.edge.watching` — folders being filled, video files, cameras (``watch``);
 - :mod:`~indvision.edge.cli` — the command line.
 
 The package never imports TensorFlow or Keras (a test imports every module in a fresh
-interpreter and checks). Note: ``indvision.edge.watch`` is the function :func:`watch` here;
-the module is reached with ``from indvision.edge.watch import ...``.
+interpreter and checks).
 """
 
 from indvision.edge.cli import build_parser, main
@@ -42,7 +41,7 @@ from indvision.edge.runtime import (
     resolve_bundle,
     score_files,
 )
-from indvision.edge.watch import watch
+from indvision.edge.watching import watch
 
 __all__ = [
     "GOLDEN_FORMAT", "LATEST", "MAX_LISTED", "SAME_MODEL_TOLERANCE", "EdgeClassifier",

@@ -84,7 +84,7 @@ from indvision.edge.evaluate import evaluate_tree, predict_tree
 from indvision.edge.golden import compare_golden, golden_record, golden_summary, read_golden
 from indvision.edge.objects import check_regex, object_rule
 from indvision.edge.runtime import EdgeClassifier, image_files, predict_files, predict_objects
-from indvision.edge.watch import watch
+from indvision.edge.watching import watch
 from indvision.errors import IndvisionError
 
 

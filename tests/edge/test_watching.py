@@ -1,4 +1,4 @@
-"""Watching (:mod:`indvision.edge.watch`): folders being filled (per image, per object) and
+"""Watching (:mod:`indvision.edge.watching`): folders being filled (per image, per object) and
 video frames."""
 
 from __future__ import annotations
