@@ -24,9 +24,7 @@ says why.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import os
 from collections.abc import Sequence
@@ -39,6 +37,14 @@ import numpy as np
 from indvision import atomic, decision, images, metrics, models
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
+from indvision.evaluation_report import (
+    accuracy_text,
+    misclassified_items,
+    percent,
+    plot_confusion,
+    render_report,
+    thumbnail_png,
+)
 from indvision.rundir import Run
 
 OUTPUT_FILES = {
@@ -317,71 +323,7 @@ def predictions_csv(rows: Sequence[dict[str, str]], labels: np.ndarray, predicte
     return buffer.getvalue()
 
 
-def plot_confusion(confusion: np.ndarray, classes: Sequence[str], title: str) -> bytes:
-    """The confusion matrix as PNG bytes: counts written in the cells, colour = share of the row."""
-    from matplotlib.figure import Figure
-
-    n = len(classes)
-    side = max(4.0, 0.7 * n + 2.5)
-    figure = Figure(figsize=(side, side), dpi=100)
-    axes = figure.add_subplot()
-    totals = confusion.sum(axis=1, keepdims=True)
-    shares = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
-    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            axes.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=10,
-                      color="white" if shares[i, j] > 0.5 else "black")
-    axes.set_xticks(range(n), labels=list(classes), rotation=45, ha="right")
-    axes.set_yticks(range(n), labels=list(classes))
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(title, fontsize=10)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def thumbnail_png(path: str, spec: images.InputSpec) -> bytes:
-    """The image as the model saw it (crop + resize of :func:`images.load`), as PNG bytes."""
-    import cv2
-
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(images.load(path, spec), cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover - encoding an in-memory uint8 image does not fail
-        raise IndvisionError(f"cannot encode a thumbnail of {path}")
-    return encoded.tobytes()
-
-
-def misclassified_items(rows: Sequence[dict[str, str]], labels: np.ndarray, predicted: np.ndarray,
-                   scores: np.ndarray, classes: Sequence[str],
-                   good_index: int | None) -> list[dict[str, Any]]:
-    """Wrong test decisions, worst first: escapes (defects passed as good), then by confidence."""
-    wrong = []
-    for row, label, pred, score in zip(rows, labels, predicted, scores, strict=True):
-        if label == pred:
-            continue
-        escape = good_index is not None and pred == good_index
-        wrong.append({"path": row["path"], "group": row.get("group", ""),
-                      "true": classes[label], "predicted": classes[pred],
-                      "score": float(score[pred]), "escape": bool(escape),
-                      "good_score": None if good_index is None else float(score[good_index])})
-    wrong.sort(key=lambda w: (not w["escape"], -w["score"], w["path"]))
-    return wrong
-
-
 # --- text ------------------------------------------------------------------------------------
-
-
-def percent(value: float | None) -> str:
-    """0.9944 → '99.4 %'; None → '—'."""
-    return "—" if value is None else f"{100 * value:.1f} %"
-
-
-def accuracy_text(part: dict[str, Any]) -> str:
-    """'99.4 % (1 error / 180)'."""
-    errors = part["errors"]
-    return f"{percent(part['accuracy'])} ({errors} error{'' if errors == 1 else 's'} / {part['n']})"
 
 
 def summary_line(result: dict[str, Any]) -> str:
@@ -398,137 +340,3 @@ def summary_line(result: dict[str, Any]) -> str:
     if "test_groups" in result:
         line += f"; per object {accuracy_text(result['test_groups'])}"
     return line
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;
-max-width:1200px}
-h1{font-size:1.4em;margin-bottom:4px}h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid
-#ddd;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 10px;
-text-align:right}th{background:#f4f4f4}td.l,th.l{text-align:left}
-.meta td{text-align:left;font-family:monospace;font-size:.9em;border:none;padding:2px 10px 2px 0}
-.pass{color:#176f2c;font-weight:bold}.fail{color:#b00020;font-weight:bold}
-.grid{display:flex;flex-wrap:wrap;gap:10px}.card{width:140px;font-size:.8em;
-border:1px solid #ccc;padding:5px;word-break:break-all}.card img{width:128px;height:128px;
-object-fit:contain;image-rendering:pixelated;background:#eee}.card.escape{border:2px solid #b00020}
-.note{color:#555;font-size:.9em}
-"""
-
-
-def render_report(header: dict[str, str], result: dict[str, Any], confusion_png: bytes,
-                  curves_png: bytes | None, cards: Sequence[dict[str, Any]],
-                  n_wrong: int) -> str:
-    """The self-contained HTML report: every image is a data URI, every text HTML-escaped."""
-    good = result["good_class"]
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-             f"<title>{_e(header.get('pipeline', ''))} {_e(header.get('run', ''))} — evaluation"
-             f"</title><style>{_CSS}</style></head><body>",
-             f"<h1>Evaluation — {_e(header.get('pipeline', ''))}</h1><table class=\"meta\">"]
-    parts += [f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in header.items()]
-    parts.append("</table>")
-
-    gate = result["gate"]
-    if gate["fail_below"] is not None or gate["fail_below_defect_recall"] is not None:
-        verdict = ("<span class=\"pass\">passed</span>" if gate["passed"] else
-                   "<span class=\"fail\">FAILED</span>: " + _e("; ".join(gate["failures"])))
-        parts.append(f"<p>Quality gate: {verdict}</p>")
-    parts += [f"<p class=\"note\">{_e(note)}</p>" for note in gate["notes"]]
-
-    columns = [("validation", result["val"]), ("test", result["test"])]
-    if "test_groups" in result:
-        columns.append(("test, per object", result["test_groups"]))
-    parts.append("<h2>Metrics</h2><table><tr><th class=\"l\"></th>"
-                 + "".join(f"<th>{_e(name)}</th>" for name, _ in columns) + "</tr>")
-    metric_rows: list[tuple[str, Any]] = [
-        ("accuracy", accuracy_text),
-        ("macro-F1", lambda m: f"{m['macro_f1']:.3f}"),
-    ]
-    if good is not None:
-        metric_rows += [
-            ("defect recall", lambda m: f"{percent(m.get('defect_recall'))} "
-                                        f"({m.get('escapes', 0)} escapes)"),
-            ("false-reject rate", lambda m: f"{percent(m.get('false_reject_rate'))} "
-                                            f"({m.get('false_rejects', 0)} false rejects)"),
-        ]
-    for name, cell in metric_rows:
-        parts.append(f"<tr><th class=\"l\">{_e(name)}</th>"
-                     + "".join(f"<td>{_e(cell(m))}</td>" for _, m in columns) + "</tr>")
-    if good is not None:
-        parts.append(f"<tr><th class=\"l\">threshold on P({_e(good)})</th>"
-                     f"<td colspan=\"{len(columns)}\">{result['threshold']:.4f}</td></tr>")
-    parts.append("</table>")
-    if good is not None:
-        parts.append(f"<p>Decision: good (<b>{_e(good)}</b>) when P({_e(good)}) ≥ threshold "
-                     f"<b>{result['threshold']:.4f}</b>, else the most likely defect. The "
-                     f"threshold is the lowest (at least 0.5) that keeps escapes on validation ≤ "
-                     f"{_e(percent(result['escape_rate_target']))}.</p>")
-        argmax = result.get("test_argmax")
-        if argmax:
-            parts.append(f"<p class=\"note\">With arg-max decisions instead, test would be "
-                         f"{_e(accuracy_text(argmax))}, {argmax['escapes']} escapes, "
-                         f"{argmax['false_rejects']} false rejects.</p>")
-    else:
-        parts.append("<p>Decision: the most likely class (arg-max); no good class, no "
-                     "threshold.</p>")
-
-    test = result["test"]
-    parts.append("<h2>Per class (test)</h2><table><tr><th class=\"l\">class</th><th>precision"
-                 "</th><th>recall</th><th>F1</th><th>support</th></tr>")
-    for name, c in test["per_class"].items():
-        parts.append(f"<tr><td class=\"l\">{_e(name)}</td><td>{c['precision']:.3f}</td>"
-                     f"<td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td><td>{c['support']}</td>"
-                     "</tr>")
-    parts.append("</table>")
-
-    parts.append("<h2>Confusion matrix (test)</h2>"
-                 f"<img alt=\"test confusion matrix\" src=\"{_data_uri(confusion_png)}\">")
-    if "test_groups" in result:
-        parts.append("<p>Per object (rows: true, columns: predicted):</p>"
-                     + _confusion_table(result["test_groups"]))
-
-    parts.append("<h2>Training curves</h2>")
-    parts.append(f"<img alt=\"training curves\" src=\"{_data_uri(curves_png)}\">"
-                 if curves_png else "<p class=\"note\">No training curves in this run.</p>")
-
-    parts.append(f"<h2>Misclassified test images ({n_wrong})</h2>")
-    if not n_wrong:
-        parts.append("<p>None: every test image was decided correctly.</p>")
-    else:
-        if len(cards) < n_wrong:
-            parts.append(f"<p class=\"note\">Showing the first {len(cards)} of {n_wrong} "
-                         "(evaluate.misclassified_max); all are in predictions.csv.</p>")
-        parts.append("<p class=\"note\">As the model saw them (after crop and resize); escapes "
-                     "(defects passed as good) first, outlined red.</p><div class=\"grid\">")
-        for card in cards:
-            name = Path(card["path"]).name
-            parts.append(
-                f"<div class=\"card{' escape' if card['escape'] else ''}\" "
-                f"title=\"{_e(card['path'])}\"><img alt=\"{_e(name)}\" "
-                f"src=\"{_data_uri(card['png'])}\"><br>{_e(name)}<br>true: <b>{_e(card['true'])}"
-                f"</b><br>predicted: <b>{_e(card['predicted'])}</b> ({card['score']:.3f})"
-                + (f"<br>P({_e(good)}) {card['good_score']:.3f}"
-                   if good is not None and card.get("good_score") is not None else "")
-                + "</div>")
-        parts.append("</div>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
-
-
-def _confusion_table(part: dict[str, Any]) -> str:
-    classes = part["classes"]
-    rows = ["<table><tr><th class=\"l\">true \\ predicted</th>"
-            + "".join(f"<th>{_e(c)}</th>" for c in classes) + "</tr>"]
-    for name, counts in zip(classes, part["confusion"], strict=True):
-        rows.append(f"<tr><th class=\"l\">{_e(name)}</th>"
-                    + "".join(f"<td>{v}</td>" for v in counts) + "</tr>")
-    rows.append("</table>")
-    return "".join(rows)
