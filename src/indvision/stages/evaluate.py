@@ -17,7 +17,7 @@ whole (each object takes its least-good view) and reported beside the per-image 
 
 Outputs: ``metrics.json`` (schema in CONTRIBUTING.md), ``predictions.csv`` (one row per test image
 with every class score), ``confusion.png``/``confusion.json`` and ``report.html``, one
-self-contained page. The optional quality gate (``fail_below``; on the objects when views are
+self-contained page (rendered by :mod:`indvision.evaluation_report` from a Jinja2 template). The optional quality gate (``fail_below``; on the objects when views are
 grouped) is checked after everything is written, so a failed run still leaves the report that
 says why.
 """
@@ -55,7 +55,6 @@ OUTPUT_FILES = {
     "report": "report.html",
     decision.ARTIFACT: "decision.json",
 }
-THUMBNAIL_SIDE = 128  # pixels on the page; the image itself is the model's input size
 
 
 @dataclass(frozen=True)
