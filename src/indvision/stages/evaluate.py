@@ -17,9 +17,9 @@ whole (each object takes its least-good view) and reported beside the per-image 
 
 Outputs: ``metrics.json`` (schema in CONTRIBUTING.md), ``predictions.csv`` (one row per test image
 with every class score), ``confusion.png``/``confusion.json`` and ``report.html``, one
-self-contained page (rendered by :mod:`indvision.evaluation_report` from a Jinja2 template). The optional quality gate (``fail_below``; on the objects when views are
-grouped) is checked after everything is written, so a failed run still leaves the report that
-says why.
+self-contained page (rendered by :mod:`indvision.evaluation_report` from a Jinja2
+template). The optional quality gate (``fail_below``; on the objects when views are grouped)
+is checked after everything is written, so a failed run still leaves the report that says why.
 """
 
 from __future__ import annotations
