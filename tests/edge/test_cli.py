@@ -178,3 +178,17 @@ def test_cli_a_bad_group_regex_is_one_error_line(bundle: Path, tmp_path: Path,
     assert captured.out == ""
     (line,) = captured.err.strip().splitlines()
     assert line.startswith("error: group regex '(unclosed' is not a valid regular expression")
+
+
+def test_cli_predict_says_a_csv_grouped_bundle_cannot_group_by_name(
+        bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    grouped = grouped_bundle(bundle, tmp_path / "bundle", group_by="column", group_regex=None)
+    write_views(tmp_path / "views")
+    assert edge.main(["predict", str(grouped), str(tmp_path / "views")]) == 0
+    captured = capsys.readouterr()
+    assert "decides per object by a CSV group column" in captured.err
+    assert len(object_lines(captured.out)) == 6  # each image alone
+    assert edge.main(["predict", str(grouped), str(tmp_path / "views"),
+                      "--group-regex", VIEWS_REGEX]) == 0
+    captured = capsys.readouterr()
+    assert "CSV group column" not in captured.err and len(object_lines(captured.out)) == 3
