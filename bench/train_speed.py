@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"decoded into the cache in {decode_s:.1f} s ({len(rows) / decode_s:.0f} images/s)",
           flush=True)
 
+    split = batches.Split(rows, labels, pixels)
+
     def dataset(threads: int) -> object:
-        return batches.ImageBatches(pixels, [r["path"] for r in rows], labels, len(classes),
-                                    spec, cfg.batch_size, shuffle=True,
+        return batches.ImageBatches(split, len(classes), spec, cfg.batch_size, shuffle=True,
                                     augmentation=augmentation, seed=42, workers=threads)
 
     loader = dataset(workers)

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -44,8 +44,22 @@ def load_images(paths: list[str], spec: images.InputSpec, workers: int) -> np.nd
     return out
 
 
+@dataclass(frozen=True)
+class Split:
+    """One split's ingest rows, label indices and (when cached) decoded pixels."""
+
+    rows: list[dict[str, str]]
+    labels: np.ndarray
+    pixels: np.ndarray | None
+
+    @property
+    def paths(self) -> list[str]:
+        return [r["path"] for r in self.rows]
+
+
 class ImageBatches(keras.utils.PyDataset):
-    """Batches of (float32 0..255 images, one-hot labels) from cached uint8 arrays.
+    """Batches of (float32 0..255 images, one-hot labels) of a split, from its cached uint8
+    pixels (or read from disk when ``split.pixels`` is None).
 
     ``shuffle``: a new seeded permutation per epoch (:meth:`set_epoch`); the last partial
     batch is dropped so BatchNorm never sees a batch of one. ``augmentation`` (an
@@ -53,13 +67,12 @@ class ImageBatches(keras.utils.PyDataset):
     so results do not depend on which worker thread prepares it.
     """
 
-    def __init__(self, pixels: np.ndarray | None, paths: list[str], labels: np.ndarray,
-                 n_classes: int, spec: images.InputSpec, batch_size: int, *,
-                 shuffle: bool = False, augmentation: dict | None = None, seed: int = 0,
+    def __init__(self, split: Split, n_classes: int, spec: images.InputSpec, batch_size: int,
+                 *, shuffle: bool = False, augmentation: dict | None = None, seed: int = 0,
                  workers: int = 1) -> None:
         super().__init__(workers=workers, use_multiprocessing=False,
                          max_queue_size=max(4, 2 * workers))
-        self.pixels, self.paths, self.labels = pixels, paths, labels
+        self.pixels, self.paths, self.labels = split.pixels, split.paths, split.labels
         self.n_classes, self.spec, self.batch_size = n_classes, spec, batch_size
         self.shuffle, self.augmentation, self.seed = shuffle, augmentation, seed
         self._local = threading.local()
@@ -121,19 +134,19 @@ class GroupBatches(ImageBatches):
     ``(objects, V, classes)`` — the object's one-hot label on each real view, zeros on the
     padding of objects with fewer than V views — and balanced per-object weights.
 
-    ``members`` lists each object's image rows; ``labels`` are per object; ``batch_size``
-    counts objects.
+    ``members`` lists each object's image rows (in ``split``); ``labels`` are per object
+    (``split.labels``, per image, are not used); ``batch_size`` counts objects.
     """
 
-    def __init__(self, pixels: np.ndarray | None, paths: list[str],
-                 members: list[list[int]], labels: np.ndarray, n_classes: int,
-                 spec: images.InputSpec, batch_size: int, *,
+    def __init__(self, split: Split, members: list[list[int]], labels: np.ndarray,
+                 n_classes: int, spec: images.InputSpec, batch_size: int, *,
                  object_weights: np.ndarray | None = None, **kwargs: Any) -> None:
         self.members = members
         self.views = max(len(m) for m in members)
         self.object_weights = (np.ones(len(members), np.float32) if object_weights is None
                                else np.asarray(object_weights, np.float32))
-        super().__init__(pixels, paths, labels, n_classes, spec, batch_size, **kwargs)
+        # the split's images, labelled per object: order and length count objects
+        super().__init__(replace(split, labels=labels), n_classes, spec, batch_size, **kwargs)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         objects = self.order[index * self.batch_size : (index + 1) * self.batch_size]
@@ -165,19 +178,6 @@ def objects_of(rows: list[dict[str, str]], labels: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- what a run feeds
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split's ingest rows, label indices and (when cached) decoded pixels."""
-
-    rows: list[dict[str, str]]
-    labels: np.ndarray
-    pixels: np.ndarray | None
-
-    @property
-    def paths(self) -> list[str]:
-        return [r["path"] for r in self.rows]
 
 
 def load_splits(config: Config, classes: list[str], train_rows: list[dict[str, str]],
@@ -236,13 +236,11 @@ class Feed:
         """``good_index``: the good class when the ``objects`` phase runs, else None."""
         train, val = splits
         spec, size = config.input_spec, config.batch_size
-        val_data = (ImageBatches(val.pixels, val.paths, val.labels, n_classes, spec, size,
-                                 workers=1) if val.rows else None)
+        val_data = ImageBatches(val, n_classes, spec, size, workers=1) if val.rows else None
         class_weight = (balanced_class_weights(train.labels, n_classes)
                         if config.class_weight == "balanced" else None)
         from_scratch = not models.get_backbone(config.backbone).pretrainable
-        plain_train = (ImageBatches(train.pixels, train.paths, train.labels, n_classes, spec,
-                                    size) if from_scratch else None)
+        plain_train = ImageBatches(train, n_classes, spec, size) if from_scratch else None
         objects = None
         if good_index is not None:
             members, labels = objects_of(train.rows, train.labels, good_index)
@@ -251,8 +249,8 @@ class Feed:
             object_val = None
             if val.rows:
                 val_members, val_objects = objects_of(val.rows, val.labels, good_index)
-                object_val = GroupBatches(val.pixels, val.paths, val_members, val_objects,
-                                          n_classes, spec, per_batch, workers=1)
+                object_val = GroupBatches(val, val_members, val_objects, n_classes, spec,
+                                          per_batch, workers=1)
             objects = Objects(good_index, members, labels,
                               (np.array([weights[int(c)] for c in labels])
                                if config.class_weight == "balanced" else None),
@@ -263,15 +261,15 @@ class Feed:
     def train_batches(self, seed: int) -> ImageBatches:
         """One member's shuffled, augmented training images."""
         config = self.config
-        return ImageBatches(self.train.pixels, self.train.paths, self.train.labels,
-                            self.n_classes, config.input_spec, config.batch_size, shuffle=True,
-                            augmentation=self.augmentation, seed=seed, workers=config.workers)
+        return ImageBatches(self.train, self.n_classes, config.input_spec, config.batch_size,
+                            shuffle=True, augmentation=self.augmentation, seed=seed,
+                            workers=config.workers)
 
     def object_batches(self, seed: int) -> GroupBatches:
         """One member's shuffled, augmented training objects (needs :attr:`objects`)."""
         config, objects = self.config, self.objects
         assert objects is not None
-        return GroupBatches(self.train.pixels, self.train.paths, objects.members,
-                            objects.labels, self.n_classes, config.input_spec,
-                            objects.per_batch, object_weights=objects.weights, shuffle=True,
-                            augmentation=self.augmentation, seed=seed, workers=config.workers)
+        return GroupBatches(self.train, objects.members, objects.labels, self.n_classes,
+                            config.input_spec, objects.per_batch, object_weights=objects.weights,
+                            shuffle=True, augmentation=self.augmentation, seed=seed,
+                            workers=config.workers)
