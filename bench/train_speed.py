@@ -3,7 +3,7 @@
 For the default defect config (``pipelines/defect.yaml``'s train settings) and a finished run
 (its ingest split, augment stage's ``augmentation.json`` and ``model.keras``), it measures:
 
-- **loader**: the train stage's own ``PyDataset`` (:mod:`indvision.stages.train`), with the
+- **loader**: the train stage's own ``PyDataset`` (:mod:`indvision.training.batches`), with the
   pipeline's augmentation, on the cached uint8 images exactly as training holds them — one
   thread calling ``__getitem__`` and Keras' own iterator with the config's ``workers``
   threads — batches built, no training;
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import keras
 
-    from indvision.stages import train
-    from indvision.stages.ingest import read_splits
+    from indvision.dataset import read_splits
+    from indvision.training import batches
 
     cfg = pipeline_config.load_pipeline(args.pipeline).config("train")
     workers = args.workers or cfg.workers
@@ -93,17 +93,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{cfg.batch_size}, {workers} loader threads, {len(rows)} train images, "
           f"augmentation {'on' if augmentation else 'off'}; {load_avg()}", flush=True)
     started = time.perf_counter()
-    pixels = train.load_images([r["path"] for r in rows], spec, workers)
+    pixels = batches.load_images([r["path"] for r in rows], spec, workers)
     decode_s = time.perf_counter() - started
     print(f"decoded into the cache in {decode_s:.1f} s ({len(rows) / decode_s:.0f} images/s)",
           flush=True)
 
-    batches_class = train._make_batches_classes()[0]
+    split = batches.Split(rows, labels, pixels)
 
     def dataset(threads: int) -> object:
-        return batches_class(pixels, [r["path"] for r in rows], labels, len(classes), spec,
-                             cfg.batch_size, shuffle=True, augmentation=augmentation, seed=42,
-                             workers=threads)
+        return batches.ImageBatches(split, len(classes), spec, cfg.batch_size, shuffle=True,
+                                    augmentation=augmentation, seed=42, workers=threads)
 
     loader = dataset(workers)
     n_batches = len(loader)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from indvision import config, images, pipeline
+from indvision import config, dataset, images, pipeline
 from indvision.errors import ConfigError
 from indvision.rundir import Run
 from indvision.stages import ingest, train
@@ -38,9 +38,21 @@ def _history(path: Path) -> list[dict[str, str]]:
 
 def _split(run: Run, split: str, spec: images.InputSpec) -> tuple[np.ndarray, np.ndarray]:
     classes = json.loads(run.artifact("ingest", "classes").read_text())
-    rows = [r for r in ingest.read_splits(run.artifact("ingest", "splits")) if r["split"] == split]
+    rows = [r for r in dataset.read_splits(run.artifact("ingest", "splits")) if r["split"] == split]
     x = np.stack([images.load(r["path"], spec) for r in rows]).astype(np.float32)
     return x, np.array([classes.index(r["label"]) for r in rows])
+
+
+def _logged_epochs(folder: Path, tag: str = "epoch_loss") -> list[list[int]]:
+    """The steps (epochs from 0) ``tag`` was logged at, per TensorBoard event file in write
+    order, read with TensorFlow's own reader (no tensorboard package needed)."""
+    import tensorflow as tf
+
+    files = [list(tf.compat.v1.train.summary_iterator(str(path)))
+             for path in folder.glob("events.out.tfevents.*")]
+    files.sort(key=lambda events: events[0].wall_time)  # the file-version event, at creation
+    return [[event.step for event in events for value in event.summary.value
+             if value.tag == tag] for events in files]
 
 
 def test_config_is_checked_before_any_work(tmp_path: Path) -> None:
@@ -69,7 +81,8 @@ def test_balanced_class_weights() -> None:
 def test_training_writes_every_declared_output(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "data", per_class=16, size=48, seed=1)
     yaml = write_pipeline(tmp_path / "tiny.yaml",
-                          TINY.format(train="head_epochs: 2, crop: [0.0, 0.0, 1.0, 1.0]"))
+                          TINY.format(train="head_epochs: 2, crop: [0.0, 0.0, 1.0, 1.0], "
+                                            "tensorboard: false"))
     spec = config.load_pipeline(str(yaml), [], data=str(tree))
     run = pipeline.run_pipeline(spec, tmp_path / "exports")
 
@@ -106,6 +119,7 @@ def test_training_writes_every_declared_output(tmp_path: Path) -> None:
     assert info["augmentation"] is True and info["batchnorm_recalibrated_batches"] > 0
     assert 0 <= info["best_val_accuracy"] <= 1 and info["val_accuracy"] is not None
     assert run.artifact("train", "curves").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert info["tensorboard"] is None  # tensorboard: false writes no logs (leftovers above)
 
 
 def test_two_phase_fine_tuning_keeps_backbone_batchnorm_frozen(tmp_path: Path) -> None:
@@ -129,6 +143,10 @@ def test_two_phase_fine_tuning_keeps_backbone_batchnorm_frozen(tmp_path: Path) -
             np.testing.assert_array_equal(np.asarray(layer.moving_variance), 1.0)
     info = json.loads(outputs["info"].read_text())
     assert set(info["phases"]) == {"head", "finetune"} and info["augmentation"] is False
+    assert info["tensorboard"] == "train/tensorboard"  # one folder per phase, per split
+    for phase in ("head", "finetune"):
+        assert _logged_epochs(outputs["tensorboard"] / phase / "train") == [[0]]
+        assert _logged_epochs(outputs["tensorboard"] / phase / "validation") == [[0]]
 
 
 def test_resume_continues_after_the_last_finished_epoch(
@@ -166,6 +184,9 @@ def test_resume_continues_after_the_last_finished_epoch(
     info = json.loads(run.artifact("train", "info").read_text())
     assert info["resumed"] is True and info["epochs_run"] == 4
     assert not (run.root / "train" / "backup").exists()
+    # TensorBoard: the resumed fit appends a second event file, at the epochs it ran
+    assert _logged_epochs(run.root / "train" / "tensorboard" / "full" / "train") == [
+        [0, 1], [2, 3]]
 
 
 def test_an_ensemble_trains_each_member_with_its_own_seed_and_resumes_inside_a_member(
@@ -232,9 +253,9 @@ GROUPED = """
 name: grouped
 seed: 3
 stages:
-  ingest: {{group_regex: '^(\\d+)_'}}
+  ingest: {{group_regex: '^(\\d+)_', good_class: {good}}}
   train: {{backbone: small_cnn, height: 32, width: 32, batch_size: 8, head_epochs: 2,
-           object_epochs: 2, good_class: {good}, workers: 1}}
+           object_epochs: 2, workers: 1}}
 """
 
 
@@ -259,9 +280,32 @@ def test_objects_phase_is_skipped_without_a_good_class_or_grouped_views(
     yaml = write_pipeline(tmp_path / "g.yaml", GROUPED.format(good="[intact]"))
     run = pipeline.run_pipeline(config.load_pipeline(str(yaml), [], data=str(tree)),
                                 tmp_path / "exports")
-    assert "no train.good_class is among the classes" in capfd.readouterr().out
+    assert "no ingest.good_class is among the classes" in capfd.readouterr().out
     assert {h["phase"] for h in _history(run.artifact("train", "history"))} == {"full"}
     with pytest.raises(ConfigError, match="object_epochs"):
         config.build_config("train", train.Config, {"object_epochs": -1})
     with pytest.raises(ConfigError, match="good_class"):
         config.build_config("train", train.Config, {"good_class": []})
+
+
+def test_tensorboard_logs_each_fit_under_its_phase_key(tmp_path: Path) -> None:
+    from tests.conftest import train_tiny
+
+    tree = make_tree(tmp_path / "data", per_class=8, size=40, seed=4)
+    run = Run.create(tmp_path / "exports", "tb", seed=0, config={}, config_hash="x")
+    run.start_stage("ingest")
+    run.finish_stage("ingest", ingest.run(ingest.Config(source=str(tree)), run), 0.0)
+    train_tiny(run, size=32, epochs=2, patience=0)  # tensorboard is on by default
+
+    folder = run.root / "train" / "tensorboard"
+    assert sorted(p.name for p in folder.iterdir()) == ["full"]
+    assert _logged_epochs(folder / "full" / "train") == [[0, 1]]
+    assert _logged_epochs(folder / "full" / "train", "epoch_learning_rate") == [[0, 1]]
+    assert _logged_epochs(folder / "full" / "validation", "epoch_accuracy") == [[0, 1]]
+    info = json.loads(run.artifact("train", "info").read_text())
+    assert info["tensorboard"] == "train/tensorboard"
+    declared = run.manifest["stages"]["train"]["outputs"]["tensorboard"]
+    assert declared["path"] == "train/tensorboard"
+    assert declared["files"] and all(name.startswith("train/tensorboard/full/")
+                                     for name in declared["files"])
+    assert run.artifact("train", "tensorboard") == folder
