@@ -110,9 +110,10 @@ class Config:
     workers: int = 2  # threads preparing batches (and decoding the image cache)
     # Objects seen in several views (a CSV group column or ingest.group_regex): a last phase,
     # "objects", of up to this many epochs trains on whole objects, each defective when at
-    # least one of its views shows the defect (multiple-instance learning), as evaluate, verify and the edge runtime
-    # decide. The earlier phases give every view its object's label, which teaches a view
-    # where the damage cannot be seen to call it damaged. Needs ingest.good_class; skipped
+    # least one of its views shows the defect (multiple-instance learning), as evaluate,
+    # verify and the edge runtime decide. The earlier phases give every view its object's
+    # label, which teaches a view where the damage cannot be seen to call it damaged. Needs
+    # ingest.good_class; skipped
     # without grouped views or without a good class in the dataset.
     object_epochs: int = 0
     # Save the model averaged over each image and its left-right mirror (test-time
