@@ -25,7 +25,7 @@ TINY_CLASSES = ("ok", "scratch", "spot")
 #: Fixtures that train a real model (directly or through the fixtures they build on): every
 #: test using one is marked ``slow``, so ``pytest -m "not slow"`` trains nothing.
 TRAINING_FIXTURES = frozenset({"trained_run", "fresh_trained_run", "grouped_trained_run",
-                               "full_run", "real_run"})
+                               "full_run", "real_run", "train_args"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -42,8 +42,11 @@ def _no_training_unless_slow(request: pytest.FixtureRequest,
     what ``-m "not slow"`` trusts, and an unmarked training test would make it lie."""
     if request.node.get_closest_marker("slow") is not None:
         return
+    import functools
+
     from indvision.stages import train
 
+    @functools.wraps(train.run)  # keeps the signature the contract test reads
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"{request.node.nodeid} trains a model (train.run) but is not "
                              "marked slow: add @pytest.mark.slow or use a TRAINING_FIXTURES one")

@@ -78,6 +78,7 @@ def test_balanced_class_weights() -> None:
     assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
 
 
+@pytest.mark.slow
 def test_training_writes_every_declared_output(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "data", per_class=16, size=48, seed=1)
     yaml = write_pipeline(tmp_path / "tiny.yaml",
@@ -122,6 +123,7 @@ def test_training_writes_every_declared_output(tmp_path: Path) -> None:
     assert info["tensorboard"] is None  # tensorboard: false writes no logs (leftovers above)
 
 
+@pytest.mark.slow
 def test_two_phase_fine_tuning_keeps_backbone_batchnorm_frozen(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "data", per_class=12, size=48, seed=2)
     run = Run.create(tmp_path / "exports", "two", seed=0, config={}, config_hash="x")
@@ -149,6 +151,7 @@ def test_two_phase_fine_tuning_keeps_backbone_batchnorm_frozen(tmp_path: Path) -
         assert _logged_epochs(outputs["tensorboard"] / phase / "validation") == [[0]]
 
 
+@pytest.mark.slow
 def test_resume_continues_after_the_last_finished_epoch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
     tree = make_tree(tmp_path / "data", per_class=12, size=48, seed=3)
@@ -189,6 +192,7 @@ def test_resume_continues_after_the_last_finished_epoch(
         [0, 1], [2, 3]]
 
 
+@pytest.mark.slow
 def test_an_ensemble_trains_each_member_with_its_own_seed_and_resumes_inside_a_member(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
     tree = make_tree(tmp_path / "data", per_class=12, size=48, seed=3)
@@ -259,6 +263,7 @@ stages:
 """
 
 
+@pytest.mark.slow
 def test_objects_phase_trains_whole_objects_after_the_image_phases(tmp_path: Path) -> None:
     tree = _two_view_tree(tmp_path / "data")
     yaml = write_pipeline(tmp_path / "g.yaml", GROUPED.format(good="[intact, ok]"))
@@ -274,6 +279,7 @@ def test_objects_phase_trains_whole_objects_after_the_image_phases(tmp_path: Pat
     assert model.input.shape == (None, 32, 32, 3) and model.output.shape == (None, 2)
 
 
+@pytest.mark.slow
 def test_objects_phase_is_skipped_without_a_good_class_or_grouped_views(
         tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     tree = _two_view_tree(tmp_path / "data", per_class=8)
@@ -288,6 +294,7 @@ def test_objects_phase_is_skipped_without_a_good_class_or_grouped_views(
         config.build_config("train", train.Config, {"good_class": []})
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_each_fit_under_its_phase_key(tmp_path: Path) -> None:
     from tests.conftest import train_tiny
 

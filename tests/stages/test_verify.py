@@ -194,6 +194,7 @@ def test_grouped_bundles_judge_int8_on_objects(exported_run: Path, tmp_path: Pat
     assert "object decision agreement" in reason and "top-1" not in reason
 
 
+@pytest.mark.slow  # trains a mirror-averaged two-member ensemble
 def test_an_averaged_model_is_repeated_by_every_format_and_the_edge(tmp_path: Path) -> None:
     """train.mirror_average and train.ensemble put the flip and the members inside the graph:
     the float files must match Keras (verify's gate), the edge must agree, and the scores must

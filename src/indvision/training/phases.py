@@ -8,9 +8,9 @@ validation sees the model as it will be used.
 Resuming: after every epoch :class:`PhaseProgress` writes the state (history rows, best
 epoch, best weights) atomically and Keras' ``BackupAndRestore`` keeps the model and optimizer
 in ``train/backup/<phase key>``; a phase recorded done is skipped, an unfinished one continues
-after its last finished epoch. TensorBoard logs (``train/tensorboard/<phase key>``, epoch
-scalars only, :class:`EpochTensorBoard`) are flushed every epoch and a resumed phase appends
-to them.
+after its last finished epoch. TensorBoard logs (``train/tensorboard/<phase key>``, Keras'
+``TensorBoard`` callback, epoch scalars only) are written every epoch and a resumed phase
+appends to them.
 
 Imports Keras at its top (like :mod:`indvision.layers`): the train stage imports this module
 inside its ``run``.
@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
 from indvision import models
 from indvision.errors import IndvisionError
@@ -156,7 +154,9 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
                                           monitor_val=fit.val_data is not None,
                                           recalibration=(model, fit.recalibration_data))]
     if config.tensorboard:  # before the backup: an epoch backed up is an epoch logged
-        callbacks.append(EpochTensorBoard(out / records.TENSORBOARD / phase.key))
+        callbacks.append(keras.callbacks.TensorBoard(  # epoch scalars: cheap
+            log_dir=str(out / records.TENSORBOARD / phase.key), histogram_freq=0,
+            write_graph=False, write_images=False, update_freq="epoch", profile_batch=0))
     callbacks.append(keras.callbacks.BackupAndRestore(
         backup_dir=str(out / "backup" / phase.key), double_checkpoint=True))
     fit.trainer.fit(fit.train_data, validation_data=fit.val_data, epochs=phase.epochs,
@@ -169,48 +169,6 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
           f"{record['seconds']:.0f} s, best epoch {record['best_epoch'] + 1} "
           f"(val accuracy {record['best_val_accuracy']:.4f})", flush=True)
 
-
-class EpochTensorBoard(keras.callbacks.Callback):
-    """TensorBoard logs of one fit: epoch scalars only (loss, accuracy, learning rate on
-    ``<log_dir>/train``; val loss and accuracy on ``<log_dir>/validation``; tags ``epoch_loss``
-    …, step = the epoch from 0) — the layout and tags of ``keras.callbacks.TensorBoard``, which
-    cannot be used here: it writes through ``tf.summary.scalar``, which raises without the
-    ``tensorboard`` package. This writes the same scalar events with TensorFlow's core
-    ``tf.summary.write`` and the scalars plugin's metadata (what ``tf.summary.scalar`` does),
-    so the package is needed only to view the logs.
-
-    Flushed after every epoch, so a killed run keeps the epochs it finished; a resumed fit
-    writes a new event file in the same folders, continuing at the next epoch.
-    """
-
-    def __init__(self, log_dir: Path) -> None:
-        super().__init__()
-        self.log_dir = log_dir
-        self.writers: dict[str, Any] = {}
-        self.metadata = SummaryMetadata()
-        self.metadata.plugin_data.plugin_name = "scalars"
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = dict(logs or {})
-        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
-        train["learning_rate"] = float(keras.ops.convert_to_numpy(
-            self.model.optimizer.learning_rate))
-        validation = {k[len("val_"):]: v for k, v in logs.items() if k.startswith("val_")}
-        for split, values in (("train", train), ("validation", validation)):
-            if not values:
-                continue
-            if split not in self.writers:
-                self.writers[split] = tf.summary.create_file_writer(str(self.log_dir / split))
-            writer = self.writers[split]
-            with writer.as_default():
-                for name, value in values.items():
-                    tf.summary.write(f"epoch_{name}", tf.constant(float(value), tf.float32),
-                                     step=epoch, metadata=self.metadata)
-            writer.flush()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        for writer in self.writers.values():
-            writer.close()
 
 
 class PhaseProgress(keras.callbacks.Callback):
