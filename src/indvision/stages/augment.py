@@ -8,12 +8,13 @@ The pipeline lists albumentations transforms by their own names and parameters::
         - Affine: {rotate: [-15, 15], scale: [0.9, 1.1], p: 0.7}
       preview_per_class: 6
 
-:func:`build_compose` turns that list into an ``A.Compose``; an unknown transform or parameter
-name fails with a "did you mean" suggestion, an invalid value with one line naming the
-transform. The stage writes the Compose in albumentations' own serialisation
-(``augmentation.json``, ``A.to_dict``) — the train stage loads it back with ``A.from_dict``
-(:func:`load_augmentation`) and applies it to training batches only — and ``preview.png``: per
-class, one training image and several augmented versions of it, so a human can see whether
+:func:`indvision.augmentation.build_compose` turns that list into an ``A.Compose``; an
+unknown transform or parameter name fails with a "did you mean" suggestion, an invalid value
+with one line naming the transform. The stage writes the Compose in albumentations' own
+serialisation (``augmentation.json``, ``A.to_dict``) — the train stage loads it back with
+``A.from_dict`` (:func:`indvision.augmentation.load_augmentation`) and applies it to training
+batches only — and ``preview.png``: per class, one training image and several augmented
+versions of it, so a human can see whether
 the augmentation keeps the defect visible.
 
 Augmentation runs on images already prepared for the model (decoded, cropped, resized by
@@ -22,7 +23,6 @@ Augmentation runs on images already prepared for the model (decoded, cropped, re
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -32,7 +32,17 @@ from typing import Any
 import numpy as np
 
 from indvision import atomic, images
-from indvision.errors import IndvisionError, did_you_mean
+from indvision.augmentation import (  # noqa: F401 (re-exported: the stage's public names)
+    accepted_parameters,
+    albumentations_module,
+    apply,
+    build_compose,
+    load_augmentation,
+    split_item,
+    transform_classes,
+    value_error_line,
+)
+from indvision.errors import IndvisionError
 from indvision.rundir import Run
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -61,153 +71,21 @@ class Config:
 
     def __post_init__(self) -> None:
         for index, item in enumerate(self.transforms):
-            _split_item(item, f"transforms[{index}]", ValueError)
+            split_item(item, f"transforms[{index}]", ValueError)
         if not 0 <= self.preview_per_class <= 32:
             raise ValueError("preview_per_class must be between 0 and 32")
 
 
-def _split_item(item: Any, where: str, error: type[Exception]) -> tuple[str, dict[str, Any]]:
-    """``{Name: {params}}`` or ``Name`` → (name, params); anything else raises ``error``."""
-    if isinstance(item, str):
-        return item, {}
-    if isinstance(item, dict) and len(item) == 1:
-        name, params = next(iter(item.items()))
-        if params is None:
-            params = {}
-        if isinstance(name, str) and isinstance(params, dict):
-            return name, dict(params)
-    raise error(f"{where}: expected {{TransformName: {{param: value}}}} or a transform name, "
-                f"got {item!r}")
-
-
-def _albumentations() -> Any:
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    import albumentations
-
-    return albumentations
-
-
-def transform_classes() -> dict[str, type]:
-    """Every albumentations transform (and composition such as OneOf) by name."""
-    A = _albumentations()
-    from albumentations.core.composition import BaseCompose
-    from albumentations.core.transforms_interface import BasicTransform
-
-    found = {}
-    for name in dir(A):
-        obj = getattr(A, name)
-        if (inspect.isclass(obj) and issubclass(obj, (BasicTransform, BaseCompose))
-                and not inspect.isabstract(obj) and not name.startswith("_")
-                and obj.__module__.startswith("albumentations.")
-                and "Base" not in name and name not in _NOT_TRANSFORMS):
-            found[name] = obj
-    return found
-
-
-# Helpers albumentations exports that are not usable from a YAML file: abstract bases, and
-# Lambda (it needs Python functions and cannot be serialised).
-_NOT_TRANSFORMS = {"BasicTransform", "DualTransform", "ImageOnlyTransform", "NoOp",
-                   "Transform3D", "ReplayCompose", "Lambda"}
-
-
-def accepted_parameters(cls: type) -> list[str]:
-    """The keyword parameters a transform's ``__init__`` takes (its signature, minus self)."""
-    params = inspect.signature(cls.__init__).parameters
-    return [name for name, p in params.items()
-            if name not in ("self", "strict")
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
-def _value_error_line(exc: Exception) -> str:
-    """One line from albumentations' (pydantic) validation error."""
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    errors = getattr(cause, "errors", None)
-    if callable(errors):
-        try:
-            parts, seen = [], set()
-            for error in errors():
-                loc = str(error.get("loc", ("?",))[0])
-                if loc in seen:
-                    continue
-                seen.add(loc)
-                parts.append(f"{loc}: {error.get('msg', '')}".strip())
-            if parts:
-                return "; ".join(parts)[:300]
-        except Exception:  # an unexpected error shape: fall back to the text
-            pass
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
-
-
-def _build_one(item: Any, where: str, classes: dict[str, type]) -> Any:
-    name, params = _split_item(item, where, IndvisionError)
-    if name not in classes:
-        raise IndvisionError(f"{where}: unknown albumentations transform '{name}'"
-                             f"{did_you_mean(name, classes)}")
-    cls = classes[name]
-    accepted = accepted_parameters(cls)
-    for key in params:
-        if key not in accepted:
-            raise IndvisionError(f"{where}: {name} has no parameter '{key}'"
-                                 f"{did_you_mean(key, accepted)}")
-    if "transforms" in params and "transforms" in accepted:  # OneOf, SomeOf, Sequential...
-        inner = params["transforms"]
-        if not isinstance(inner, list):
-            raise IndvisionError(f"{where}: {name}.transforms must be a list of transforms")
-        params["transforms"] = [_build_one(sub, f"{where}.{name}.transforms[{i}]", classes)
-                                for i, sub in enumerate(inner)]
-    try:
-        return cls(**params)
-    except (ValueError, TypeError) as exc:
-        raise IndvisionError(f"{where}: invalid {name} settings: {_value_error_line(exc)}") \
-            from None
-
-
-def build_compose(transforms: list, seed: int | None = None) -> Any:
-    """Validate ``transforms`` (the stage's config list) and return an ``A.Compose``.
-
-    Raises :class:`IndvisionError` naming ``augment.transforms[i]`` for an unknown transform,
-    an unknown parameter (with a suggestion from the transform's signature) or a bad value.
-    """
-    A = _albumentations()
-    classes = transform_classes()
-    built = [_build_one(item, f"augment.transforms[{i}]", classes)
-             for i, item in enumerate(transforms)]
-    return A.Compose(built, seed=seed)
-
-
-def load_augmentation(path: str | Path, seed: int | None = None) -> Any:
-    """An ``augmentation.json`` (``A.to_dict``) back to an ``A.Compose``, seeded."""
-    A = _albumentations()
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        compose = A.from_dict(data)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise IndvisionError(f"{path}: not a readable albumentations file ({exc})") from None
-    compose.set_random_seed(seed)
-    return compose
-
-
-def apply(compose: Any, image: np.ndarray) -> np.ndarray:
-    """Augment one RGB uint8 image; errors name the transform list as the thing to fix."""
-    try:
-        return compose(image=image)["image"]
-    except Exception as exc:
-        raise IndvisionError(f"augment.transforms: applying the augmentation to a "
-                             f"{image.shape[1]}x{image.shape[0]} image failed: "
-                             f"{_value_error_line(exc)}") from None
-
-
 def run(config: Config, run: Run) -> dict[str, Path]:
     """Validate the transforms, write ``augmentation.json`` and ``preview.png``."""
-    A = _albumentations()
+    A = albumentations_module()
     compose = build_compose(config.transforms, seed=run.seed)
     out = run.stage_dir("augment")
     try:
         serialised = A.to_dict(compose)
     except (NotImplementedError, ValueError, TypeError) as exc:
         raise IndvisionError(f"augment.transforms: albumentations cannot serialise this list "
-                             f"({_value_error_line(exc)}); remove that transform") from None
+                             f"({value_error_line(exc)}); remove that transform") from None
     outputs = {"augmentation": atomic.write_json(out / "augmentation.json", serialised)}
     names = [type(t).__name__ for t in compose.transforms]
     print(f"augment: {len(names)} transform(s): {', '.join(names) or 'none'}", flush=True)

@@ -106,7 +106,7 @@ class ImageBatches(keras.utils.PyDataset):
             batch = np.stack([images.load(self.paths[i], self.spec) for i in rows])
         if self.augmentation is None:
             return batch
-        from indvision.stages.augment import apply
+        from indvision.augmentation import apply
 
         compose = self._compose()
         seed = int(np.random.SeedSequence([self.seed, self.epoch, index])
