@@ -1,8 +1,9 @@
 """The export formats: one table that drives export, verify, the edge runtime and the tests.
 
 Each row says what file a format becomes in the bundle, whether it is float or int8, which
-runtime runs it (and which pip extra a device needs for it), and which parity gate ``verify``
-holds it to:
+converter writes it (and which export options that converter reads), which runtimes run it (the
+first is the default; the pip extra a device needs for it), and which parity gate ``verify``
+holds it — in every one of its runtimes — to:
 
 - **float** gate — the file must reproduce the Keras model: every top-1 equal and every
   probability within ``float_max_abs_diff`` (1e-4). A conversion bug is a bug, so failing it
@@ -12,30 +13,26 @@ holds it to:
   ``int8_min_agreement``. Failing it marks the file ``"shippable": false`` in ``model.json``
   (the edge runtime then refuses it); the run still passes with its float files.
 
-It also holds one small runner per runtime (:func:`load_runner`): numpy in, probabilities out,
-int8 (de)quantisation handled. Export's self-check, verify and :mod:`indvision.edge` all run
-models through these, so the number verify reports is the number the device gets. Only numpy
-is imported here; onnxruntime and ai_edge_litert are imported when a runner is made, and
-TensorFlow never.
+:func:`load_runner` loads a file in one of its row's runtimes (:mod:`indvision.runners`: numpy
+in, probabilities out, int8 (de)quantisation handled). Export's self-check, verify and
+:mod:`indvision.edge` all run models through these, so the number verify reports is the number
+the device gets. Only numpy is imported here; onnxruntime, OpenCV and ai_edge_litert are
+imported when a runner is made, and TensorFlow never.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from indvision import atomic
 from indvision.errors import IndvisionError, did_you_mean
+from indvision.runners import Runner as Runner  # re-exported: what load_runner returns
 
-#: A loaded model: a batch ``N x H x W x 3`` (uint8 or float32, values 0..255) → ``N x C``
-#: float32 probabilities.
-Runner = Callable[[np.ndarray], np.ndarray]
+RUNNERS_PACKAGE = "indvision.runners"  # a runtime name is a module in this package
 
 
 @dataclass(frozen=True)
@@ -56,29 +53,49 @@ INT8_GATE = Gate("int8", fails_run=False,
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """One row of the export table."""
+    """One row of the export table: what export writes, how, and what runs it.
+
+    ``converter`` is the module (in :mod:`indvision.converters`) whose ``convert`` writes the
+    file; ``options`` the export Config options that converter reads (export validates those
+    of the chosen formats only); ``runners`` the runtimes that run the file, each a module in
+    :mod:`indvision.runners` — the first is the default, and verify holds every one of them to
+    the row's gate.
+    """
 
     key: str  # the name used in pipelines: export.formats
     filename: str  # the file in bundle/
     kind: str  # "float" or "int8"
-    runtime: str  # "onnxruntime" or "litert"
-    extra: str | None  # pip extra the device needs beyond the base install
+    runners: tuple[str, ...]  # runtimes that run the file; the first is the default
+    extra: str | None  # pip extra the device needs beyond the base install (default runtime)
     gate: Gate
+    converter: str  # module with convert(model, target, job) -> extra model.json entry fields
+    options: tuple[str, ...]  # export Config options the converter reads
     description: str
+
+    @property
+    def runtime(self) -> str:
+        """The default runtime: the first of ``runners``."""
+        return self.runners[0]
 
 
 FORMATS: dict[str, ExportFormat] = {
     fmt.key: fmt
     for fmt in (
-        ExportFormat("onnx", "model.onnx", "float", "onnxruntime", None, FLOAT_GATE,
-                     "ONNX float32, dynamic batch (tf2onnx); the default on every device"),
-        ExportFormat("tflite", "model.tflite", "float", "litert", "litert", FLOAT_GATE,
+        ExportFormat("onnx", "model.onnx", "float", ("onnxruntime", "opencv"), None, FLOAT_GATE,
+                     "indvision.converters.onnx", ("opset",),
+                     "ONNX float32, dynamic batch (tf2onnx); the default on every device; "
+                     "runs on onnxruntime or OpenCV's dnn"),
+        ExportFormat("tflite", "model.tflite", "float", ("litert",), "litert", FLOAT_GATE,
+                     "indvision.converters.tflite", (),
                      "TFLite float32 for LiteRT"),
-        ExportFormat("tflite_int8", "model_int8.tflite", "int8", "litert", "litert", INT8_GATE,
+        ExportFormat("tflite_int8", "model_int8.tflite", "int8", ("litert",), "litert",
+                     INT8_GATE, "indvision.converters.tflite_int8",
+                     ("calibration_images", "int8_keep_float_above", "int8_debug_images"),
                      "TFLite int8 (uint8 in/out), calibrated on train images; layers that "
                      "quantise badly stay float"),
     )
 }
+RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(r for f in FORMATS.values() for r in f.runners))
 DEFAULT_MODEL = FORMATS["onnx"].filename
 MODEL_JSON = "model.json"
 
@@ -173,99 +190,25 @@ def check_file_hash(path: str | Path, entry: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- runners
 
-def load_runner(path: str | Path, threads: int | None = None, spin_wait: bool = True) -> Runner:
+def load_runner(path: str | Path, threads: int | None = None, spin_wait: bool = True,
+                runtime: str | None = None) -> Runner:
     """A callable running the model file at ``path`` (format from its name in the table).
 
-    Safe to call from several threads at once: onnxruntime sessions are; the TFLite
-    interpreter is guarded by a lock. ``spin_wait=False`` makes onnxruntime's idle worker
-    threads sleep instead of busy-waiting: slower on a dedicated CPU (bench/edge_speed.py at
-    load 1.4: p50 1.9 → 2.9 ms), much faster where other work shares the cores (at load 4–6:
-    p50 15.8 → 4.0 ms). Results are identical either way.
+    ``runtime`` is one of the row's ``runners`` (``None``: the first, the row's default); the
+    runner is :func:`load` of module ``indvision.runners.<runtime>``. Safe to call from several
+    threads at once: onnxruntime sessions are; the LiteRT interpreter and the OpenCV network are
+    guarded by a lock. ``spin_wait=False`` makes onnxruntime's idle worker threads sleep instead
+    of busy-waiting: slower on a dedicated CPU (bench/edge_speed.py at load 1.4: p50 1.9 → 2.9
+    ms), much faster where other work shares the cores (at load 4–6: p50 15.8 → 4.0 ms).
+    Results are identical either way.
     """
     path = Path(path)
     if not path.is_file():
         raise IndvisionError(f"{path}: model file not found")
     fmt = format_for_file(path.name)
-    if fmt.runtime == "onnxruntime":
-        return _onnx_runner(path, threads, spin_wait)
-    if fmt.runtime == "litert":
-        return _litert_runner(path, threads)
-    raise ValueError(f"no runner for runtime {fmt.runtime}")  # pragma: no cover
-
-
-def _as_batch(batch: np.ndarray) -> np.ndarray:
-    batch = np.asarray(batch)
-    if batch.ndim != 4 or batch.shape[-1] != 3:
-        raise ValueError(f"expected a batch N x H x W x 3, got shape {batch.shape}")
-    return batch
-
-
-def _onnx_runner(path: Path, threads: int | None, spin_wait: bool = True) -> Runner:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    if not spin_wait:  # see load_runner: for CPUs shared with other work
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options,
-                                       providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        raise IndvisionError(f"{path}: onnxruntime cannot load it ({exc})") from None
-    input_name = session.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        batch = _as_batch(batch).astype(np.float32, copy=False)
-        return session.run(None, {input_name: batch})[0].astype(np.float32, copy=False)
-
-    return run
-
-
-def _litert_runner(path: Path, threads: int | None) -> Runner:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise IndvisionError(f"{path}: running .tflite files needs ai-edge-litert; "
-                             "pip install 'indvision[litert]' (or use model.onnx)") from None
-    try:
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise IndvisionError(f"{path}: LiteRT cannot load it ({exc})") from None
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    in_dtype = np.dtype(input_detail["dtype"])
-    in_scale, in_zero = input_detail["quantization"]
-    out_scale, out_zero = output_detail["quantization"]
-    lock = threading.Lock()
-
-    def quantize(image: np.ndarray) -> np.ndarray:
-        if in_dtype == np.float32:
-            return image.astype(np.float32, copy=False)
-        if in_scale == 1.0 and in_zero == 0 and in_dtype == np.uint8 and image.dtype == np.uint8:
-            return image  # uint8 pixels are already the quantised input
-        info = np.iinfo(in_dtype)
-        q = np.round(image.astype(np.float32) / in_scale + in_zero)
-        return np.clip(q, info.min, info.max).astype(in_dtype)
-
-    def dequantize(values: np.ndarray) -> np.ndarray:
-        if out_scale == 0.0:  # a float output
-            return values.astype(np.float32, copy=False)
-        return ((values.astype(np.float32) - out_zero) * out_scale).astype(np.float32)
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        batch = _as_batch(batch)
-        outputs = []
-        with lock:  # one interpreter, one set of tensors: a call at a time
-            # one image per invoke: works for files exported with a fixed batch of 1 too
-            for image in batch:
-                interpreter.set_tensor(input_detail["index"], quantize(image[None]))
-                interpreter.invoke()
-                outputs.append(dequantize(interpreter.get_tensor(output_detail["index"])[0]))
-        if not outputs:
-            return np.zeros((0, int(output_detail["shape"][-1])), dtype=np.float32)
-        return np.stack(outputs)
-
-    return run
+    runtime = runtime or fmt.runtime
+    if runtime not in fmt.runners:
+        raise IndvisionError(f"{path}: runtime '{runtime}' cannot run {fmt.key} files (it runs "
+                             f"on {', '.join(fmt.runners)}){did_you_mean(runtime, fmt.runners)}")
+    module = importlib.import_module(f"{RUNNERS_PACKAGE}.{runtime}")
+    return module.load(path, threads, spin_wait)

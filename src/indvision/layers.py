@@ -15,12 +15,15 @@ import keras
 class MirrorLeftRight(keras.layers.Layer):
     """The image mirrored left to right (``(batch, H, W, C)``, flips W).
 
-    No weights; a plain tensor reverse that ONNX (via tf2onnx) and LiteRT both carry, so an
-    exported model repeats it exactly on the device.
+    No weights. Written as a slice with step -1, not ``keras.ops.flip``: tf2onnx exports a
+    reverse as ``ReverseSequence``, which OpenCV's dnn cannot load, and this slice as ``Slice``,
+    which onnxruntime, OpenCV and LiteRT all run — so an exported model repeats it exactly on
+    every runtime. The registered name and config are unchanged: older ``model.keras`` files
+    load and compute the same.
     """
 
     def call(self, inputs: Any) -> Any:
-        return keras.ops.flip(inputs, axis=2)
+        return inputs[:, :, ::-1, :]
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape

@@ -207,6 +207,15 @@ def test_an_averaged_model_is_repeated_by_every_format_and_the_edge(tmp_path: Pa
     parity = read_json(run.root / "verify" / "parity.json")
     for key in ("onnx", "tflite"):
         assert parity["formats"][key]["agreement"] == 1.0, key
+    # the flip exports as Slice, not ReverseSequence (which OpenCV's dnn cannot load), and
+    # verify ran model.onnx on both of its runtimes
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(run.root / "bundle" / "model.onnx")).graph.node}
+    assert "ReverseSequence" not in ops
+    for runtime in ("onnxruntime", "opencv"):
+        numbers = parity["formats"]["onnx"]["runtimes"][runtime]
+        assert numbers["agreement"] == 1.0 and numbers["passed"] is True, runtime
     model = models.load_model(run.artifact("train", "model"))
     assert model.get_layer("mirror") is not None
     assert models.find_submodel(model, "indvision_small_cnn_m2") is not None

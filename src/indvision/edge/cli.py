@@ -79,7 +79,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from indvision import atomic
+from indvision import atomic, formats
 from indvision.edge.evaluate import evaluate_tree, predict_tree
 from indvision.edge.golden import compare_golden, golden_record, golden_summary, read_golden
 from indvision.edge.objects import check_regex, object_rule
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "shares the CPU, slower on a dedicated one")
         sub.add_argument("--allow-unshippable", action="store_true",
                          help="run a file verify marked not shippable")
+        sub.add_argument("--runtime", choices=formats.RUNTIMES, default=None,
+                         help="runtime for the model file (default: its format's first; "
+                              "model.onnx also runs on opencv)")
         return sub
 
     def add_objects(sub: argparse.ArgumentParser) -> None:
@@ -227,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         classifier = EdgeClassifier(args.bundle, args.model,
                                     allow_unshippable=args.allow_unshippable,
                                     group_regex=args.group_regex,
-                                    spin_wait=not args.no_spin_wait)
+                                    spin_wait=not args.no_spin_wait,
+                                    runtime=args.runtime)
         if classifier.group_regex:
             check_regex(classifier.group_regex)
         if not classifier.verified:

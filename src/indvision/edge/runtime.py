@@ -43,11 +43,14 @@ class EdgeClassifier:
     ``allow_unshippable``, one that verify marked not shippable. Safe to share between threads.
     Its group rule: ``group_regex`` (argument, else ``model.json``'s ``decision.group_regex``)
     and ``views_per_object`` (``decision.views_per_object``: views that make one object).
+    ``runtime`` runs the file in another of its format's runtimes (``"opencv"`` for
+    ``model.onnx``); ``None`` is the format's default.
     """
 
     def __init__(self, bundle: str | os.PathLike, model: str | None = None, *,
                  allow_unshippable: bool = False, group_regex: str | None = None,
-                 threads: int | None = None, spin_wait: bool = True) -> None:
+                 threads: int | None = None, spin_wait: bool = True,
+                 runtime: str | None = None) -> None:
         self.bundle = resolve_bundle(bundle)
         check_model_json(self.bundle, Path(bundle))  # before trusting its hashes
         self.meta = formats.read_model_json(self.bundle)
@@ -77,7 +80,8 @@ class EdgeClassifier:
         self.threshold: float | None = self.decision.threshold
         self.group_regex: str | None = group_regex or self.decision.group_regex
         self.views_per_object = _views_per_object(self.bundle, raw)
-        self._run = formats.load_runner(self.bundle / model, threads, spin_wait)
+        self.runtime = runtime or self.format.runtime  # one of the format row's runners
+        self._run = formats.load_runner(self.bundle / model, threads, spin_wait, self.runtime)
 
     @property
     def verified(self) -> bool:

@@ -1,14 +1,16 @@
 """Export: the trained Keras model → a self-describing bundle for the device.
 
 Writes ``<run>/bundle/`` holding one file per format of :data:`indvision.formats.FORMATS`
-chosen in ``formats`` (``model.onnx``, ``model.tflite``, ``model_int8.tflite``) and
+chosen in ``formats`` (``model.onnx``, ``model.tflite``, ``model_int8.tflite``), each written
+by the converter module its row names (:mod:`indvision.converters`), and
 ``model.json``, which says everything a device needs and everything an auditor asks:
 
 - ``classes`` (class index = position), ``input_spec`` (size, crop or colour window, resize
   method, RGB, 0..255 uint8: feed it to :func:`indvision.images.prepare`), ``decision`` (good
   class, threshold and group regex from evaluate), ``metrics`` (evaluate's test numbers),
 - ``provenance`` (dataset hash, config hash, git commit, run id, pipeline, library versions),
-- ``files``: per model file its format, kind, runtime, gate, sha256 and size. ``verify`` later
+- ``files``: per model file its format, kind, runtime (the default) and ``runners`` (every
+  runtime that runs it), gate, sha256 and size. ``verify`` later
   adds ``verified``, ``shippable`` and its parity numbers.
 
 The same metadata (without ``files``: a file cannot hold its own hash) is stored as JSON
@@ -35,15 +37,14 @@ layers kept float (``float_layers``); ``int8_keep_float_above: null`` quantises 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import importlib
 import json
 import os
 import shutil
 import time
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ import numpy as np
 
 from indvision import atomic, decision, formats, images, models
 from indvision.config import config_to_dict
+from indvision.converters import ConvertJob
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError, did_you_mean
 from indvision.rundir import Run, library_versions
@@ -61,7 +63,6 @@ BUNDLE = "bundle"
 TMP_PREFIX = ".bundle.tmp-"
 MODEL_JSON = "model.json"
 BUNDLE_FORMAT_VERSION = 1
-INPUT_NAME = "image"
 MAX_OPSET = 18  # tf2onnx 1.17 refuses opset 19 and above
 
 
@@ -83,16 +84,44 @@ class Config:
                 raise ValueError(f"unknown format '{key}'{did_you_mean(key, formats.FORMATS)}")
         if len(set(self.formats)) != len(self.formats):
             raise ValueError(f"formats lists a format twice: {list(self.formats)}")
-        if not 13 <= self.opset <= MAX_OPSET:
-            raise ValueError(f"opset must be 13..{MAX_OPSET} (tf2onnx 1.17 supports up to "
-                             f"{MAX_OPSET}), got {self.opset}")
-        if self.calibration_images < 1:
-            raise ValueError(f"calibration_images must be >= 1, got {self.calibration_images}")
-        if self.int8_keep_float_above is not None and self.int8_keep_float_above <= 0:
-            raise ValueError("int8_keep_float_above must be > 0 (RMSE in quantisation steps; "
-                             f"0.7 is usual) or null, got {self.int8_keep_float_above}")
-        if self.int8_debug_images < 1:
-            raise ValueError(f"int8_debug_images must be >= 1, got {self.int8_debug_images}")
+        for option in options_read(self.formats):
+            valid, message = OPTION_CHECKS[option]
+            value = getattr(self, option)
+            if not valid(value):
+                raise ValueError(message.format(value=value))
+
+
+#: The checks of every format-specific option (a row's ``options``): valid(value) and the
+#: message when not. Config checks those the chosen formats read, and only those: an int8
+#: setting does not stop an ONNX-only export.
+OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "opset": (lambda v: 13 <= v <= MAX_OPSET,
+              f"opset must be 13..{MAX_OPSET} (tf2onnx 1.17 supports up to {MAX_OPSET}), "
+              "got {value}"),
+    "calibration_images": (lambda v: v >= 1, "calibration_images must be >= 1, got {value}"),
+    "int8_keep_float_above": (lambda v: v is None or v > 0,
+                              "int8_keep_float_above must be > 0 (RMSE in quantisation steps; "
+                              "0.7 is usual) or null, got {value}"),
+    "int8_debug_images": (lambda v: v >= 1, "int8_debug_images must be >= 1, got {value}"),
+}
+
+
+def options_read(keys: tuple[str, ...]) -> list[str]:
+    """The export options the rows of ``keys`` read (their ``options``), each once, in order."""
+    return list(dict.fromkeys(o for key in keys for o in formats.FORMATS[key].options))
+
+
+def _check_option_table() -> None:
+    """Every option a row declares is a Config field with a check (a new row's typo fails here,
+    at import, not halfway through an export)."""
+    names = {f.name for f in fields(Config)}
+    for option in options_read(tuple(formats.FORMATS)):
+        if option not in names or option not in OPTION_CHECKS:
+            raise RuntimeError(f"export option '{option}' in the format table has no Config "
+                               "field or no check in OPTION_CHECKS")
+
+
+_check_option_table()
 
 
 def run(config: Config, run: Run) -> dict[str, Path]:
@@ -109,7 +138,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 
     model = models.load_model(model_path)
     _check_model(model, spec, classes, model_path)
-    needs_calibration = any(formats.FORMATS[k].kind == "int8" for k in config.formats)
+    needs_calibration = any("calibration_images" in formats.FORMATS[k].options
+                            for k in config.formats)
     calibration = (_calibration_images(run, spec, config.calibration_images)
                    if needs_calibration else None)
     check_batch = (calibration[:4] if calibration is not None
@@ -128,28 +158,18 @@ def run(config: Config, run: Run) -> dict[str, Path]:
             started = time.perf_counter()
             print(f"export: {fmt.filename} ({fmt.description}) ...", flush=True)
             target = tmp / fmt.filename
-            if key == "onnx":
-                write_onnx(model, spec, target, config.opset, meta)
-            elif fmt.runtime == "litert" and fmt.kind == "int8":
-                float_layers = write_tflite_int8(model, target, calibration,
-                                                 config.int8_keep_float_above,
-                                                 config.int8_debug_images)
-            elif fmt.runtime == "litert":
-                write_tflite(model, spec, target)
-            else:  # pragma: no cover - a new table row needs a converter here
-                raise NotImplementedError(f"no converter for format '{key}'")
+            job = ConvertJob(spec=spec, config=config, meta=meta, calibration=calibration)
+            extra_fields = importlib.import_module(fmt.converter).convert(model, target, job)
             note = _self_check(model, target, check_batch)
             seconds = time.perf_counter() - started
             print(f"export: {fmt.filename}: {target.stat().st_size / 1e6:.2f} MB in "
                   f"{seconds:.1f} s; {note}", flush=True)
             files[fmt.filename] = {
                 "format": fmt.key, "kind": fmt.kind, "runtime": fmt.runtime,
-                "extra": fmt.extra, "gate": fmt.gate.name,
+                "runners": list(fmt.runners), "extra": fmt.extra, "gate": fmt.gate.name,
                 "sha256": atomic.sha256_file(target), "bytes": target.stat().st_size,
-                "verified": False,
+                "verified": False, **extra_fields,
             }
-            if fmt.kind == "int8":
-                files[fmt.filename]["float_layers"] = float_layers
         default = (formats.DEFAULT_MODEL if formats.DEFAULT_MODEL in files else next(iter(files)))
         atomic.write_json(tmp / MODEL_JSON, {**meta, "default_model": default, "files": files})
         publish_dir(tmp, bundle)
@@ -200,114 +220,7 @@ def onnx_metadata_props(meta: dict[str, Any]) -> dict[str, str]:
     return props
 
 
-# ----------------------------------------------------------------------------- converters
-
-def write_onnx(model: Any, spec: images.InputSpec, target: Path, opset: int,
-               meta: dict[str, Any]) -> None:
-    """tf2onnx ``from_keras`` with a dynamic batch; metadata in ``metadata_props``."""
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-
-    signature = (tf.TensorSpec((None, spec.height, spec.width, 3), tf.float32, name=INPUT_NAME),)
-    try:
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
-    except Exception as exc:  # tf2onnx raises many types; the user needs the gist and a fix
-        raise IndvisionError(f"ONNX conversion (tf2onnx, opset {opset}) failed: "
-                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}; try "
-                             "another export.opset or drop 'onnx' from export.formats") from None
-    for value in (*proto.graph.input, *proto.graph.output):
-        batch_dim = value.type.tensor_type.shape.dim[0]
-        if batch_dim.HasField("dim_value"):
-            raise IndvisionError(f"ONNX export has a fixed batch of {batch_dim.dim_value} on "
-                                 f"'{value.name}'; expected a dynamic batch")
-        batch_dim.dim_param = "batch"
-    onnx.helper.set_model_props(proto, onnx_metadata_props(meta))
-    onnx.checker.check_model(proto)
-    atomic.write_bytes(target, proto.SerializeToString())
-
-
-def write_tflite(model: Any, spec: images.InputSpec, target: Path) -> None:
-    """Keras' LiteRT export, float32 (int8: :func:`write_tflite_int8`)."""
-    import tensorflow as tf
-
-    signature = [tf.TensorSpec((None, spec.height, spec.width, 3), tf.float32, name=INPUT_NAME)]
-    with converter_errors("TFLite float", "tflite"), atomic.atomic_path(target) as tmp:
-        model.export(str(tmp), format="litert", verbose=False, input_signature=signature,
-                     target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]})
-
-
-@contextlib.contextmanager
-def converter_errors(what: str, format_key: str) -> Iterator[None]:
-    """Turn a converter's failure (it raises many types: ConverterError, ValueError…) into one
-    line that says which conversion failed and how to go on without it."""
-    try:
-        yield
-    except IndvisionError:
-        raise
-    except Exception as exc:
-        raise IndvisionError(f"{what} conversion failed: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}; drop "
-                             f"{format_key} from export.formats if this model cannot be "
-                             "converted") from None
-
-
-def write_tflite_int8(model: Any, target: Path, calibration: np.ndarray,
-                      keep_float_above: float | None, debug_images: int) -> list[str]:
-    """Integer TFLite (uint8 in/out) calibrated on ``calibration``; layers whose int8 error is
-    above ``keep_float_above`` stay float. Returns the names of the layers kept float."""
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as tflite_convert
-
-    extremes = np.stack([np.zeros_like(calibration[0]), np.full_like(calibration[0], 255)])
-    samples = np.concatenate([extremes, calibration]).astype(np.float32)
-    debug = calibration[:debug_images].astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if keep_float_above is not None:  # float kernels for the layers kept float
-        converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    with converter_errors("TFLite int8", "tflite_int8"):
-        if keep_float_above is None:
-            with atomic.atomic_path(target) as tmp:
-                tmp.write_bytes(converter.convert())
-            return []
-        with warnings.catch_warnings():  # the debugger's own noise: tf.lite.Interpreter inside
-            warnings.filterwarnings("ignore", r"\s*Warning: tf\.lite\.Interpreter is deprecated")
-            warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=lambda: ([image[None]] for image in debug))
-            debugger.run()
-        float_layers = _badly_quantised_layers(debugger, keep_float_above)
-        blob = tflite_convert.mlir_quantize(
-            debugger.calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
-            denylisted_nodes=float_layers or None)
-    atomic.write_bytes(target, blob)
-    names = [name.split(";")[0] for name in float_layers]  # TFLite joins fused ops' names
-    if names:
-        print(f"export: int8: {len(names)} layer(s) quantise badly and stay float: "
-              f"{', '.join(names)}", flush=True)
-    return names
-
-
-def _badly_quantised_layers(debugger: Any, limit: float) -> list[str]:
-    """Layers whose int8 output RMSE, in quantisation steps, is above ``limit``."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    debugger.layer_statistics_dump(buffer)
-    chosen = []
-    for row in csv.DictReader(io.StringIO(buffer.getvalue())):
-        scale = float(row["scale"])
-        error = float(row["mean_squared_error"]) ** 0.5 / scale if scale > 0 else 0.0
-        if error > limit:
-            chosen.append(row["tensor_name"])
-    return chosen
-
+# ----------------------------------------------------------------------------- checks
 
 def _self_check(model: Any, path: Path, batch: np.ndarray) -> str:
     """Run the written file once through its edge runner; full parity is verify's job."""

@@ -1,11 +1,14 @@
 """Verify: every exported file, run as the device runs it, against the Keras model it came from.
 
 For each model file in ``bundle/model.json`` (after checking its sha256 against the one recorded
-there), the whole TEST split is run through the file's edge runner
-(:func:`indvision.formats.load_runner`) and through Keras, and compared: top-1 agreement,
+there), the whole TEST split is run through the file's edge runner in every runtime its format
+row lists (:func:`indvision.formats.load_runner`: ``model.onnx`` on onnxruntime and on OpenCV)
+and through Keras, and compared: top-1 agreement,
 max and mean |Δprob|, accuracy of each, the accuracy drop in points, and the same for the
 thresholded decisions (:func:`indvision.metrics.decide` with the bundle's good class and
-threshold). Then each file meets its gate from the format table:
+threshold). Then each file, in each of its runtimes, meets its gate from the format table
+(``parity.json``: the default runtime's numbers per format, every runtime's under ``runtimes``;
+a file is shippable only when all its runtimes pass):
 
 - float files must agree on every top-1 and stay within ``float_max_abs_diff``; a failure
   marks the file not shippable and fails the stage (the run fails, ``latest.json`` stays);
@@ -119,41 +122,14 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                   "decision_accuracy": _accuracy(keras_decisions, labels)},
         "formats": {},
     }
+    reference = Reference(batch, keras_probs, labels, good_index, threshold, groups)
     run_failures = []
     for name, entry in files.items():
         fmt = formats.FORMATS[entry["format"]]
-        started = time.perf_counter()
-        probs = _run_in_batches(formats.load_runner(bundle / name), batch, config.batch_size)
-        parity = compare(probs, keras_probs, labels, good_index, threshold, groups)
-        judged = parity
-        if groups and fmt.kind == "int8":  # the device reports objects: judge those
-            judged = {**parity, **{k: parity["objects"][k] for k in
-                                   ("agreement", "accuracy_drop_points")}, "unit": "object"}
-        failures = formats.gate_failures(fmt, judged, limits)
-        shippable = not failures
-        parity.update(file=name, kind=fmt.kind, sha256=entry["sha256"],
-                      gate=fmt.gate.name, gate_rule=fmt.gate.rule, passed=shippable,
-                      failures=failures, shippable=shippable,
-                      seconds=round(time.perf_counter() - started, 2))
+        parity = verify_file(bundle / name, fmt, entry, reference, config)
         report["formats"][fmt.key] = parity
-        entry.update(verified=True, shippable=shippable,
-                     parity={k: parity[k] for k in ("agreement", "max_abs_diff", "accuracy",
-                                                    "accuracy_drop_points")})
-        if shippable:
-            entry.pop("reason", None)
-        else:
-            entry["reason"] = f"{fmt.gate.name} gate failed: {'; '.join(failures)}"
-            if fmt.gate.fails_run:
-                run_failures.append(f"{name}: {'; '.join(failures)}")
-        verdict = "ok" if shippable else ("FAILED" if fmt.gate.fails_run else "not shippable")
-        print(f"verify: {name}: top-1 agreement {parity['agreement']:.4f}, max |Δprob| "
-              f"{parity['max_abs_diff']:.2g}, accuracy {parity['accuracy']:.4f} "
-              f"(Keras {parity['keras_accuracy']:.4f})"
-              + (f"; per object: decision agreement {parity['objects']['agreement']:.4f}, "
-                 f"accuracy {parity['objects']['accuracy']:.4f} "
-                 f"(Keras {parity['objects']['keras_accuracy']:.4f})" if groups else "")
-              + f" → {verdict}"
-              + (f" ({'; '.join(failures)})" if failures else ""), flush=True)
+        if not parity["shippable"] and fmt.gate.fails_run:
+            run_failures.append(f"{name}: {'; '.join(parity['failures'])}")
 
     text = json.dumps(bundle_meta, indent=2, default=str) + "\n"
     model_json_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -172,6 +148,79 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                              f"(details in {parity_path})")
     write_latest(run, bundle, bundle_meta, report, keras_decisions, labels)
     return {"parity": parity_path}
+
+
+# ----------------------------------------------------------------------------- one file
+
+@dataclass(frozen=True)
+class Reference:
+    """What every file is compared with: the test images and Keras' answers on them."""
+
+    batch: np.ndarray  # test images, N x H x W x 3 uint8
+    keras_probs: np.ndarray
+    labels: np.ndarray
+    good_index: int | None
+    threshold: float | None
+    groups: list[str] | None  # object of each image, when the bundle decides per object
+
+
+def verify_file(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
+                reference: Reference, config: Config) -> dict[str, Any]:
+    """Run the file at ``path`` in every runtime of its row, hold each to the row's gate and
+    update its ``model.json`` ``entry``; returns its parity numbers.
+
+    The numbers at the top are the default runtime's (what the device runs unless told
+    otherwise); ``runtimes`` holds each runtime's numbers and verdict. The file is shippable
+    only when every runtime passes: its failures are the failing runtimes', each named unless
+    it is the default.
+    """
+    started = time.perf_counter()
+    runtimes = {runtime: _verify_runtime(path, fmt, runtime, reference, config)
+                for runtime in fmt.runners}
+    parity = dict(runtimes[fmt.runtime])
+    failures = [failure if runtime == fmt.runtime else f"{runtime}: {failure}"
+                for runtime, numbers in runtimes.items() for failure in numbers["failures"]]
+    shippable = not failures
+    parity.update(file=path.name, kind=fmt.kind, sha256=entry["sha256"], gate=fmt.gate.name,
+                  gate_rule=fmt.gate.rule, passed=shippable, failures=failures,
+                  shippable=shippable, seconds=round(time.perf_counter() - started, 2),
+                  runtimes=runtimes)
+    entry.update(verified=True, shippable=shippable, runners=list(fmt.runners),
+                 parity={k: parity[k] for k in ("agreement", "max_abs_diff", "accuracy",
+                                                "accuracy_drop_points")})
+    if shippable:
+        entry.pop("reason", None)
+    else:
+        entry["reason"] = f"{fmt.gate.name} gate failed: {'; '.join(failures)}"
+    return parity
+
+
+def _verify_runtime(path: Path, fmt: formats.ExportFormat, runtime: str, reference: Reference,
+                    config: Config) -> dict[str, Any]:
+    """One runtime's parity numbers for one file, judged by the file's gate (and printed)."""
+    started = time.perf_counter()
+    groups = reference.groups
+    runner = formats.load_runner(path, runtime=runtime)
+    probs = _run_in_batches(runner, reference.batch, config.batch_size)
+    parity = compare(probs, reference.keras_probs, reference.labels, reference.good_index,
+                     reference.threshold, groups)
+    judged = parity
+    if groups and fmt.kind == "int8":  # the device reports objects: judge those
+        judged = {**parity, **{k: parity["objects"][k] for k in
+                               ("agreement", "accuracy_drop_points")}, "unit": "object"}
+    failures = formats.gate_failures(fmt, judged, config.limits())
+    parity.update(runtime=runtime, passed=not failures, failures=failures,
+                  seconds=round(time.perf_counter() - started, 2))
+    verdict = "ok" if not failures else ("FAILED" if fmt.gate.fails_run else "not shippable")
+    print(f"verify: {path.name} on {runtime}: top-1 agreement {parity['agreement']:.4f}, max "
+          f"|Δprob| {parity['max_abs_diff']:.2g}, accuracy {parity['accuracy']:.4f} "
+          f"(Keras {parity['keras_accuracy']:.4f})"
+          + (f"; per object: decision agreement {parity['objects']['agreement']:.4f}, "
+             f"accuracy {parity['objects']['accuracy']:.4f} "
+             f"(Keras {parity['objects']['keras_accuracy']:.4f})" if groups else "")
+          + f" → {verdict}"
+          + (f" ({'; '.join(failures)})" if failures else ""), flush=True)
+    return parity
 
 
 # ----------------------------------------------------------------------------- comparisons

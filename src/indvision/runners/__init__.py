@@ -1,0 +1,25 @@
+"""One small runner per runtime: numpy batch in, probabilities out.
+
+Each module here (``onnxruntime``, ``litert``, ``opencv``) has one ``load(path, threads,
+spin_wait) -> Runner``; :func:`indvision.formats.load_runner` picks the module by the runtime
+name a format's row lists. Edge-safe: numpy, OpenCV, onnxruntime and ai_edge_litert only, each
+imported when a runner is made — never TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+#: A loaded model: a batch ``N x H x W x 3`` (uint8 or float32, values 0..255) → ``N x C``
+#: float32 probabilities.
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def as_batch(batch: np.ndarray) -> np.ndarray:
+    """``batch`` as an array, refusing anything but ``N x H x W x 3``."""
+    batch = np.asarray(batch)
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected a batch N x H x W x 3, got shape {batch.shape}")
+    return batch
