@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,6 +15,8 @@ import numpy as np
 import pytest
 
 from indvision import synth
+from indvision.errors import IndvisionError
+from tests.synth_baseline import histogram_baseline_accuracy
 
 PER_CLASS = 20
 
@@ -141,7 +146,7 @@ def test_interrupted_generation_leaves_old_tree(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synth, "render", flaky)
+    monkeypatch.setattr(synth.images, "render", flaky)
     with pytest.raises(KeyboardInterrupt):
         synth.generate("parcel", out, seed=5, per_class=2)
     assert _digests(out) == before
@@ -150,7 +155,8 @@ def test_interrupted_generation_leaves_old_tree(
 
 @pytest.mark.parametrize("call", [synth.generate, synth.ensure])
 def test_unknown_kind(call, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown.*'defect'.*'parcel'"):
+    with pytest.raises(IndvisionError,
+                       match=r"unknown synthetic kind 'nope' \(valid: defect, parcel\)"):
         call("nope", tmp_path / "x")
     assert not list(tmp_path.iterdir())
 
@@ -162,11 +168,82 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert meta["seed"] == 2 and meta["per_class"] == 2
 
 
+
+def test_check_kind() -> None:
+    assert synth.check_kind("defect") == synth.KINDS["defect"]
+    assert synth.check_kind("parcel") == ("intact", "dented", "torn", "wet")
+    with pytest.raises(ValueError,
+                       match=r"^unknown synthetic kind 'defct' \(did you mean 'defect'\?\)$"):
+        synth.check_kind("defct")
+    with pytest.raises(ValueError, match=r"\(valid: defect, parcel\)$"):
+        synth.check_kind("zzz")
+
+
+@pytest.mark.parametrize("call", ["render", "generate", "ensure"])
+def test_unknown_kind_is_one_line_with_suggestion(call: str, tmp_path: Path) -> None:
+    args = ("ok", 0) if call == "render" else (tmp_path / "x",)
+    with pytest.raises(IndvisionError) as info:
+        getattr(synth, call)("parcl", *args)
+    assert str(info.value) == "unknown synthetic kind 'parcl' (did you mean 'parcel'?)"
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["defct", "OUT"], "error: unknown synthetic kind 'defct' (did you mean 'defect'?)"),
+        (["defect", "OUT", "--per-class", "0"], "error: --per-class must be >= 1, got 0"),
+        (["defect", "OUT", "--seed", "x"], "error: argument --seed: invalid int value: 'x'"),
+        (["defect"], "error: the following arguments are required: OUT_DIR"),
+    ],
+)
+def test_cli_bad_arguments(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        synth.main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == message and not captured.out
+    assert not list(tmp_path.iterdir())
+
+
+def test_kinds_import_is_cv2_free() -> None:
+    """ingest's Config validates ``ingest.synthetic`` at config time: no cv2/numpy for that."""
+    code = (
+        "import sys\n"
+        "from indvision.synth.kinds import check_kind\n"
+        "import indvision.synth\n"
+        "check_kind('defect')\n"
+        "assert indvision.synth.KINDS\n"
+        "loaded = sorted(m for m in ('cv2', 'numpy') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=os.environ.copy())
+
+
+def test_module_runs_as_command(tmp_path: Path) -> None:
+    out = tmp_path / "set"
+    done = subprocess.run(
+        [sys.executable, "-m", "indvision.synth", "parcel", str(out), "--per-class", "1"],
+        capture_output=True, text=True, env=os.environ.copy(), check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out)
+    assert json.loads((out / "synth.json").read_text())["per_class"] == 1
+    bad = subprocess.run(
+        [sys.executable, "-m", "indvision.synth", "box", str(out)],
+        capture_output=True, text=True, env=os.environ.copy(), check=False,
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: unknown synthetic kind")
+
 @pytest.mark.parametrize("kind", sorted(synth.KINDS))
 def test_histogram_baseline_needs_shapes(kind: str, tmp_path: Path) -> None:
     """A colour-histogram classifier stays far below a CNN (>= 0.95) on these sets."""
     out = synth.generate(kind, tmp_path / kind, seed=0, per_class=60)
-    acc = synth.histogram_baseline_accuracy(out, seed=0)
+    acc = histogram_baseline_accuracy(out, seed=0)
     assert 0.0 <= acc < 0.6, acc
 
 
@@ -190,7 +267,7 @@ def test_a_cnn_beats_the_colour_histogram_by_far(tmp_path: Path) -> None:
     from indvision import config, pipeline
 
     data = synth.generate("defect", tmp_path / "defect", per_class=40)
-    histogram = synth.histogram_baseline_accuracy(data)
+    histogram = histogram_baseline_accuracy(data)
     yaml_path = tmp_path / "learnable.yaml"
     yaml_path.write_text(LEARNABLE_PIPELINE, encoding="utf-8")
     run = pipeline.run_pipeline(config.load_pipeline(str(yaml_path), data=str(data)),
