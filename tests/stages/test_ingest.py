@@ -173,3 +173,12 @@ def test_real_packages_no_parcel_in_two_splits(tmp_path: Path) -> None:
     assert len(rows) == 300
     assert all(len(s) == 1 for s in splits_of_parcel.values())
     assert {r["split"] for r in rows} == {"train", "val", "test"}
+
+
+def test_a_bad_synthetic_kind_fails_when_the_pipeline_is_read() -> None:
+    from indvision import config
+    from indvision.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ingest: unknown synthetic kind 'defct' \(did you "
+                                          r"mean 'defect'\?\)"):
+        config.load_pipeline("defect", ["ingest.synthetic=defct"])

@@ -67,6 +67,10 @@ class Config:
             except re.error as exc:
                 raise ValueError(
                     f"group_regex {self.group_regex!r} is not a valid regex: {exc}") from None
+        if self.synthetic is not None:
+            from indvision.synth.kinds import check_kind  # no OpenCV: a name check only
+
+            check_kind(self.synthetic)
         names = self.good_class_candidates
         if self.good_class is not None and not names:
             raise ValueError("good_class is an empty list; name at least one class, or use null "
