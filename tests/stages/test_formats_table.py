@@ -108,3 +108,20 @@ def test_the_cli_takes_a_runtime(verified_run: Path, tmp_path: Path) -> None:
         outputs.append(json.loads(done.stdout.splitlines()[0]))
     assert outputs[0]["label"] == outputs[1]["label"]
     np.testing.assert_allclose(outputs[1]["score"], outputs[0]["score"], atol=1e-4)
+
+
+def test_the_opencv_runtime_needs_no_onnxruntime(verified_run: Path) -> None:
+    """A device with numpy and OpenCV only: onnxruntime cannot be imported there at all."""
+    code = ("import sys; sys.modules['onnxruntime'] = None  # ImportError on any import\n"
+            "from indvision.edge import EdgeClassifier\n"
+            f"edge = EdgeClassifier({str(verified_run / 'bundle')!r}, runtime='opencv')\n"
+            "import numpy as np\n"
+            "x = np.zeros((edge.spec.height, edge.spec.width, 3), np.uint8)\n"
+            "print(edge.predict(x)['label'])\n"
+            "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+            "sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() in json.loads(
+        (verified_run / "bundle" / "model.json").read_text(encoding="utf-8"))["classes"]
