@@ -4,9 +4,10 @@ For one bundle (a bundle folder, a run folder or ``exports/<pipeline>``) it time
 latency (p50/p95) and batch-32 throughput of: Keras ``model.predict``, a direct Keras call,
 a ``tf.function``-compiled call (plain and XLA; the faster is "the compiled Keras call"),
 onnxruntime with default options and tuned, the edge runner (:func:`indvision.formats.
-load_runner`, what :class:`indvision.edge.EdgeClassifier` runs), TFLite float32 and int8
-(ai-edge-litert), and an int8 ONNX made here with onnxruntime static quantisation (shown only
-if it keeps >= 99 % top-1 agreement with Keras on the test images).
+load_runner`, what :class:`indvision.edge.EdgeClassifier` runs), OpenCV's ``cv2.dnn`` on
+model.onnx (``runtime="opencv"``), TFLite float32 and int8 (ai-edge-litert), and an int8
+ONNX made here with onnxruntime static quantisation (shown only if it keeps >= 99 % top-1
+agreement with Keras on the test images).
 
 The machine is shared, so contenders are interleaved (round-robin, several rounds) and
 medians reported, with the load average printed beside them: compare ratios within one run,
@@ -185,6 +186,18 @@ def ort_iobinding_runner(session: object) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
+def opencv_contenders(onnx_path: Path) -> list[Contender]:
+    """model.onnx on its second runtime, OpenCV's ``cv2.dnn`` (a device without onnxruntime);
+    none, with a note, where OpenCV cannot load the file."""
+    try:
+        runner = formats.load_runner(onnx_path, runtime="opencv")
+    except Exception as exc:
+        print(f"  (OpenCV row skipped: {exc})", flush=True)
+        return []
+    return [Contender("OpenCV cv2.dnn (edge runner)", runner,
+                      "EdgeClassifier(..., runtime='opencv')")]
+
+
 def keras_contenders(model_path: Path, spec: images.InputSpec) -> list[Contender]:
     import tensorflow as tf
 
@@ -357,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         Contender("edge runner, spin_wait=False", formats.load_runner(onnx_path, spin_wait=False),
                   "EdgeClassifier(..., spin_wait=False): for shared CPUs"),
     ]
+    contenders += opencv_contenders(onnx_path)
     for filename, label in (("model.tflite", "TFLite float32"),
                             ("model_int8.tflite", "TFLite int8")):
         if (bundle / filename).is_file():
