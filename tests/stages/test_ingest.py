@@ -182,3 +182,29 @@ def test_a_bad_synthetic_kind_fails_when_the_pipeline_is_read() -> None:
     with pytest.raises(ConfigError, match=r"ingest: unknown synthetic kind 'defct' \(did you "
                                           r"mean 'defect'\?\)"):
         config.load_pipeline("defect", ["ingest.synthetic=defct"])
+
+
+def test_max_train_per_class_shrinks_train_and_val_and_keeps_the_test_split(
+        tmp_path: Path, tiny_tree: Path) -> None:
+    _, full = run_ingest(tmp_path / "full", tiny_tree, seed=3)
+    _, small = run_ingest(tmp_path / "small", tiny_tree, seed=3, max_train_per_class=4)
+    full_rows, small_rows = read_csv(full["splits"]), read_csv(small["splits"])
+    test_of = lambda rows: sorted(r["path"] for r in rows if r["split"] == "test")  # noqa: E731
+    assert test_of(small_rows) == test_of(full_rows)
+    for label in ("ok", "scratch", "spot"):
+        train = [r for r in small_rows if r["split"] == "train" and r["label"] == label]
+        val = [r for r in small_rows if r["split"] == "val" and r["label"] == label]
+        full_train = {r["path"] for r in full_rows if r["split"] == "train"
+                      and r["label"] == label}
+        full_val = [r for r in full_rows if r["split"] == "val" and r["label"] == label]
+        assert len(train) == 4 and {r["path"] for r in train} <= full_train
+        # validation shrinks in the training split's proportion, never to nothing
+        assert len(val) == max(1, round(len(full_val) * 4 / len(full_train)))
+    report = json.loads(small["report"].read_text())
+    assert report["subsampled_out"] == len(full_rows) - len(small_rows) > 0
+    assert report["counts"]["train"]["total"] == 12
+
+
+def test_max_train_per_class_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_train_per_class"):
+        ingest.Config(max_train_per_class=0)

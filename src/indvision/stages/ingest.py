@@ -37,6 +37,8 @@ from indvision.dataset import SPLITS, Item
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
 
+UNUSED = "unused"  # left out by max_train_per_class; never written to splits.csv
+
 
 @dataclass(frozen=True)
 class Config:
@@ -53,6 +55,10 @@ class Config:
     good_class: tuple[str, ...] | str | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    # A smaller dataset with the same test split (learning curves, small-data checks): keep at
+    # most this many training objects per class and cut validation in the same proportion, so
+    # validation is as small as it would be on a set that size. None keeps everything.
+    max_train_per_class: int | None = None
     min_side: int = 16  # smaller images are rejected
     min_per_class: int = 6  # fewer usable images in a class is an error
     max_pixels: int = images.MAX_PIXELS
@@ -71,6 +77,8 @@ class Config:
             from indvision.synth.kinds import check_kind  # no OpenCV: a name check only
 
             check_kind(self.synthetic)
+        if self.max_train_per_class is not None and self.max_train_per_class < 1:
+            raise ValueError("max_train_per_class must be at least 1 (or null: keep all)")
         names = self.good_class_candidates
         if self.good_class is not None and not names:
             raise ValueError("good_class is an empty list; name at least one class, or use null "
@@ -99,11 +107,17 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     rejected.extend(conflicts)
     group_by = dataset.assign_groups(kept, config.group_regex)
     classes = _check_classes(kept, rejected, config.min_per_class, source)
-    _split(kept, config.val_fraction, config.test_fraction, run.seed)
+    _split(kept, config.val_fraction, config.test_fraction, run.seed,
+           config.max_train_per_class)
+    subsampled = len(kept)
+    kept = [i for i in kept if i.split != UNUSED]
+    subsampled -= len(kept)
     record = _decision(config, classes, group_by, [i.group for i in kept])
 
     report = _report(kept, classes, rejected, duplicates, source)
-    report.update(group_regex=config.group_regex, group_by=group_by)
+    report.update(group_regex=config.group_regex, group_by=group_by,
+                  max_train_per_class=config.max_train_per_class,
+                  subsampled_out=subsampled)
     outputs = {
         "splits": _write_csv(out / "splits.csv",
                              ["path", "label", "split", "group", "sha256", "width", "height"],
@@ -119,6 +133,10 @@ def run(config: Config, run: Run) -> dict[str, Path]:
           f"(train {counts['train']['total']}, val {counts['val']['total']}, "
           f"test {counts['test']['total']}); {len(rejected)} rejected, "
           f"{report['duplicates']['removed']} duplicate copies removed", flush=True)
+    if subsampled:
+        print(f"ingest: max_train_per_class {config.max_train_per_class}: {subsampled} "
+              "training and validation images left out (the test split is unchanged)",
+              flush=True)
     if record.grouped:
         print(f"ingest: {report['groups']} objects (views grouped by {group_by}, "
               f"{record.views_per_object} views each mostly): decisions are per object",
@@ -203,8 +221,11 @@ def _check_classes(items: list[Item], rejected: list, min_per_class: int,
     return sorted(counts)
 
 
-def _split(items: list[Item], val_fraction: float, test_fraction: float, seed: int) -> None:
-    """Stratified, group-aware, deterministic split: whole groups go to one split."""
+def _split(items: list[Item], val_fraction: float, test_fraction: float, seed: int,
+           max_train_per_class: int | None = None) -> None:
+    """Stratified, group-aware, deterministic split: whole groups go to one split. With
+    ``max_train_per_class`` the objects of a class past that many in train (and validation cut
+    in the same proportion) are marked :data:`UNUSED`; test is the same as without it."""
     groups: dict[str, list[Item]] = defaultdict(list)
     for item in items:
         groups[item.group].append(item)
@@ -217,8 +238,18 @@ def _split(items: list[Item], val_fraction: float, test_fraction: float, seed: i
         n = len(names)
         n_test = max(1, round(n * test_fraction)) if n >= 3 else 0
         n_val = max(1, round(n * val_fraction)) if n >= 3 else 0
+        n_train = n - n_test - n_val
+        keep_train, keep_val = n_train, n_val
+        if max_train_per_class is not None and n_train > max_train_per_class:
+            keep_train = max_train_per_class
+            keep_val = max(1, round(n_val * keep_train / n_train)) if n_val else 0
         for rank, index in enumerate(order):
-            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            if rank < n_test:
+                split = "test"
+            elif rank < n_test + n_val:
+                split = "val" if rank < n_test + keep_val else UNUSED
+            else:
+                split = "train" if rank < n_test + n_val + keep_train else UNUSED
             for member in groups[names[index]]:
                 member.split = split
 
