@@ -13,7 +13,7 @@ agreement, and file size against the float ONNX file. ``verify/parity.json``'s v
     python bench/quality.py exports/defect/20261123-161418-1cb1e2 ...   # run folders
     python bench/quality.py exports/defect                             # every finished run there
     python bench/quality.py --latest exports/defect exports/parcel     # the runs latest.json names
-    python bench/quality.py --run defect:../shared/data/neu --set train.head_epochs=3
+    python bench/quality.py --run defect:../shared/data/neu --set train.finetune_steps=300
     python bench/quality.py exports/defect --no-rescore                # files only, no inference
 
 ``--run PIPELINE:DATA`` trains a fresh run first (``python -m indvision.pipeline PIPELINE --data

@@ -6,6 +6,7 @@ them; those tests skip with a reason where it is absent.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -108,12 +109,16 @@ def needs_shared(*parts: str) -> Path:
 
 def train_tiny(run, size: int = 40, epochs: int = 8, **settings):
     """Run the real train stage on ``run`` with a tiny, fast configuration (small_cnn)."""
+    from indvision.dataset import read_splits, rows_of
     from indvision.stages import train
 
     run.start_stage("train")
+    batch_size = settings.pop("batch_size", 8)
+    n_train = len(rows_of(read_splits(run.artifact("ingest", "splits")), "train"))
+    steps = epochs * math.ceil(n_train / batch_size)  # exactly ``epochs`` epochs
     outputs = train.run(train.Config(**{"backbone": "small_cnn", "weights": "none",
-                                        "height": size, "width": size, "head_epochs": epochs,
-                                        "batch_size": 8, "workers": 1, **settings}),
+                                        "height": size, "width": size, "head_steps": steps,
+                                        "batch_size": batch_size, "workers": 1, **settings}),
                         run)
     run.finish_stage("train", outputs, 0.0)
     return run

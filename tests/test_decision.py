@@ -99,7 +99,7 @@ seed: 5
 stages:
   ingest: {{good_class: ok{regex}}}
   train: {{backbone: small_cnn, weights: none, height: 32, width: 32, batch_size: 8,
-           head_epochs: 3, object_epochs: 2, workers: 1, tensorboard: false}}
+           head_steps: 9, object_steps: 6, workers: 1, tensorboard: false}}
   evaluate: {{escape_rate_target: 0.1}}
   export: {{formats: [onnx, tflite_int8], calibration_images: 16}}
   verify: {{}}

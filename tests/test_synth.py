@@ -254,8 +254,8 @@ stages:
   ingest: {}
   augment: {transforms: [{HorizontalFlip: {p: 0.5}}, {VerticalFlip: {p: 0.5}}],
             preview_per_class: 1}
-  train: {backbone: small_cnn, weights: none, height: 64, width: 64, head_epochs: 25,
-          batch_size: 16, workers: 1, patience: 0}
+  train: {backbone: small_cnn, weights: none, height: 64, width: 64, head_steps: 175,
+          batch_size: 16, workers: 1, patience_steps: 0}
   evaluate: {}
 """
 

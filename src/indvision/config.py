@@ -6,7 +6,7 @@ A pipeline file is data, not code::
     seed: 42
     stages:            # run in this order
       ingest: {synthetic: defect}
-      train: {backbone: small_cnn, head_epochs: 5}
+      train: {backbone: small_cnn, head_steps: 200}
 
 Every stage's settings become that stage module's frozen ``Config`` dataclass. An unknown stage
 or key, or a value of the wrong type, raises :class:`ConfigError` with a "did you mean"
@@ -43,9 +43,17 @@ STAGES: dict[str, str] = {
 TOP_LEVEL_KEYS = ("name", "seed", "description", "stages")
 #: Settings that moved to another stage: a pipeline file still naming the old place is told
 #: where the setting lives now (a parameter lives in one stage only).
-MOVED_KEYS: dict[str, str] = {
-    "train.good_class": "ingest.good_class",
-    "evaluate.good_class": "ingest.good_class",
+_GOOD = ("the good class is a fact of the dataset, recorded once by ingest and read by every "
+         "later stage")
+_STEPS = ("schedules are budgets of optimiser steps now, so a small set gets as many updates "
+          "as a large one (epochs = ceil(steps / batches per epoch))")
+MOVED_KEYS: dict[str, tuple[str, str]] = {
+    "train.good_class": ("ingest.good_class", _GOOD),
+    "evaluate.good_class": ("ingest.good_class", _GOOD),
+    "train.head_epochs": ("train.head_steps", _STEPS),
+    "train.finetune_epochs": ("train.finetune_steps", _STEPS),
+    "train.object_epochs": ("train.object_steps", _STEPS),
+    "train.patience": ("train.patience_steps", _STEPS),
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -181,9 +189,8 @@ def build_config(stage: str, cls: type, params: dict[str, Any]) -> Any:
     values = {}
     for key, value in params.items():
         if f"{stage}.{key}" in MOVED_KEYS:
-            raise ConfigError(f"'{stage}.{key}' moved to '{MOVED_KEYS[f'{stage}.{key}']}': "
-                              "the good class is a fact of the dataset, recorded once by "
-                              "ingest and read by every later stage")
+            new_key, why = MOVED_KEYS[f"{stage}.{key}"]
+            raise ConfigError(f"'{stage}.{key}' moved to '{new_key}': {why}")
         if key not in fields:
             raise ConfigError(f"unknown key '{stage}.{key}'{did_you_mean(key, fields)}")
         values[key] = _coerce(f"{stage}.{key}", value, hints[key])

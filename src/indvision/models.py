@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 WEIGHTS_DIR_ENV = "INDVISION_WEIGHTS_DIR"
 BACKBONE_LAYER = "backbone"  # name of the backbone sub-model inside every classifier
+HEAD_INPUT_LAYER = "head_dropout"  # the head's first layer: its input is the pooled features
+HEAD_LAYER = "probabilities"  # the head's dense softmax (the linear probe's weights go here)
 #: Input sizes Keras publishes ImageNet weights for (MobileNet families); used to match files.
 _KERAS_WEIGHT_SIZES = (224, 192, 160, 128, 96)
 #: EfficientNet's ImageNet stem divides by these after its Normalization layer (see
@@ -374,9 +376,9 @@ def build_classifier_with_source(
     # mode even when its top is unfrozen for fine-tuning (the keras-io recipe). A from-scratch
     # backbone's BatchNorm must learn its statistics, so it follows the training flag.
     x = base(x, training=False) if row.pretrainable else base(x)
-    x = layers.Dropout(dropout, name="head_dropout")(x)
+    x = layers.Dropout(dropout, name=HEAD_INPUT_LAYER)(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32",
-                           name="probabilities")(x)
+                           name=HEAD_LAYER)(x)
     model = keras.Model(inputs, outputs, name=name or f"indvision_{backbone}")
     return model, source
 

@@ -35,7 +35,7 @@ stages:
     transforms: [{HorizontalFlip: {p: 0.5}}, {RandomBrightnessContrast: {p: 0.5}}]
     preview_per_class: 1
   train: {backbone: small_cnn, weights: none, height: 32, width: 32, batch_size: 8,
-          head_epochs: 3, patience: 0, workers: 2}
+          head_steps: 9, patience_steps: 0, workers: 2}
   evaluate: {escape_rate_target: 0.1}
 """
 

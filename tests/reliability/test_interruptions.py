@@ -34,7 +34,7 @@ seed: 5
 stages:
   ingest: {{}}
   train: {{backbone: small_cnn, weights: none, height: 32, width: 32, batch_size: 8,
-           head_epochs: {EPOCHS}, patience: 0, workers: 1}}
+           head_steps: {EPOCHS * 3}, patience_steps: 0, workers: 1}}
 """
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 

@@ -27,7 +27,7 @@ stages:
   augment:
     transforms: [{HorizontalFlip: {p: 0.5}}]
     preview_per_class: 2
-  train: {backbone: small_cnn, weights: none, height: 40, width: 40, head_epochs: 8,
+  train: {backbone: small_cnn, weights: none, height: 40, width: 40, head_steps: 40,
           batch_size: 8, workers: 1}
   evaluate: {}
   export: {calibration_images: 20}

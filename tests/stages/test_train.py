@@ -69,8 +69,12 @@ def test_config_is_checked_before_any_work(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             config.build_config("train", train.Config, params)
-    with pytest.raises(ConfigError, match="did you mean 'head_epochs'"):
-        config.build_config("train", train.Config, {"head_epoch": 3})
+    with pytest.raises(ConfigError, match="did you mean 'head_steps'"):
+        config.build_config("train", train.Config, {"head_step": 3})
+    # the epoch counts of earlier versions say where the budget lives now
+    with pytest.raises(ConfigError, match=r"'train\.finetune_epochs' moved to "
+                                          r"'train\.finetune_steps': schedules are budgets"):
+        config.build_config("train", train.Config, {"finetune_epochs": 30})
 
 
 def test_balanced_class_weights() -> None:
@@ -82,7 +86,7 @@ def test_balanced_class_weights() -> None:
 def test_training_writes_every_declared_output(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "data", per_class=16, size=48, seed=1)
     yaml = write_pipeline(tmp_path / "tiny.yaml",
-                          TINY.format(train="head_epochs: 2, crop: [0.0, 0.0, 1.0, 1.0], "
+                          TINY.format(train="head_steps: 10, crop: [0.0, 0.0, 1.0, 1.0], "
                                             "tensorboard: false"))
     spec = config.load_pipeline(str(yaml), [], data=str(tree))
     run = pipeline.run_pipeline(spec, tmp_path / "exports")
@@ -130,7 +134,7 @@ def test_two_phase_fine_tuning_keeps_backbone_batchnorm_frozen(tmp_path: Path) -
     run.start_stage("ingest")
     run.finish_stage("ingest", ingest.run(ingest.Config(source=str(tree)), run), 0.0)
     cfg = train.Config(backbone="mobilenet_v3_small", weights="none", alpha=0.75, height=32,
-                       width=32, batch_size=8, head_epochs=1, finetune_epochs=1,
+                       width=32, batch_size=8, probe=False, head_steps=3, finetune_steps=3,
                        unfreeze_top_layers=20, workers=1)
     outputs = train.run(cfg, run)  # no augment stage: trains without augmentation
 
@@ -155,7 +159,8 @@ def test_two_phase_fine_tuning_keeps_backbone_batchnorm_frozen(tmp_path: Path) -
 def test_resume_continues_after_the_last_finished_epoch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
     tree = make_tree(tmp_path / "data", per_class=12, size=48, seed=3)
-    yaml = write_pipeline(tmp_path / "tiny.yaml", TINY.format(train="head_epochs: 4, patience: 0"))
+    yaml = write_pipeline(tmp_path / "tiny.yaml",
+                          TINY.format(train="head_steps: 12, patience_steps: 0"))
     spec = config.load_pipeline(str(yaml), [], data=str(tree))
     original = keras.callbacks.BackupAndRestore
 
@@ -197,7 +202,7 @@ def test_an_ensemble_trains_each_member_with_its_own_seed_and_resumes_inside_a_m
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
     tree = make_tree(tmp_path / "data", per_class=12, size=48, seed=3)
     yaml = write_pipeline(tmp_path / "tiny.yaml",
-                          TINY.format(train="head_epochs: 2, patience: 0, ensemble: 2"))
+                          TINY.format(train="head_steps: 6, patience_steps: 0, ensemble: 2"))
     spec = config.load_pipeline(str(yaml), [], data=str(tree))
     original = keras.callbacks.BackupAndRestore
     ends = []
@@ -258,8 +263,8 @@ name: grouped
 seed: 3
 stages:
   ingest: {{group_regex: '^(\\d+)_', good_class: {good}}}
-  train: {{backbone: small_cnn, height: 32, width: 32, batch_size: 8, head_epochs: 2,
-           object_epochs: 2, workers: 1}}
+  train: {{backbone: small_cnn, height: 32, width: 32, batch_size: 8, head_steps: 6,
+           object_steps: 6, workers: 1}}
 """
 
 
@@ -288,8 +293,8 @@ def test_objects_phase_is_skipped_without_a_good_class_or_grouped_views(
                                 tmp_path / "exports")
     assert "no ingest.good_class is among the classes" in capfd.readouterr().out
     assert {h["phase"] for h in _history(run.artifact("train", "history"))} == {"full"}
-    with pytest.raises(ConfigError, match="object_epochs"):
-        config.build_config("train", train.Config, {"object_epochs": -1})
+    with pytest.raises(ConfigError, match="object_steps"):
+        config.build_config("train", train.Config, {"object_steps": -1})
     with pytest.raises(ConfigError, match="good_class"):
         config.build_config("train", train.Config, {"good_class": []})
 
@@ -302,7 +307,7 @@ def test_tensorboard_logs_each_fit_under_its_phase_key(tmp_path: Path) -> None:
     run = Run.create(tmp_path / "exports", "tb", seed=0, config={}, config_hash="x")
     run.start_stage("ingest")
     run.finish_stage("ingest", ingest.run(ingest.Config(source=str(tree)), run), 0.0)
-    train_tiny(run, size=32, epochs=2, patience=0)  # tensorboard is on by default
+    train_tiny(run, size=32, epochs=2, patience_steps=0)  # tensorboard is on by default
 
     folder = run.root / "train" / "tensorboard"
     assert sorted(p.name for p in folder.iterdir()) == ["full"]

@@ -176,6 +176,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                  if "test_groups" in result else check_gate(config, result["test"])),
     })
 
+    result["probe"] = _probe_metrics(config, run, facts, spec, len(classes), result,
+                                     (val_rows, val_labels), (test_rows, test_labels))
+
     paths = {name: out / file for name, file in OUTPUT_FILES.items()}
     atomic.write_json(paths["metrics"], result)
     atomic.write_json(paths[decision.ARTIFACT], record.to_dict())
@@ -245,6 +248,42 @@ def _metrics(record: decision.Decision, val_labels: np.ndarray, val_scores: np.n
         result["test_groups"] = metrics.classification_metrics(truth, decided, classes,
                                                                good_class)
     return result
+
+
+def _probe_metrics(config: Config, run: Run, facts: decision.Decision, spec: images.InputSpec,
+                   n_classes: int, final: dict[str, Any],
+                   val: tuple[list[dict[str, str]], np.ndarray],
+                   test: tuple[list[dict[str, str]], np.ndarray]) -> dict[str, Any] | None:
+    """The linear probe the head started from (``train/probe.keras``: frozen backbone features
+    + logistic regression, the frozen-feature baseline) measured like the final model — its
+    own threshold calibrated on validation by the same rule — and what fine-tuning gained on
+    it: errors fewer on validation and on test (per object when grouped). None when training
+    had no probe."""
+    if not run.has_artifact("train", "probe"):
+        return None
+    (val_rows, val_labels), (test_rows, test_labels) = val, test
+    model = _load_model(run.artifact("train", "probe"), spec, n_classes)
+    val_scores = score_images(model, [r["path"] for r in val_rows], spec, config.batch_size,
+                              "val (linear probe)")
+    test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
+                               "test (linear probe)")
+    threshold = threshold_on = None
+    if facts.good_index is not None:
+        threshold, threshold_on = calibration_threshold(
+            val_scores, val_labels, facts.groups_of(val_rows), facts.good_index,
+            config.escape_rate_target)
+    record = facts.with_threshold(threshold, threshold_on, config.escape_rate_target
+                                  if facts.good_index is not None else None)
+    probe = _metrics(record, val_labels, val_scores, test_labels, test_scores,
+                     facts.groups_of(test_rows))
+    keys = ("n", "accuracy", "errors", "macro_f1", "defect_recall", "escapes", "false_rejects")
+    summary: dict[str, Any] = {part: {k: probe[part].get(k) for k in keys}
+                               for part in ("val", "test", "test_groups") if part in probe}
+    unit = "test_groups" if "test_groups" in probe else "test"
+    summary.update(threshold=record.threshold, test_unit=unit, gained_errors={
+        "val": probe["val"]["errors"] - final["val"]["errors"],
+        "test": probe[unit]["errors"] - final[unit]["errors"]})
+    return summary
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -338,4 +377,11 @@ def summary_line(result: dict[str, Any]) -> str:
         line += ", arg-max decisions (no good class)"
     if "test_groups" in result:
         line += f"; per object {accuracy_text(result['test_groups'])}"
+    probe = result.get("probe")
+    if probe:
+        gained = probe["gained_errors"]
+        line += (f"\nevaluate: the linear probe fine-tuning started from: test "
+                 f"{accuracy_text(probe[probe['test_unit']])}, macro-F1 "
+                 f"{probe[probe['test_unit']]['macro_f1']:.3f}; fine-tuning gained "
+                 f"{gained['val']} errors on validation, {gained['test']} on test")
     return line

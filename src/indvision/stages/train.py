@@ -1,16 +1,22 @@
-"""Train: a classifier on the ingested splits, by two-phase transfer learning, resumable.
+"""Train: a classifier on the ingested splits, by transfer learning from a linear probe, resumable.
 
-Phase ``head``: the pretrained backbone is frozen and only the new head learns (a higher
-learning rate). Phase ``finetune``: the top of the backbone is unfrozen and everything trains
-at a low learning rate, with the backbone's BatchNorm kept in inference mode (it is called
-with ``training=False`` inside the model, and its BatchNorm layers stay frozen) — the keras-io
+The head starts from the **linear probe** (``probe``, on by default for a pretrained backbone):
+a logistic regression on the frozen backbone's features of the unaugmented training images,
+with the run's class weights and its strength chosen by grouped cross-validation, written into
+the head's dense layer (:mod:`indvision.training.probe`) — fine-tuning begins where the
+frozen-feature baseline ends (linear probe, then fine-tune: Kumar et al. 2022). The probe is
+saved as ``probe.keras``, and evaluate measures it beside the final model. With ``probe: false``
+a phase ``head`` trains the head from random instead (the backbone frozen, a higher learning
+rate). Phase ``finetune``: the top of the backbone is unfrozen and everything trains at a low
+learning rate, with the backbone's BatchNorm kept in inference mode (it is called with
+``training=False`` inside the model, and its BatchNorm layers stay frozen) — the keras-io
 fine-tuning recipe. A backbone trained from scratch (``small_cnn``) has one phase, ``full``,
 and its BatchNorm statistics are re-estimated exactly at the end
 (:func:`indvision.models.recalibrate_batchnorm`): after a short fit the moving averages lag
 behind the weights, and inference mode would predict one class for everything.
 
 Objects seen in several views (ingest ``group_regex``: a parcel's side and top photos) add a last
-phase, ``objects`` (``object_epochs``), on whole objects with the any-view loss
+phase, ``objects`` (``object_steps``), on whole objects with the any-view loss
 (:func:`indvision.models.any_view_loss`): a good object must look good in every view, a
 defective one needs its defect in one view only — the rule evaluate, verify and the edge runtime
 decide by. The image phases before it give every view its object's label, which teaches views
@@ -19,11 +25,16 @@ good objects); they are the warm start: trained on objects from the beginning, t
 learns the cheap shortcut of hedging on one view type, which the any-view rule turns into "all
 defective". Its validation accuracy is per object.
 
-Every phase stops early on validation (``patience`` epochs without a better val accuracy or
-val loss), keeps its best epoch's weights (highest val accuracy, ties to the lower val loss),
-weighs classes ``balanced`` by default and is seeded by the run (and BatchNorm of a
-from-scratch model is re-estimated before each validation, so validation sees the model as it
-will be used).
+Schedules are budgets of optimiser steps (``head_steps``, ``finetune_steps``, ``object_steps``,
+``patience_steps``); a phase runs ``ceil(steps / batches per epoch)`` epochs
+(:func:`indvision.training.plan.epochs_for`), so 240 images get as many updates as 2000. Every
+phase stops early on validation (patience without a lower val loss), keeps its best epoch's
+weights (lowest val loss, ties to the higher accuracy: on a validation set of a few dozen
+images one lucky call moves accuracy by points, the loss by little) — or the weights it started
+from, measured on validation before its first epoch, when its best epoch makes more validation
+errors than they did: fine-tuning that only hurts returns the probe. Classes are weighed
+``balanced`` by default, everything is seeded by the run (and BatchNorm of a from-scratch model
+is re-estimated before each validation, so validation sees the model as it will be used).
 
 Images are read once through :func:`indvision.images.load` (decoded, cropped, resized) and
 kept in memory as uint8; each epoch then only shuffles (seeded by epoch) and augments the
@@ -49,7 +60,8 @@ With ``ensemble`` N > 1 the phases above run N times, member k from seed ``run s
 (phases keyed ``finetune_m2`` … in the state and history, so resuming works inside any member),
 and the saved model averages the members' scores (:func:`indvision.models.ensemble_averaged`).
 
-Outputs: ``model.keras`` (the model convention of the contract), ``input_spec.json``,
+Outputs: ``model.keras`` (the model convention of the contract), ``probe.keras`` (with a probe),
+``input_spec.json``,
 ``history.csv`` (epoch, phase, loss, accuracy, val_loss, val_accuracy, lr), ``curves.png`` and
 ``train_info.json`` (backbone, weights file and sha256, seconds and epochs per phase, best
 validation accuracy, the TensorBoard folder), and with ``tensorboard`` the folder
@@ -58,7 +70,8 @@ validation accuracy, the TensorBoard folder), and with ``tensorboard`` the folde
 This module holds the configuration and the stage's :func:`run`; the work is done by
 :mod:`indvision.training`: ``plan`` (phases, seeds, class weights), ``batches`` (the image
 cache and the batches), ``phases`` (fitting, early stopping, resuming, TensorBoard),
-``records`` (state.json, history.csv, curves.png) and ``saving`` (the saved model and
+``probe`` (the linear probe), ``records`` (state.json, history.csv, curves.png) and ``saving``
+(the saved model and
 train_info.json).
 """
 
@@ -99,23 +112,33 @@ class Config:
     alpha: float = 1.0  # width multiplier (MobileNets, small_cnn)
     dropout: float = 0.2
     batch_size: int = 32
-    head_epochs: int = 8  # phase 1 (head only), or the only phase for small_cnn
-    finetune_epochs: int = 10  # phase 2 (top of the backbone unfrozen); 0 skips it
+    # Start the head from the linear probe (a pretrained backbone): a logistic regression on
+    # the frozen features of the training images, so fine-tuning begins where the
+    # frozen-feature baseline ends; there is no separate head phase then (see
+    # indvision.training.probe). False: a head phase of head_steps trains it from random.
+    probe: bool = True
+    # Budgets in optimiser steps, each phase's epochs = ceil(steps / batches per epoch): a
+    # small set gets as many updates as a large one. Early stopping ends a phase sooner.
+    head_steps: int = 300  # the head phase (probe off), or the only phase for small_cnn
+    finetune_steps: int = 600  # top of the backbone unfrozen; 0 skips fine-tuning
     head_learning_rate: float = 1e-3
     finetune_learning_rate: float = 2e-5  # keep low: 1e-4 collapsed MobileNetV2 on real data
     unfreeze_top_layers: int | None = None  # None: the backbone table's top blocks; N: last N
     class_weight: str = "balanced"  # or "none"
-    patience: int = 4  # epochs without val improvement before a phase stops; 0: never
+    # A phase stops after this many steps (rounded up to epochs) without a lower validation
+    # loss; 0: never. The best epoch is the lowest validation loss, which one lucky call on a
+    # small validation set cannot move as it moves accuracy.
+    patience_steps: int = 200
     label_smoothing: float = 0.0
     workers: int = 2  # threads preparing batches (and decoding the image cache)
     # Objects seen in several views (a CSV group column or ingest.group_regex): a last phase,
-    # "objects", of up to this many epochs trains on whole objects, each defective when at
+    # "objects", of up to this many steps trains on whole objects, each defective when at
     # least one of its views shows the defect (multiple-instance learning), as evaluate,
     # verify and the edge runtime decide. The earlier phases give every view its object's
     # label, which teaches a view where the damage cannot be seen to call it damaged. Needs
     # ingest.good_class; skipped
     # without grouped views or without a good class in the dataset.
-    object_epochs: int = 0
+    object_steps: int = 0
     # Save the model averaged over each image and its left-right mirror (test-time
     # augmentation inside the graph: every exported file and the edge do the same, at twice the
     # inference cost). Only where a mirrored image keeps its class; see models.mirror_averaged.
@@ -142,8 +165,8 @@ class Config:
                                  "imagenet or the path of a weights file)")
         if self.batch_size < 1 or self.workers < 1:
             raise ValueError("batch_size and workers must be at least 1")
-        if self.head_epochs < 1 or self.finetune_epochs < 0 or self.patience < 0:
-            raise ValueError("head_epochs must be >= 1, finetune_epochs and patience >= 0")
+        if self.head_steps < 1 or self.finetune_steps < 0 or self.patience_steps < 0:
+            raise ValueError("head_steps must be >= 1, finetune_steps and patience_steps >= 0")
         if self.head_learning_rate <= 0 or self.finetune_learning_rate <= 0:
             raise ValueError("learning rates must be positive")
         if self.class_weight not in ("balanced", "none"):
@@ -153,8 +176,8 @@ class Config:
             raise ValueError("label_smoothing and dropout must be in [0, 1)")
         if self.unfreeze_top_layers is not None and self.unfreeze_top_layers < 1:
             raise ValueError("unfreeze_top_layers must be a positive number of layers")
-        if self.object_epochs < 0:
-            raise ValueError("object_epochs must be 0 (off) or more")
+        if self.object_steps < 0:
+            raise ValueError("object_steps must be 0 (off) or more")
         if not 1 <= self.ensemble <= 10:
             raise ValueError("ensemble must be between 1 (one model) and 10 members")
 
@@ -208,7 +231,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         classes=classes, n_train=len(train_rows), n_val=len(val_rows),
         class_weight=feed.class_weight, augmented=augmentation is not None, resumed=resumed,
         recalibrated=members[-1].recalibrated,
-        val_accuracy=saving.validation_accuracy(model, feed, every_phase[-1]), seed=run.seed,
+        val_accuracy=saving.validation_accuracy(model, feed,
+                                                every_phase[-1] if every_phase else None),
+        seed=run.seed,
         tensorboard=(Path(os.path.relpath(tensorboard, run.root)).as_posix()
                      if config.tensorboard and tensorboard.is_dir() else None))
     return saving.write_outputs(out, config, result)
@@ -229,7 +254,7 @@ def _objects_good_index(config: Config, run: Run, classes: list[str],
                         train_rows: list[dict[str, str]]) -> int | None:
     """The good class's index when the ``objects`` phase runs, else None (and why). Whether
     views are grouped and which class is good are ingest's facts (its decision record)."""
-    if config.object_epochs == 0:
+    if config.object_steps == 0:
         return None
     record = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest",
                                                                        decision.ARTIFACT)))

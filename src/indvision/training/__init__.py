@@ -2,6 +2,8 @@
 
 - :mod:`~indvision.training.plan` — which phases each ensemble member runs, its seed, class
   weights (no Keras: the stage's config and tests import it freely);
+- :mod:`~indvision.training.probe` — the linear probe the head starts from: a logistic
+  regression on frozen features, as head weights (scikit-learn; no Keras);
 - :mod:`~indvision.training.records` — the files a training keeps as it goes: ``state.json``,
   best-weights arrays, ``history.csv``, ``curves.png`` (no Keras);
 - :mod:`~indvision.training.batches` — data feeding: the image cache and the ``PyDataset``

@@ -1,9 +1,13 @@
 """Fitting: one ensemble member's phases, the fit of one phase, and what each epoch records.
 
-Every phase stops early on validation (``patience`` epochs without a better val accuracy or
-val loss) and keeps its best epoch's weights (highest val accuracy, ties to the lower val
-loss); with a from-scratch backbone, BatchNorm is re-estimated before each validation so
-validation sees the model as it will be used.
+With a pretrained backbone the head starts from the linear probe (:func:`start_from_probe`,
+:mod:`indvision.training.probe`). Every phase's epochs and patience come from its step budget
+(:func:`indvision.training.plan.epochs_for`); it stops early on validation (``patience`` epochs
+without a lower val loss) and keeps its best epoch's weights (lowest val loss, ties to the
+higher accuracy) — or the weights it started from, measured on validation before its first
+epoch, when the best epoch makes more validation errors than they did. With a from-scratch
+backbone, BatchNorm is re-estimated before each validation so validation sees the model as it
+will be used.
 
 Resuming: after every epoch :class:`PhaseProgress` writes the state (history rows, best
 epoch, best weights) atomically and Keras' ``BackupAndRestore`` keeps the model and optimizer
@@ -27,14 +31,19 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from indvision import models
+from indvision import atomic, models
 from indvision.errors import IndvisionError
 from indvision.training import records
-from indvision.training.batches import Feed
-from indvision.training.plan import Phase, member_name, phases_for
+from indvision.training.batches import Feed, ImageBatches
+from indvision.training.plan import Phase, member_name, phases_for, uses_probe
+from indvision.training.probe import fit_probe
 
 if TYPE_CHECKING:
     from indvision.stages.train import Config
+
+
+PROBE_HEAD = "probe_head.npz"  # the probe's kernel and bias: every member starts from them
+PROBE_MODEL = "probe.keras"  # the classifier as the probe left it: the frozen-feature baseline
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,8 @@ class Member:
 
 def train_member(config: Config, feed: Feed, member: int, seed: int, weights: str,
                  out: Path, state: dict[str, Any]) -> Member:
-    """Build member ``member`` from ``seed`` and run its phases, skipping those done."""
+    """Build member ``member`` from ``seed``, start its head from the linear probe (when the
+    config uses one) and run its phases, skipping those done."""
     if config.ensemble > 1:
         print(f"train: ensemble member {member} of {config.ensemble} (seed {seed})",
               flush=True)
@@ -80,8 +90,12 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
         object_train = feed.object_batches(seed)
         object_fit = Fit(model, models.object_trainer(model, object_train.views), object_train,
                          feed.objects.val, None, feed.objects.good_index, feed.plain_train)
+    if uses_probe(config):
+        start_from_probe(model, feed, out, state, seed)
 
-    member_phases = phases_for(config, objects=feed.objects is not None, member=member)
+    member_phases = phases_for(config, objects=feed.objects is not None, member=member,
+                               image_batches=len(image_fit.train_data),
+                               object_batches=len(object_fit.train_data) if object_fit else 1)
     for number, phase in enumerate(member_phases):
         record = state["phases"].get(phase.key, {})
         if record.get("done"):
@@ -103,13 +117,51 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
             (out / str(state["phases"][member_phases[number - 1].key]["best_weights"])
              ).unlink(missing_ok=True)
 
-    load_final_weights(model, out, state["phases"][member_phases[-1].key])
+    if member_phases:
+        load_final_weights(model, out, state["phases"][member_phases[-1].key])
     recalibrated = 0
     if feed.plain_train is not None:
         plain = feed.plain_train
         recalibrated = models.recalibrate_batchnorm(model,
                                                     (plain[i][0] for i in range(len(plain))))
     return Member(model, source, member_phases, recalibrated)
+
+
+def start_from_probe(model: Any, feed: Feed, out: Path, state: dict[str, Any],
+                     seed: int) -> None:
+    """Write the linear probe into ``model``'s head: fitted once per training on the frozen
+    features of the unaugmented training images (every ensemble member starts from the same
+    probe), kept in ``probe_head.npz`` and ``state.json`` for the other members and a resumed
+    run, and saved as ``probe.keras`` (the frozen-feature baseline evaluate measures)."""
+    head = model.get_layer(models.HEAD_LAYER)
+    record = state.get("probe")
+    if record and (out / PROBE_HEAD).is_file():
+        head.set_weights(records.load_arrays(out / PROBE_HEAD))
+        return
+    features = probe_features(model, feed)
+    groups = np.array([row.get("group") or row["path"] for row in feed.train.rows])
+    print(f"train: linear probe: logistic regression on {features.shape[1]} frozen features "
+          f"of {len(features)} training images", flush=True)
+    probe = fit_probe(features, feed.train.labels, feed.n_classes, groups, feed.class_weight,
+                      seed)
+    head.set_weights([probe.kernel, probe.bias])
+    records.save_arrays(out / PROBE_HEAD, [probe.kernel, probe.bias])
+    with atomic.atomic_path(out / PROBE_MODEL) as tmp:
+        model.save(tmp)  # not compiled yet: no optimizer state
+    state["probe"] = dict(probe.info)
+    records.write_state(out, state)
+    print(f"train: linear probe: C {probe.info['C']:g} ({probe.info['C_chosen_by']}), "
+          f"train accuracy {probe.info['train_accuracy']:.4f}, "
+          f"{probe.info['seconds']:.1f} s", flush=True)
+
+
+def probe_features(model: Any, feed: Feed) -> np.ndarray:
+    """The head's input (pooled backbone features) for every unaugmented training image."""
+    extractor = keras.Model(model.inputs, model.get_layer(models.HEAD_INPUT_LAYER).input)
+    plain = ImageBatches(feed.train, feed.n_classes, feed.config.input_spec,
+                         feed.config.batch_size, workers=feed.config.workers)
+    return np.concatenate([np.asarray(extractor.predict_on_batch(plain[i][0]))
+                           for i in range(len(plain))]).astype(np.float64)
 
 
 def load_final_weights(model: Any, out: Path, record: dict[str, Any]) -> None:
@@ -150,9 +202,11 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
     print(f"train: phase {phase.key}: up to {phase.epochs} epochs at learning rate "
           f"{phase.learning_rate:g}, {trainable:,} trainable parameters, "
           f"{len(fit.train_data)} batches/epoch", flush=True)
-    callbacks: list[Any] = [PhaseProgress(out, state, phase, [fit.train_data], config.patience,
+    start = starting_point(phase, out, state, fit)
+    callbacks: list[Any] = [PhaseProgress(out, state, phase, [fit.train_data], phase.patience,
                                           monitor_val=fit.val_data is not None,
-                                          recalibration=(model, fit.recalibration_data))]
+                                          recalibration=(model, fit.recalibration_data),
+                                          start=start)]
     if config.tensorboard:  # before the backup: an epoch backed up is an epoch logged
         callbacks.append(keras.callbacks.TensorBoard(  # epoch scalars: cheap
             log_dir=str(out / records.TENSORBOARD / phase.key), histogram_freq=0,
@@ -165,15 +219,50 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
     record = state["phases"][phase.key]
     record["done"] = True
     records.write_state(out, state)
+    best = ("its start (no epoch made as few validation errors)" if record.get("kept_start")
+            else f"epoch {record['best_epoch'] + 1}")
     print(f"train: phase {phase.key} done: {record['epochs_run']} epochs in "
-          f"{record['seconds']:.0f} s, best epoch {record['best_epoch'] + 1} "
-          f"(val accuracy {record['best_val_accuracy']:.4f})", flush=True)
+          f"{record['seconds']:.0f} s, keeping {best} (val loss {record['best_val_loss']:.4f}, "
+          f"val accuracy {record['best_val_accuracy']:.4f})", flush=True)
+
+
+def starting_point(phase: Phase, out: Path, state: dict[str, Any],
+                   fit: Fit) -> dict[str, Any] | None:
+    """A phase that starts from trained weights (``finetune`` from the linear probe or the
+    head, ``objects`` from the image phases) measures them on validation first and keeps them
+    as a candidate: the phase ends on them when its best epoch makes more validation errors
+    (see :class:`PhaseProgress`). None for a random start, without validation, or when the
+    (resumed) phase has measured it already."""
+    record = state["phases"].get(phase.key, {})
+    if phase.name not in ("finetune", "objects") or fit.val_data is None:
+        return None
+    if record.get("start") or record.get("epochs_run"):
+        return record.get("start")
+    if fit.recalibration_data is not None:
+        data = fit.recalibration_data
+        models.recalibrate_batchnorm(fit.model, (data[i][0] for i in range(len(data))))
+    fit.val_data.set_epoch(0)
+    logs = fit.trainer.evaluate(fit.val_data, verbose=0, return_dict=True)
+    name = f"{phase.key}_start.npz"
+    records.save_arrays(out / name, fit.model.get_weights())
+    start = {"val_loss": float(logs["loss"]), "val_accuracy": float(logs["accuracy"]),
+             "weights": name}
+    print(f"train: {phase.key} starts at val loss {start['val_loss']:.4f}, val accuracy "
+          f"{start['val_accuracy']:.4f}", flush=True)
+    return start
 
 
 
 class PhaseProgress(keras.callbacks.Callback):
     """After each epoch: record history, keep the best weights and stop early — all persisted
     in ``state.json`` so a resumed run knows them too.
+
+    The best epoch is the one with the lowest validation loss (ties: the higher accuracy):
+    on a validation set of a few dozen images one lucky call moves accuracy by points, the loss
+    by little. ``patience`` epochs without a lower loss end the phase. With a ``start`` (the
+    weights the phase began from, measured on validation: :func:`starting_point`) the phase
+    ends on its start when the best epoch makes more validation errors than the start did —
+    fine-tuning that only hurts returns the linear probe.
 
     With ``recalibration`` = (classifier, unaugmented batches) for a from-scratch model,
     BatchNorm statistics are re-estimated on the batches before each validation, so validation
@@ -183,14 +272,18 @@ class PhaseProgress(keras.callbacks.Callback):
 
     def __init__(self, out: Path, state: dict[str, Any], phase: Phase, datasets: list[Any],
                  patience: int, monitor_val: bool,
-                 recalibration: tuple[Any, Any] = (None, None)) -> None:
+                 recalibration: tuple[Any, Any] = (None, None),
+                 start: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.out, self.state, self.phase, self.datasets = out, state, phase, datasets
         self.patience, self.monitor_val, self.recalibration = patience, monitor_val, recalibration
         self.record = state["phases"].setdefault(
             phase.key, {"done": False, "epochs_run": 0, "best_epoch": None,
                         "best_val_accuracy": None, "best_val_loss": None,
-                        "best_weights": None, "seconds": 0.0, "stopped_early": False})
+                        "best_weights": None, "seconds": 0.0, "stopped_early": False,
+                        "start": None, "kept_start": False})
+        if start is not None:
+            self.record["start"] = start
         self.first_epoch: int | None = None
         self.epoch_started = 0.0
 
@@ -221,14 +314,9 @@ class PhaseProgress(keras.callbacks.Callback):
         prefix = "val_" if self.monitor_val else ""
         accuracy = float(logs.get(prefix + "accuracy", 0.0))
         loss = float(logs.get(prefix + "loss", 0.0))
-        # Best epoch: highest accuracy, ties broken by lower loss. Patience counts epochs
-        # since the last improvement of either, so a phase whose loss still falls while
-        # a small validation set's accuracy plateaus keeps learning.
-        if record.get("lowest_val_loss") is None or loss < record["lowest_val_loss"]:
-            record.update(lowest_val_loss=loss, lowest_val_loss_epoch=epoch)
         best = record["best_epoch"]
-        if best is None or (accuracy, -loss) > (record["best_val_accuracy"],
-                                                -record["best_val_loss"]):
+        if best is None or (-loss, accuracy) > (-record["best_val_loss"],
+                                                record["best_val_accuracy"]):
             weights_name = f"{key}_best_e{epoch}.npz"
             records.save_arrays(out / weights_name, self.model.get_weights())
             old = record["best_weights"]
@@ -238,11 +326,10 @@ class PhaseProgress(keras.callbacks.Callback):
             if old and old != weights_name:
                 (out / old).unlink(missing_ok=True)
         else:
-            last_improvement = max(best, record["lowest_val_loss_epoch"])
-            if self.patience and epoch - last_improvement >= self.patience:
+            if self.patience and epoch - best >= self.patience:
                 record["stopped_early"] = True
                 self.model.stop_training = True
-                print(f"train: {key}: no improvement for {self.patience} epochs, "
+                print(f"train: {key}: validation loss not lower for {self.patience} epochs, "
                       f"stopping; best epoch {best + 1}", flush=True)
             records.write_state(out, state)
         records.write_history(out, state)
@@ -253,5 +340,24 @@ class PhaseProgress(keras.callbacks.Callback):
             models.recalibrate_batchnorm(classifier, (data[i][0] for i in range(len(data))))
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        self._keep_start_if_better()
         self.record["done"] = True  # before BackupAndRestore removes its backup
         records.write_state(self.out, self.state)
+
+    def _keep_start_if_better(self) -> None:
+        """End on the start when the best epoch made more validation errors than it."""
+        record, start = self.record, self.record.get("start")
+        if not start or record.get("kept_start"):
+            return
+        if record["best_epoch"] is None or (record["best_val_accuracy"]
+                                            < start["val_accuracy"] - 1e-9):
+            print(f"train: {self.phase.key}: the best epoch's val accuracy "
+                  f"{record['best_val_accuracy'] or 0:.4f} is below the start's "
+                  f"{start['val_accuracy']:.4f}: keeping the start", flush=True)
+            if record["best_weights"]:
+                (self.out / record["best_weights"]).unlink(missing_ok=True)
+            record.update(best_epoch=-1, best_val_accuracy=start["val_accuracy"],
+                          best_val_loss=start["val_loss"], best_weights=start["weights"],
+                          kept_start=True)
+        else:
+            (self.out / start["weights"]).unlink(missing_ok=True)

@@ -5,6 +5,7 @@ No Keras here: the stage module and its tests use these without importing Tensor
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,31 +21,60 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Phase:
     """One phase of one ensemble member. ``name`` says what trains (head, finetune, full,
-    objects); ``key`` names it in the state, the history and the files (``finetune_m2``)."""
+    objects); ``key`` names it in the state, the history and the files (``finetune_m2``).
+    ``epochs`` and ``patience`` (0: never stop early) come from the step budgets
+    (:func:`epochs_for`)."""
 
     name: str
     epochs: int
     learning_rate: float
     member: int = 1
+    patience: int = 0
 
     @property
     def key(self) -> str:
         return self.name if self.member == 1 else f"{self.name}_m{self.member}"
 
 
-def phases_for(config: Config, objects: bool = False, member: int = 1) -> list[Phase]:
-    """``full`` for a from-scratch backbone; ``head`` (+ ``finetune``) for a pretrained one;
-    then ``objects`` (the any-view loss) when ``objects`` and ``object_epochs`` ask for it, at
-    the last phase's learning rate."""
+def epochs_for(steps: int, batches_per_epoch: int) -> int:
+    """The schedule rule: a budget of optimiser ``steps`` is ``ceil(steps / batches per
+    epoch)`` epochs (at least 1), so a small set gets as many updates as a large one instead of
+    a few epochs of a few batches; early stopping ends a phase sooner on a plateau."""
+    if steps <= 0:
+        return 0
+    return max(1, math.ceil(steps / max(1, batches_per_epoch)))
+
+
+def uses_probe(config: Config) -> bool:
+    """Whether the head starts from the linear probe (a pretrained backbone with
+    ``train.probe``) instead of a ``head`` phase."""
+    return config.probe and models.get_backbone(config.backbone).pretrainable
+
+
+def phases_for(config: Config, objects: bool = False, member: int = 1,
+               image_batches: int = 1, object_batches: int = 1) -> list[Phase]:
+    """``full`` for a from-scratch backbone; ``head`` (unless the probe starts the head) and
+    ``finetune`` for a pretrained one; then ``objects`` (the any-view loss) when ``objects``
+    and ``object_steps`` ask for it, at the last phase's learning rate. Epochs and patience
+    follow the step budgets at ``image_batches`` (``object_batches`` for ``objects``)
+    batches per epoch."""
+    def phase(name: str, steps: int, rate: float, batches: int) -> Phase:
+        return Phase(name, epochs_for(steps, batches), rate, member,
+                     epochs_for(config.patience_steps, batches))
+
     if not models.get_backbone(config.backbone).pretrainable:
-        phases = [Phase("full", config.head_epochs, config.head_learning_rate, member)]
+        phases = [phase("full", config.head_steps, config.head_learning_rate, image_batches)]
     else:
-        phases = [Phase("head", config.head_epochs, config.head_learning_rate, member)]
-        if config.finetune_epochs > 0:
-            phases.append(Phase("finetune", config.finetune_epochs,
-                                config.finetune_learning_rate, member))
-    if objects and config.object_epochs > 0:
-        phases.append(Phase("objects", config.object_epochs, phases[-1].learning_rate, member))
+        phases = []
+        if not uses_probe(config):
+            phases.append(phase("head", config.head_steps, config.head_learning_rate,
+                                image_batches))
+        if config.finetune_steps > 0:
+            phases.append(phase("finetune", config.finetune_steps,
+                                config.finetune_learning_rate, image_batches))
+    if objects and config.object_steps > 0:
+        rate = phases[-1].learning_rate if phases else config.finetune_learning_rate
+        phases.append(phase("objects", config.object_steps, rate, object_batches))
     return phases
 
 

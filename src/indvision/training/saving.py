@@ -21,7 +21,7 @@ import numpy as np
 from indvision import atomic, metrics, models
 from indvision.training import records
 from indvision.training.batches import Feed
-from indvision.training.phases import Member
+from indvision.training.phases import PROBE_HEAD, PROBE_MODEL, Member
 from indvision.training.plan import Phase
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class TrainResult:
     def last_phase_on(self) -> str:
         """``objects`` when the last phase trained on objects (its val accuracy is per object),
         else ``images``."""
-        return "objects" if self.phases[-1].name == "objects" else "images"
+        return "objects" if self.phases and self.phases[-1].name == "objects" else "images"
 
 
 def assemble(members: list[Member], config: Config) -> Any:
@@ -69,7 +69,7 @@ def assemble(members: list[Member], config: Config) -> Any:
     return model
 
 
-def validation_accuracy(model: Any, feed: Feed, last_phase: Phase) -> float | None:
+def validation_accuracy(model: Any, feed: Feed, last_phase: Phase | None) -> float | None:
     """The saved model's accuracy on the validation split (None without one): per image, or
     per object after an ``objects`` phase, decided as evaluate decides (arg-max of the
     least-good view)."""
@@ -78,7 +78,7 @@ def validation_accuracy(model: Any, feed: Feed, last_phase: Phase) -> float | No
     feed.val_data.set_epoch(0)
     probabilities = model.predict(feed.val_data, verbose=0)
     labels = feed.val.labels
-    if last_phase.name != "objects":
+    if last_phase is None or last_phase.name != "objects":
         return float(np.mean(np.argmax(probabilities, axis=1) == labels))
     assert feed.objects is not None
     truth, decided = metrics.decide_groups(probabilities, labels,
@@ -104,6 +104,8 @@ def write_outputs(out: Path, config: Config, result: TrainResult) -> dict[str, P
         "history": records.write_history(out, result.state),
         "curves": records.write_curves(out, result.state),
     }
+    if (out / PROBE_MODEL).is_file():
+        outputs["probe"] = out / PROBE_MODEL
     outputs["info"] = atomic.write_json(out / "train_info.json", train_info(config, result))
     if result.tensorboard is not None:
         outputs["tensorboard"] = out / records.TENSORBOARD
@@ -113,6 +115,7 @@ def write_outputs(out: Path, config: Config, result: TrainResult) -> dict[str, P
         if name:
             (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "backup", ignore_errors=True)
+    (out / PROBE_HEAD).unlink(missing_ok=True)  # probe.keras holds it
     accuracy = result.val_accuracy
     print(f"train: saved {outputs['model']} (val accuracy "
           f"{'n/a' if accuracy is None else f'{accuracy:.4f}'})", flush=True)
@@ -123,7 +126,7 @@ def train_info(config: Config, result: TrainResult) -> dict[str, Any]:
     """``train_info.json``: backbone, weights file and sha256, per-phase epochs and seconds,
     validation accuracies, where the TensorBoard logs are."""
     state, phases, classes, source = result.state, result.phases, result.classes, result.source
-    final = state["phases"][phases[-1].key]
+    final = state["phases"][phases[-1].key] if phases else {}
     return {
         "backbone": config.backbone,
         "alpha": config.alpha,
@@ -138,17 +141,32 @@ def train_info(config: Config, result: TrainResult) -> dict[str, Any]:
         "last_phase_on": result.last_phase_on,  # "objects": its val accuracy is per object
         "mirror_average": config.mirror_average,
         "ensemble": config.ensemble,
+        # the linear probe the head started from (None: a head phase or a from-scratch model)
+        "probe": probe_info(state, phases),
         "phases": {p.key: {key: state["phases"][p.key].get(key) for key in
                            ("epochs_run", "best_epoch", "best_val_accuracy", "best_val_loss",
-                            "seconds", "stopped_early")} | {"learning_rate": p.learning_rate,
-                                                             "max_epochs": p.epochs}
+                            "seconds", "stopped_early", "start", "kept_start")}
+                   | {"learning_rate": p.learning_rate, "max_epochs": p.epochs,
+                      "patience_epochs": p.patience}
                    for p in phases},
         "epochs_run": sum(state["phases"][p.key]["epochs_run"] for p in phases),
         "seconds": round(sum(state["phases"][p.key]["seconds"] for p in phases), 2),
-        "best_val_accuracy": final["best_val_accuracy"],
+        "best_val_accuracy": final.get("best_val_accuracy"),
         "val_accuracy": result.val_accuracy,  # of the saved model (after BatchNorm recalib.)
         "batchnorm_recalibrated_batches": result.recalibrated,
         "resumed": result.resumed,
         "seed": result.seed,
         "tensorboard": result.tensorboard,  # TensorBoard logs, one sub-folder per phase key
     }
+
+
+def probe_info(state: dict[str, Any], phases: list[Phase]) -> dict[str, Any] | None:
+    """The probe's fit (C and how it was chosen, train accuracy, seconds) and its validation
+    numbers, as the first phase after it measured them."""
+    probe = state.get("probe")
+    if not probe:
+        return None
+    first = state["phases"].get(phases[0].key, {}) if phases else {}
+    start = first.get("start") or {}
+    return dict(probe, val_loss=start.get("val_loss"), val_accuracy=start.get("val_accuracy"),
+                model=PROBE_MODEL)

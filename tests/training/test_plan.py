@@ -1,0 +1,57 @@
+"""The schedule rule: step budgets become epochs, so small and large sets get the same updates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from indvision import config
+from indvision.stages import train
+from indvision.training.plan import epochs_for, phases_for
+from tests.conftest import PROJECT_ROOT
+
+
+def _batches(n_images: int, batch_size: int) -> int:
+    """Training batches per epoch: the shuffled feed drops the last partial batch."""
+    return n_images // batch_size
+
+
+@pytest.mark.parametrize("n_images", [120, 240, 840, 1400, 2000])
+def test_a_step_budget_gives_every_set_size_the_same_updates(n_images: int) -> None:
+    spec = config.load_pipeline(str(PROJECT_ROOT / "pipelines" / "defect.yaml"))
+    cfg = dict(spec.stages)["train"]
+    batches = _batches(n_images, cfg.batch_size)
+    [finetune] = phases_for(cfg, image_batches=batches)  # the probe replaces the head phase
+    assert finetune.name == "finetune"
+    steps = finetune.epochs * batches
+    # at least the budget, less than one epoch over it
+    assert cfg.finetune_steps <= steps < cfg.finetune_steps + batches
+    assert finetune.patience == math.ceil(cfg.patience_steps / batches)
+
+
+def test_the_yaml_comments_state_the_rule_right() -> None:
+    """defect.yaml: 240 images get up to 86 epochs, 1400 up to 14 (both about 600 updates)."""
+    spec = config.load_pipeline(str(PROJECT_ROOT / "pipelines" / "defect.yaml"))
+    cfg = dict(spec.stages)["train"]
+    small = phases_for(cfg, image_batches=_batches(240, 32))[0]
+    large = phases_for(cfg, image_batches=_batches(1400, 32))[0]
+    assert (small.epochs, large.epochs) == (86, 14)
+    assert (small.epochs * 7, large.epochs * 43) == (602, 602)
+    text = (PROJECT_ROOT / "pipelines" / "defect.yaml").read_text(encoding="utf-8")
+    assert "up to 86 epochs" in text and "up to 14" in text
+
+
+def test_epochs_for() -> None:
+    assert epochs_for(900, 7) == 129 and epochs_for(600, 43) == 14
+    assert epochs_for(5, 100) == 1  # a budget smaller than an epoch still trains one
+    assert epochs_for(0, 10) == 0
+
+
+def test_a_probe_only_model_has_no_phases_and_small_cnn_keeps_its_one_phase() -> None:
+    assert phases_for(train.Config(finetune_steps=0)) == []
+    [full] = phases_for(train.Config(backbone="small_cnn", head_steps=30), image_batches=4)
+    assert (full.name, full.epochs) == ("full", 8)
+    head, finetune = phases_for(train.Config(probe=False, head_steps=10, finetune_steps=20),
+                                image_batches=5)
+    assert (head.name, head.epochs, finetune.epochs) == ("head", 2, 4)
