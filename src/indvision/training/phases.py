@@ -219,7 +219,8 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
     record = state["phases"][phase.key]
     record["done"] = True
     records.write_state(out, state)
-    best = ("its start (no epoch made as few validation errors)" if record.get("kept_start")
+    best = ("its start (its lowest-loss epoch made more validation errors)"
+            if record.get("kept_start")
             else f"epoch {record['best_epoch'] + 1}")
     print(f"train: phase {phase.key} done: {record['epochs_run']} epochs in "
           f"{record['seconds']:.0f} s, keeping {best} (val loss {record['best_val_loss']:.4f}, "
