@@ -86,7 +86,7 @@ def test_balanced_class_weights() -> None:
 def test_training_writes_every_declared_output(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "data", per_class=16, size=48, seed=1)
     yaml = write_pipeline(tmp_path / "tiny.yaml",
-                          TINY.format(train="head_steps: 10, crop: [0.0, 0.0, 1.0, 1.0], "
+                          TINY.format(train="head_steps: 8, crop: [0.0, 0.0, 1.0, 1.0], "
                                             "tensorboard: false"))
     spec = config.load_pipeline(str(yaml), [], data=str(tree))
     run = pipeline.run_pipeline(spec, tmp_path / "exports")

@@ -117,6 +117,7 @@ def test_fine_tuning_that_destroys_the_features_returns_the_probe(
 
     run = _ingested(tmp_path)
     cfg = _settings(finetune_steps=12, finetune_learning_rate=1.0, patience_steps=0)
+    run.start_stage("train")
     outputs = train.run(cfg, run)
     info = json.loads(outputs["info"].read_text())
     finetune = info["phases"]["finetune"]
