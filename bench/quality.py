@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # a clean clone works without an install too
 
+from benchlib import finished_runs, read_json  # noqa: E402
 from indvision import edge, formats, images, metrics  # noqa: E402
 from indvision.errors import IndvisionError  # noqa: E402
 
@@ -48,19 +49,9 @@ COLUMNS = ("run", "dataset", "format", "unit", "n", "accuracy", "macro-F1", "def
 
 # ----------------------------------------------------------------------------- reading runs
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def runs_in(path: Path) -> list[Path]:
     """A run folder → itself; a pipeline folder (``exports/<pipeline>``) → its finished runs."""
-    if (path / "manifest.json").is_file():
-        return [path]
-    found = sorted(p for p in path.iterdir()
-                   if (p / "manifest.json").is_file() and (p / "verify" / "parity.json").is_file())
+    found = finished_runs(path, "verify/parity.json")
     if not found:
         raise IndvisionError(f"{path}: neither a run folder (no manifest.json) nor a folder of "
                              "finished runs")

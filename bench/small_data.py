@@ -21,7 +21,6 @@ Reading runs needs no TensorFlow.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,23 +28,13 @@ from statistics import mean
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # benchlib, also when imported from elsewhere
+
+from benchlib import finished_runs, read_json  # noqa: E402
+
 COLUMNS = ("dataset", "train/class", "seed", "unit", "n test", "macro-F1", "errors",
            "probe macro-F1", "probe errors", "gained val", "gained test", "ended on probe",
            "train s", "run s")
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def runs_in(path: Path) -> list[Path]:
-    """A run folder → itself; a pipeline folder → its runs that finished evaluate."""
-    if (path / "manifest.json").is_file():
-        return [path]
-    return sorted(p for p in path.iterdir() if (p / "evaluate" / "metrics.json").is_file())
 
 
 def row_of(run: Path) -> dict[str, Any] | None:
@@ -129,7 +118,8 @@ def main() -> None:
         folders += train_runs(spec, args.seeds, args.out)
     if not folders:
         parser.error("give run folders or --run")
-    rows = [row for folder in folders for run in runs_in(folder) if (row := row_of(run))]
+    runs = [run for folder in folders for run in finished_runs(folder, "evaluate/metrics.json")]
+    rows = [row for run in runs if (row := row_of(run))]
     if not rows:
         sys.exit("no finished run with probe numbers (evaluate/metrics.json 'probe') found")
     print(table(rows))

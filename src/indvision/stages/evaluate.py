@@ -101,6 +101,19 @@ def calibration_threshold(val_scores: np.ndarray, val_labels: np.ndarray,
                                              escape_rate_target), "groups"
 
 
+def calibrated(config: Config, facts: decision.Decision, val_rows: Sequence[dict[str, str]],
+               val_labels: np.ndarray, val_scores: np.ndarray) -> decision.Decision:
+    """``facts`` with the threshold calibrated on these validation scores (with a good class;
+    per object when views are grouped), the decision record a model is measured under."""
+    threshold = threshold_on = None
+    if facts.good_index is not None:
+        threshold, threshold_on = calibration_threshold(
+            val_scores, val_labels, facts.groups_of(val_rows), facts.good_index,
+            config.escape_rate_target)
+    return facts.with_threshold(threshold, threshold_on, config.escape_rate_target
+                                if facts.good_index is not None else None)
+
+
 def check_gate(config: Config, test: dict[str, Any], unit: str = "") -> dict[str, Any]:
     """The quality gate on the test metrics: settings, failures (messages) and notes.
 
@@ -153,13 +166,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
                                "test")
 
-    threshold = threshold_on = None
-    if good_index is not None:
-        threshold, threshold_on = calibration_threshold(
-            val_scores, val_labels, facts.groups_of(val_rows), good_index,
-            config.escape_rate_target)
-    record = facts.with_threshold(threshold, threshold_on,
-                                  config.escape_rate_target if good_index is not None else None)
+    record = calibrated(config, facts, val_rows, val_labels, val_scores)
     result = _metrics(record, val_labels, val_scores, test_labels, test_scores,
                       facts.groups_of(test_rows))
     result.update({
@@ -267,13 +274,7 @@ def _probe_metrics(config: Config, run: Run, facts: decision.Decision, spec: ima
                               "val (linear probe)")
     test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
                                "test (linear probe)")
-    threshold = threshold_on = None
-    if facts.good_index is not None:
-        threshold, threshold_on = calibration_threshold(
-            val_scores, val_labels, facts.groups_of(val_rows), facts.good_index,
-            config.escape_rate_target)
-    record = facts.with_threshold(threshold, threshold_on, config.escape_rate_target
-                                  if facts.good_index is not None else None)
+    record = calibrated(config, facts, val_rows, val_labels, val_scores)
     probe = _metrics(record, val_labels, val_scores, test_labels, test_scores,
                      facts.groups_of(test_rows))
     keys = ("n", "accuracy", "errors", "macro_f1", "defect_recall", "escapes", "false_rejects")
