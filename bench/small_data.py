@@ -59,7 +59,8 @@ def row_of(run: Path) -> dict[str, Any] | None:
         "macro-F1": final["macro_f1"], "errors": final["errors"],
         "probe macro-F1": baseline["macro_f1"], "probe errors": baseline["errors"],
         "gained val": probe["gained_errors"]["val"], "gained test": probe["gained_errors"]["test"],
-        "ended on probe": sum(1 for p in phases.values() if p.get("kept_start")),
+        "ended on probe": sum(1 for p in phases.values()  # runs before "probe" kept it
+                              if p.get("kept_start") and (p.get("start") or {}).get("probe", True)),
         "train s": info.get("seconds"),
         "run s": round(sum(s.get("seconds") or 0 for s in stages.values()), 1),
     }

@@ -55,3 +55,12 @@ def test_a_probe_only_model_has_no_phases_and_small_cnn_keeps_its_one_phase() ->
     head, finetune = phases_for(train.Config(probe=False, head_steps=10, finetune_steps=20),
                                 image_batches=5)
     assert (head.name, head.epochs, finetune.epochs) == ("head", 2, 4)
+
+
+def test_only_a_members_last_phase_may_end_on_its_start() -> None:
+    finetune, objects = phases_for(train.Config(finetune_steps=20, object_steps=10),
+                                   objects=True, member=2, image_batches=5, object_batches=5)
+    assert (finetune.key, finetune.last, objects.key, objects.last) == (
+        "finetune_m2", False, "objects_m2", True)
+    [alone] = phases_for(train.Config(finetune_steps=20), objects=False)
+    assert alone.last

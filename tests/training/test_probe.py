@@ -11,6 +11,7 @@ import pytest
 from indvision import dataset, images
 from indvision.rundir import Run
 from indvision.stages import ingest, train
+from indvision.training.phases import preferred_start
 from indvision.training.probe import fit_probe, folds_for
 from tests.conftest import SHARED_WEIGHTS, make_tree
 
@@ -148,3 +149,62 @@ def test_fine_tuning_that_destroys_the_features_returns_the_probe(
     assert probe["val"]["n"] == metrics["n_val"] and probe["test_unit"] == "test"
     report = run.artifact("evaluate", "report").read_text()
     assert "Fine-tuning gained 0 errors on validation and 0 on test" in report
+
+
+def test_a_phase_starts_from_the_best_epoch_unless_its_start_makes_fewer_errors() -> None:
+    def measured(*accuracies: float) -> list[dict[str, float]]:
+        return [{"val_accuracy": a, "val_loss": 1.0} for a in accuracies]
+
+    assert preferred_start(measured(0.80)) == 0
+    assert preferred_start(measured(0.80, 0.80)) == 0  # a tie goes to the fine-tuned weights
+    assert preferred_start(measured(0.75, 0.80)) == 1  # the probe made fewer errors
+    assert preferred_start(measured(0.90, 0.80)) == 0
+
+
+def _two_view_run(tmp_path: Path) -> Run:
+    """Ingested objects of two views (``<id>_a``, ``<id>_b``); a scratch shows in view a only."""
+    import cv2
+
+    from tests.conftest import draw_tiny
+
+    root = tmp_path / "data"
+    for c, label in enumerate(("ok", "scratch")):
+        (root / label).mkdir(parents=True)
+        for i in range(14):
+            for view, drawn in (("a", label), ("b", "ok")):
+                image = draw_tiny(drawn, np.random.default_rng([c, i, ord(view)]), 48)
+                cv2.imwrite(str(root / label / f"{c}{i:03d}_{view}.png"), image)
+    run = Run.create(tmp_path / "exports", "objects", seed=0, config={}, config_hash="x")
+    run.start_stage("ingest")
+    run.finish_stage("ingest", ingest.run(ingest.Config(source=str(root),
+                                                        group_regex=r"^(\d+)_",
+                                                        good_class="ok"), run), 0.0)
+    return run
+
+
+@pytest.mark.slow
+def test_an_objects_phase_after_destructive_fine_tuning_falls_back_to_the_probe(
+        tmp_path: Path) -> None:
+    import keras
+
+    run = _two_view_run(tmp_path)
+    cfg = _settings(finetune_steps=6, object_steps=4, finetune_learning_rate=1.0,
+                    patience_steps=0)
+    run.start_stage("train")
+    outputs = train.run(cfg, run)
+    phases = json.loads(outputs["info"].read_text())["phases"]
+    finetune, objects = phases["finetune"], phases["objects"]
+    # fine-tuning is not the last phase: it hands on its best epoch, worse than its start or not
+    assert finetune["kept_start"] is False and finetune["best_epoch"] >= 0
+    assert finetune["start"]["probe"] is True
+    # the objects phase measured both on parcels-like objects and began from the better one
+    best_epoch, probe = objects["start"]["candidates"]
+    assert not best_epoch["probe"] and probe["probe"]
+    assert best_epoch["val_accuracy"] < probe["val_accuracy"]  # lr 1.0 destroyed the features
+    assert objects["start"]["probe"] is True and objects["kept_start"] is True
+    model = keras.models.load_model(outputs["model"])
+    probe_model = keras.models.load_model(outputs["probe"])
+    x = _pixels(run, "val", cfg.input_spec)
+    np.testing.assert_allclose(model.predict(x, verbose=0), probe_model.predict(x, verbose=0),
+                               atol=1e-6)
+    assert not list((run.root / "train").glob("*.npz"))  # every candidate file cleaned up

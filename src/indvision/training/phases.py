@@ -4,8 +4,11 @@ With a pretrained backbone the head starts from the linear probe (:func:`start_f
 :mod:`indvision.training.probe`). Every phase's epochs and patience come from its step budget
 (:func:`indvision.training.plan.epochs_for`); it stops early on validation (``patience`` epochs
 without a lower val loss) and keeps its best epoch's weights (lowest val loss, ties to the
-higher accuracy) — or the weights it started from, measured on validation before its first
-epoch, when the best epoch makes more validation errors than they did. With a from-scratch
+higher accuracy) — or, in a member's last phase, the weights it started from, measured on
+validation before its first epoch, when the best epoch makes more validation errors than they
+did. An earlier phase (fine-tuning before ``objects``) hands on its best epoch and its start;
+the next phase begins from the best epoch unless it makes more errors on that phase's own
+validation, so the linear probe stays the fallback to the end. With a from-scratch
 backbone, BatchNorm is re-estimated before each validation so validation sees the model as it
 will be used.
 
@@ -26,7 +29,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import keras
 import numpy as np
@@ -102,20 +105,22 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
             print(f"train: phase {phase.key} finished earlier "
                   f"({record['epochs_run']} epochs)", flush=True)
             continue
-        if number > 0:  # start from the previous phase's best weights
-            previous = state["phases"][member_phases[number - 1].key]
-            model.set_weights(records.load_arrays(out / previous["best_weights"]))
+        candidates = [Candidate("the linear probe", "", True)] if uses_probe(config) else []
+        if number > 0:  # start from the previous phase's best weights — or from its start
+            previous_key = member_phases[number - 1].key
+            candidates = handed_on(previous_key, state["phases"][previous_key])
+            model.set_weights(records.load_arrays(out / candidates[0].weights))
         if phase.name == "objects":
             assert object_fit is not None
             print(f"train: objects: any-view loss on {len(object_fit.train_data.members)} "
                   f"objects of up to {object_fit.train_data.views} views: a defective object "
                   "needs its defect in one view only", flush=True)
-            fit_phase(config, phase, out, state, object_fit)
+            fit_phase(config, phase, out, state, object_fit, candidates)
         else:
-            fit_phase(config, phase, out, state, image_fit)
-        if number > 0:  # the previous phase's weights are not needed any more
-            (out / str(state["phases"][member_phases[number - 1].key]["best_weights"])
-             ).unlink(missing_ok=True)
+            fit_phase(config, phase, out, state, image_fit, candidates)
+        for candidate in candidates:  # the previous phase's weights are not needed any more
+            if candidate.weights:
+                (out / candidate.weights).unlink(missing_ok=True)
 
     if member_phases:
         load_final_weights(model, out, state["phases"][member_phases[-1].key])
@@ -178,8 +183,34 @@ def load_final_weights(model: Any, out: Path, record: dict[str, Any]) -> None:
                              "start a new run")
 
 
-def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fit: Fit) -> None:
-    """Fit one phase: freeze or unfreeze, compile, fit with early stopping, backups and (with
+class Candidate(NamedTuple):
+    """Weights a phase may start from: ``weights`` names a file in the train folder ("" for
+    the model as it stands); ``probe`` says they are the linear probe's."""
+
+    label: str
+    weights: str
+    probe: bool = False
+
+
+def handed_on(key: str, record: dict[str, Any]) -> list[Candidate]:
+    """What a finished phase hands the next one: its best epoch first, then the start it
+    began from when it measured one and did not end on it."""
+    start = record.get("start") or {}
+    if record.get("kept_start"):
+        return [Candidate(f"{key}'s start ({start.get('from')})", str(start["weights"]),
+                          bool(start.get("probe")))]
+    candidates = [Candidate(f"{key} epoch {record['best_epoch'] + 1}",
+                            str(record["best_weights"]))]
+    if start:
+        candidates.append(Candidate(f"{key}'s start ({start.get('from')})",
+                                    str(start["weights"]), bool(start.get("probe"))))
+    return candidates
+
+
+def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fit: Fit,
+              candidates: list[Candidate] | None = None) -> None:
+    """Fit one phase: freeze or unfreeze, compile, measure where it starts (the best of
+    ``candidates``, see :func:`starting_point`), fit with early stopping, backups and (with
     ``config.tensorboard``) TensorBoard logs, then mark the phase done in the state."""
     model = fit.model
     if phase.name == "head":
@@ -202,7 +233,7 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
     print(f"train: phase {phase.key}: up to {phase.epochs} epochs at learning rate "
           f"{phase.learning_rate:g}, {trainable:,} trainable parameters, "
           f"{len(fit.train_data)} batches/epoch", flush=True)
-    start = starting_point(phase, out, state, fit)
+    start = starting_point(phase, out, state, fit, candidates or [])
     callbacks: list[Any] = [PhaseProgress(out, state, phase, [fit.train_data], phase.patience,
                                           monitor_val=fit.val_data is not None,
                                           recalibration=(model, fit.recalibration_data),
@@ -227,30 +258,73 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
           f"val accuracy {record['best_val_accuracy']:.4f})", flush=True)
 
 
-def starting_point(phase: Phase, out: Path, state: dict[str, Any],
-                   fit: Fit) -> dict[str, Any] | None:
+def starting_point(phase: Phase, out: Path, state: dict[str, Any], fit: Fit,
+                   candidates: list[Candidate]) -> dict[str, Any] | None:
     """A phase that starts from trained weights (``finetune`` from the linear probe or the
-    head, ``objects`` from the image phases) measures them on validation first and keeps them
-    as a candidate: the phase ends on them when its best epoch makes more validation errors
-    (see :class:`PhaseProgress`). None for a random start, without validation, or when the
-    (resumed) phase has measured it already."""
+    head, ``objects`` from the image phases) measures them on its validation data first and
+    keeps them as a candidate: the last phase ends on them when its best epoch makes more
+    validation errors (see :class:`PhaseProgress`).
+
+    ``candidates`` are what the previous phase handed on (:func:`handed_on`): its best epoch,
+    then the start it began from. The phase begins from the best epoch unless that makes more
+    errors on this phase's validation than the start — so fine-tuned features reach the
+    ``objects`` phase, and a fine-tuning that only hurt still leaves the linear probe to fall
+    back on. None for a random start, without validation, or when the (resumed) phase has
+    measured it already (its weights are then loaded again when no epoch has run)."""
     record = state["phases"].get(phase.key, {})
     if phase.name not in ("finetune", "objects") or fit.val_data is None:
         return None
-    if record.get("start") or record.get("epochs_run"):
-        return record.get("start")
+    if record.get("start"):
+        if not record.get("epochs_run"):
+            fit.model.set_weights(records.load_arrays(out / record["start"]["weights"]))
+        return record["start"]
+    if record.get("epochs_run"):
+        return None
+    measured = []
+    candidates = candidates or [Candidate("the weights it was given", "")]
+    for candidate in candidates:
+        if candidate.weights:
+            fit.model.set_weights(records.load_arrays(out / candidate.weights))
+        logs = _validate(fit)
+        measured.append({"from": candidate.label, "probe": candidate.probe,
+                         "val_loss": logs["loss"], "val_accuracy": logs["accuracy"]})
+    chosen = preferred_start(measured)
+    if chosen != len(measured) - 1:  # the loop left the last candidate's weights in
+        fit.model.set_weights(records.load_arrays(out / candidates[chosen].weights))
+    name = f"{phase.key}_start.npz"
+    records.save_arrays(out / name, fit.model.get_weights())
+    start = {**measured[chosen], "weights": name}
+    if len(measured) > 1:
+        start["candidates"] = measured
+        for candidate in measured:
+            print(f"train: {phase.key}: {candidate['from']} measures val loss "
+                  f"{candidate['val_loss']:.4f}, val accuracy {candidate['val_accuracy']:.4f}",
+                  flush=True)
+    print(f"train: {phase.key} starts from {start['from']} at val loss "
+          f"{start['val_loss']:.4f}, val accuracy {start['val_accuracy']:.4f}", flush=True)
+    return start
+
+
+def preferred_start(measured: list[dict[str, Any]]) -> int:
+    """The candidate a phase starts from, given each one's ``val_accuracy``, most trained
+    first: a later (less trained) one only when it makes fewer validation errors — the rule
+    the last phase applies to its own best epoch against its start."""
+    chosen = 0
+    for index, candidate in enumerate(measured[1:], start=1):
+        if candidate["val_accuracy"] > measured[chosen]["val_accuracy"] + 1e-9:
+            chosen = index
+    return chosen
+
+
+def _validate(fit: Fit) -> dict[str, float]:
+    """The model as it stands on the fit's validation data (BatchNorm recalibrated first for
+    a from-scratch model, as each epoch's validation is)."""
     if fit.recalibration_data is not None:
         data = fit.recalibration_data
         models.recalibrate_batchnorm(fit.model, (data[i][0] for i in range(len(data))))
     fit.val_data.set_epoch(0)
     logs = fit.trainer.evaluate(fit.val_data, verbose=0, return_dict=True)
-    name = f"{phase.key}_start.npz"
-    records.save_arrays(out / name, fit.model.get_weights())
-    start = {"val_loss": float(logs["loss"]), "val_accuracy": float(logs["accuracy"]),
-             "weights": name}
-    print(f"train: {phase.key} starts at val loss {start['val_loss']:.4f}, val accuracy "
-          f"{start['val_accuracy']:.4f}", flush=True)
-    return start
+    return {"loss": float(logs["loss"]), "accuracy": float(logs["accuracy"])}
 
 
 
@@ -261,9 +335,10 @@ class PhaseProgress(keras.callbacks.Callback):
     The best epoch is the one with the lowest validation loss (ties: the higher accuracy):
     on a validation set of a few dozen images one lucky call moves accuracy by points, the loss
     by little. ``patience`` epochs without a lower loss end the phase. With a ``start`` (the
-    weights the phase began from, measured on validation: :func:`starting_point`) the phase
-    ends on its start when the best epoch makes more validation errors than the start did —
-    fine-tuning that only hurts returns the linear probe.
+    weights the phase began from, measured on validation: :func:`starting_point`) the member's
+    last phase ends on its start when the best epoch makes more validation errors than the
+    start did — fine-tuning that only hurts returns the linear probe. An earlier phase keeps
+    its start file for the next phase to weigh.
 
     With ``recalibration`` = (classifier, unaugmented batches) for a from-scratch model,
     BatchNorm statistics are re-estimated on the batches before each validation, so validation
@@ -348,8 +423,8 @@ class PhaseProgress(keras.callbacks.Callback):
     def _keep_start_if_better(self) -> None:
         """End on the start when the best epoch made more validation errors than it."""
         record, start = self.record, self.record.get("start")
-        if not start or record.get("kept_start"):
-            return
+        if not start or record.get("kept_start") or not self.phase.last:
+            return  # before the last phase, the next one weighs the start (handed_on)
         if record["best_epoch"] is None or (record["best_val_accuracy"]
                                             < start["val_accuracy"] - 1e-9):
             print(f"train: {self.phase.key}: the best epoch's val accuracy "

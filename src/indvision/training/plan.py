@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,13 +23,16 @@ class Phase:
     """One phase of one ensemble member. ``name`` says what trains (head, finetune, full,
     objects); ``key`` names it in the state, the history and the files (``finetune_m2``).
     ``epochs`` and ``patience`` (0: never stop early) come from the step budgets
-    (:func:`epochs_for`)."""
+    (:func:`epochs_for`). ``last``: the member's last phase, the one whose weights it keeps —
+    only it may end on its start (a phase before it hands its best epoch on, and the last
+    phase weighs that against the start it began from)."""
 
     name: str
     epochs: int
     learning_rate: float
     member: int = 1
     patience: int = 0
+    last: bool = False
 
     @property
     def key(self) -> str:
@@ -75,6 +78,8 @@ def phases_for(config: Config, objects: bool = False, member: int = 1,
     if objects and config.object_steps > 0:
         rate = phases[-1].learning_rate if phases else config.finetune_learning_rate
         phases.append(phase("objects", config.object_steps, rate, object_batches))
+    if phases:
+        phases[-1] = replace(phases[-1], last=True)
     return phases
 
 
