@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indvision import decision, images
+from indvision.console import say
 from indvision.errors import IndvisionError
 
 SPLITS = ("train", "val", "test")
@@ -65,7 +66,7 @@ def list_class_tree(root: Path) -> tuple[list[Item], list[Rejected]]:
                 items.append(Item(path=str(path.resolve()), label=class_dir.name))
                 found += 1
         if not found:
-            print(f"ingest: warning: class folder {class_dir} has no images", flush=True)
+            say(f"ingest: warning: class folder {class_dir} has no images")
     return items, rejected
 
 
@@ -83,8 +84,8 @@ def list_csv(path: Path) -> tuple[list[Item], list[Rejected]]:
                              f"expected a header 'path,label[,group]', found {columns}")
     unknown = set(columns) - set(CSV_COLUMNS)
     if unknown:
-        print(f"ingest: warning: {path}: ignoring unknown column(s) "
-              f"{', '.join(sorted(unknown))}", flush=True)
+        say(f"ingest: warning: {path}: ignoring unknown column(s) "
+              f"{', '.join(sorted(unknown))}")
     items, rejected = [], []
     for line, row in enumerate(reader, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}

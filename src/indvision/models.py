@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indvision import atomic
+from indvision.console import say
 from indvision.errors import IndvisionError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -297,7 +298,7 @@ def load_backbone_weights(model: keras.Model, path: Path, backbone: str, alpha: 
     ``.weights.h5`` and legacy ``.h5`` weights go through ``load_weights``; a ``.keras`` (or a
     whole-model ``.h5``) is loaded and its ``backbone`` layer (or the model itself) copied.
     """
-    print(f"models: loading {backbone} weights from {path}", flush=True)
+    say(f"models: loading {backbone} weights from {path}")
     fix = (f"use weights saved from {backbone} (alpha {alpha}) with include_top=False, "
            "or weights: none")
     try:
@@ -365,8 +366,8 @@ def build_classifier_with_source(
         raise IndvisionError(f"a classifier needs at least 2 classes, got {n_classes}")
     row = get_backbone(backbone)
     base, source = build_backbone(backbone, height, width, weights, alpha)
-    print(f"models: {backbone} (alpha {alpha}) at {height}x{width}, weights: "
-          f"{source.describe()}", flush=True)
+    say(f"models: {backbone} (alpha {alpha}) at {height}x{width}, weights: "
+          f"{source.describe()}")
     inputs = keras.Input((height, width, 3), dtype="float32", name="image")
     x = inputs
     if row.rescale is not None:

@@ -4,7 +4,9 @@ Each run gets a new folder ``exports/<pipeline>/<run_id>/``; the stages run in o
 manifest is rewritten after each. A config error stops everything before any work (exit 2);
 a failing stage marks the run failed and exits 1 with one clear line; Ctrl-C (or SIGTERM)
 marks it interrupted (exit 130). ``--resume RUN_ID`` continues an unfinished run from its first
-unfinished stage (training resumes from its last finished epoch).
+unfinished stage (training resumes from its last finished epoch). The console shows indvision's
+own lines; each stage's full output, libraries included, is in ``<run>/logs/<stage>.log``
+(``-v`` shows it on the console too).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from indvision import config as config_mod
+from indvision import console
 from indvision.errors import ConfigError, IndvisionError
 from indvision.rundir import Run
 
@@ -28,10 +31,13 @@ def log(message: str) -> None:
     print(f"[indvision] {message}", file=sys.stderr, flush=True)
 
 
-def run_pipeline(spec: config_mod.PipelineSpec, out_dir: Path, resume: str | None = None) -> Run:
+def run_pipeline(spec: config_mod.PipelineSpec, out_dir: Path, resume: str | None = None,
+                 verbose: bool = False) -> Run:
     """Run every stage of ``spec`` in a new run folder (or resume one); return the run.
 
-    Raises :class:`IndvisionError` (after marking the run failed) when a stage fails.
+    Each stage's whole output (libraries included) goes to ``<run>/logs/<stage>.log``; the
+    console gets indvision's own lines, and everything too with ``verbose``. Raises
+    :class:`IndvisionError` (after marking the run failed) when a stage fails.
     """
     if resume:
         run = Run.open(Path(out_dir) / spec.name / resume)
@@ -44,7 +50,7 @@ def run_pipeline(spec: config_mod.PipelineSpec, out_dir: Path, resume: str | Non
         run = Run.create(out_dir, spec.name, spec.seed, spec.to_dict(), spec.hash())
         log(f"run {run.root}")
     try:
-        _run_stages(spec, run)
+        _run_stages(spec, run, verbose)
     except KeyboardInterrupt:  # also between stages: the manifest must not say 'running'
         if run.manifest.get("status") != "interrupted":
             _save_failure(run, None, "interrupted")
@@ -70,18 +76,23 @@ def _save_failure(run: Run, stage: str | None, status: str, message: str = "",
     return ""
 
 
-def _run_stages(spec: config_mod.PipelineSpec, run: Run) -> None:
+def _run_stages(spec: config_mod.PipelineSpec, run: Run, verbose: bool = False) -> None:
     """Run each stage not yet done, recording its outcome in the manifest."""
     total = len(spec.stages)
+    checked = False
     for index, (stage, cfg) in enumerate(spec.stages, start=1):
         if run.stage_status(stage) == "done":
             log(f"[{index}/{total}] {stage}: done earlier, skipped")
             continue
+        if not checked and run.stage_status("ingest") == "done":
+            _check_stages(spec.stages[index - 1:], run)
+            checked = True
         log(f"[{index}/{total}] {stage} ...")
         started = time.perf_counter()
-        run.start_stage(stage)
+        log_path = run.start_stage(stage)
         try:
-            outputs = config_mod.stage_module(stage).run(cfg, run)
+            with console.stage_log(log_path, verbose):
+                outputs = config_mod.stage_module(stage).run(cfg, run)
         except KeyboardInterrupt:
             seconds = time.perf_counter() - started
             _save_failure(run, stage, "interrupted", "interrupted by the user", seconds)
@@ -89,21 +100,39 @@ def _run_stages(spec: config_mod.PipelineSpec, run: Run) -> None:
         except IndvisionError as exc:
             seconds = time.perf_counter() - started
             note = _save_failure(run, stage, "failed", str(exc), seconds)
+            log(f"full log of {stage}: {log_path}")
             raise IndvisionError(f"stage '{stage}' failed: {exc}{note}") from exc
         except Exception as exc:  # a bug or a library failure: keep the traceback for the report
-            log_path = run.root / "error.log"
+            trace_path = run.root / "error.log"
             try:
-                log_path.write_text(traceback.format_exc(), encoding="utf-8")
+                trace_path.write_text(traceback.format_exc(), encoding="utf-8")
             except OSError:
-                log_path = None
+                trace_path = None
             message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             seconds = time.perf_counter() - started
             note = _save_failure(run, stage, "failed", message, seconds)
-            where = f" (traceback in {log_path})" if log_path else ""
+            log(f"full log of {stage}: {log_path}")
+            where = f" (traceback in {trace_path})" if trace_path else ""
             raise IndvisionError(f"stage '{stage}' failed: {message}{where}{note}") from exc
         seconds = time.perf_counter() - started
         run.finish_stage(stage, outputs, seconds)
         log(f"[{index}/{total}] {stage}: done in {seconds:.1f} s")
+
+
+def _check_stages(stages: list[tuple[str, Any]], run: Run) -> None:
+    """Once ingest knows the data, run every remaining stage's ``check(config, run)`` (where a
+    stage has one) before any of them starts: a mistake that would stop evaluate after an hour
+    of training stops the run now, with the stage it belongs to marked failed."""
+    for stage, cfg in stages:
+        check = getattr(config_mod.stage_module(stage), "check", None)
+        if check is None:
+            continue
+        try:
+            check(cfg, run)
+        except IndvisionError as exc:
+            note = _save_failure(run, stage, "failed", f"checked before it ran: {exc}")
+            raise IndvisionError(f"stage '{stage}', checked right after ingest: "
+                                 f"{exc}{note}") from exc
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -120,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="STAGE.KEY=VALUE", help="override a setting (repeatable)")
     parser.add_argument("--out", default="exports", help="runs go to OUT/<pipeline>/<run_id>/")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue an unfinished run")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the libraries' output (always in <run>/logs/<stage>.log)")
     return parser
 
 
@@ -131,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         spec = config_mod.load_pipeline(args.pipeline, args.overrides, args.data)
-        run_pipeline(spec, Path(args.out), resume=args.resume)
+        run_pipeline(spec, Path(args.out), resume=args.resume, verbose=args.verbose)
     except KeyboardInterrupt:
         print("interrupted: the run is marked 'interrupted' in its manifest.json; "
               "continue it with --resume RUN_ID", file=sys.stderr)

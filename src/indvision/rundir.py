@@ -25,6 +25,7 @@ from indvision import atomic
 from indvision.errors import IndvisionError
 
 MANIFEST = "manifest.json"
+LOGS = "logs"  # <run>/logs/<stage>.log: each stage's whole console output
 TRACKED_PACKAGES = (
     "indvision", "numpy", "opencv-python-headless", "onnxruntime", "tensorflow-cpu",
     "tensorflow", "keras", "tf2onnx", "onnx", "albumentations", "ai-edge-litert",
@@ -164,9 +165,14 @@ class Run:
     def stage_status(self, stage: str) -> str | None:
         return self.manifest["stages"].get(stage, {}).get("status")
 
-    def start_stage(self, stage: str) -> None:
-        self.manifest["stages"][stage] = {"status": "running", "started": time.time()}
+    def start_stage(self, stage: str) -> Path:
+        """Mark ``stage`` running; return the path of its log (``logs/<stage>.log``, appended
+        to by every attempt, named in the stage's manifest record)."""
+        log = Path(LOGS) / f"{stage}.log"
+        self.manifest["stages"][stage] = {"status": "running", "started": time.time(),
+                                          "log": str(log)}
         self.save()
+        return self.root / log
 
     def finish_stage(self, stage: str, outputs: dict[str, Path], seconds: float) -> None:
         record = self.manifest["stages"][stage]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from indvision import atomic
+from indvision.console import say
 from indvision.converters import ConvertJob, converter_errors
 from indvision.errors import IndvisionError
 
@@ -63,8 +64,8 @@ def write_tflite_int8(model: Any, target: Path, calibration: np.ndarray,
     atomic.write_bytes(target, blob)
     names = [name.split(";")[0] for name in float_layers]  # TFLite joins fused ops' names
     if names:
-        print(f"export: int8: {len(names)} layer(s) quantise badly and stay float: "
-              f"{', '.join(names)}", flush=True)
+        say(f"export: int8: {len(names)} layer(s) quantise badly and stay float: "
+              f"{', '.join(names)}")
     return names
 
 

@@ -42,6 +42,7 @@ from indvision.augmentation import (  # noqa: F401 (re-exported: the stage's pub
     transform_classes,
     value_error_line,
 )
+from indvision.console import say
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
 
@@ -88,7 +89,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                              f"({value_error_line(exc)}); remove that transform") from None
     outputs = {"augmentation": atomic.write_json(out / "augmentation.json", serialised)}
     names = [type(t).__name__ for t in compose.transforms]
-    print(f"augment: {len(names)} transform(s): {', '.join(names) or 'none'}", flush=True)
+    say(f"augment: {len(names)} transform(s): {', '.join(names) or 'none'}")
 
     from indvision.dataset import read_splits
 

@@ -52,6 +52,7 @@ import numpy as np
 
 from indvision import atomic, decision, formats, images, models
 from indvision.config import config_to_dict
+from indvision.console import say
 from indvision.converters import ConvertJob
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError, did_you_mean
@@ -156,14 +157,14 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         for key in config.formats:
             fmt = formats.FORMATS[key]
             started = time.perf_counter()
-            print(f"export: {fmt.filename} ({fmt.description}) ...", flush=True)
+            say(f"export: {fmt.filename} ({fmt.description}) ...")
             target = tmp / fmt.filename
             job = ConvertJob(spec=spec, config=config, meta=meta, calibration=calibration)
             extra_fields = importlib.import_module(fmt.converter).convert(model, target, job)
             note = _self_check(model, target, check_batch)
             seconds = time.perf_counter() - started
-            print(f"export: {fmt.filename}: {target.stat().st_size / 1e6:.2f} MB in "
-                  f"{seconds:.1f} s; {note}", flush=True)
+            say(f"export: {fmt.filename}: {target.stat().st_size / 1e6:.2f} MB in "
+                  f"{seconds:.1f} s; {note}")
             files[fmt.filename] = {
                 "format": fmt.key, "kind": fmt.kind, "runtime": fmt.runtime,
                 "runners": list(fmt.runners), "extra": fmt.extra, "gate": fmt.gate.name,
@@ -176,7 +177,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"export: bundle ready at {bundle}", flush=True)
+    say(f"export: bundle ready at {bundle}")
     return {"bundle": bundle}
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from indvision import atomic, decision, formats, images, metrics, models
+from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
 from indvision.rundir import MANIFEST, Run
@@ -101,9 +102,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         raise IndvisionError(f"test labels {unknown} are not classes of the bundle {classes}")
     labels = np.array([classes.index(r["label"]) for r in rows])
     groups = record.groups_of(rows)
-    print(f"verify: {len(rows)} test images"
+    say(f"verify: {len(rows)} test images"
           + (f" of {len(set(groups))} objects" if groups else "")
-          + f", {len(files)} model files", flush=True)
+          + f", {len(files)} model files")
     batch = np.stack([images.load(r["path"], spec) for r in rows])
 
     keras_probs = _keras_probs(run.artifact("train", "model"), batch, config.batch_size)
@@ -212,14 +213,14 @@ def _verify_runtime(path: Path, fmt: formats.ExportFormat, runtime: str, referen
     parity.update(runtime=runtime, passed=not failures, failures=failures,
                   seconds=round(time.perf_counter() - started, 2))
     verdict = "ok" if not failures else ("FAILED" if fmt.gate.fails_run else "not shippable")
-    print(f"verify: {path.name} on {runtime}: top-1 agreement {parity['agreement']:.4f}, max "
+    say(f"verify: {path.name} on {runtime}: top-1 agreement {parity['agreement']:.4f}, max "
           f"|Δprob| {parity['max_abs_diff']:.2g}, accuracy {parity['accuracy']:.4f} "
           f"(Keras {parity['keras_accuracy']:.4f})"
           + (f"; per object: decision agreement {parity['objects']['agreement']:.4f}, "
              f"accuracy {parity['objects']['accuracy']:.4f} "
              f"(Keras {parity['objects']['keras_accuracy']:.4f})" if groups else "")
           + f" → {verdict}"
-          + (f" ({'; '.join(failures)})" if failures else ""), flush=True)
+          + (f" ({'; '.join(failures)})" if failures else ""))
     return parity
 
 

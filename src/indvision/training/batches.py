@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from indvision import images, metrics, models
+from indvision.console import say
 from indvision.training.plan import balanced_class_weights
 
 if TYPE_CHECKING:
@@ -191,12 +192,12 @@ def load_splits(config: Config, classes: list[str], train_rows: list[dict[str, s
     train_pixels = val_pixels = None
     if n_rows * spec.height * spec.width * 3 <= CACHE_LIMIT_BYTES:
         started = time.perf_counter()
-        print(f"train: decoding {len(train_rows) + len(val_rows)} images at "
-              f"{spec.width}x{spec.height} into memory", flush=True)
+        say(f"train: decoding {len(train_rows) + len(val_rows)} images at "
+              f"{spec.width}x{spec.height} into memory")
         train_pixels = load_images([r["path"] for r in train_rows], spec, config.workers)
         val_pixels = (load_images([r["path"] for r in val_rows], spec, config.workers)
                       if val_rows else None)
-        print(f"train: images ready in {time.perf_counter() - started:.1f} s", flush=True)
+        say(f"train: images ready in {time.perf_counter() - started:.1f} s")
     return Split(train_rows, train_labels, train_pixels), Split(val_rows, val_labels, val_pixels)
 
 

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from indvision import atomic, models
+from indvision.console import say
 from indvision.errors import IndvisionError
 from indvision.training import records
 from indvision.training.batches import Feed, ImageBatches
@@ -80,8 +81,7 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
     """Build member ``member`` from ``seed``, start its head from the linear probe (when the
     config uses one) and run its phases, skipping those done."""
     if config.ensemble > 1:
-        print(f"train: ensemble member {member} of {config.ensemble} (seed {seed})",
-              flush=True)
+        say(f"train: ensemble member {member} of {config.ensemble} (seed {seed})")
     keras.utils.set_random_seed(seed)
     model, source = models.build_classifier_with_source(
         config.backbone, feed.n_classes, config.height, config.width, weights, config.alpha,
@@ -102,8 +102,8 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
     for number, phase in enumerate(member_phases):
         record = state["phases"].get(phase.key, {})
         if record.get("done"):
-            print(f"train: phase {phase.key} finished earlier "
-                  f"({record['epochs_run']} epochs)", flush=True)
+            say(f"train: phase {phase.key} finished earlier "
+                  f"({record['epochs_run']} epochs)")
             continue
         candidates = [Candidate("the linear probe", "", True)] if uses_probe(config) else []
         if number > 0:  # start from the previous phase's best weights — or from its start
@@ -112,9 +112,9 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
             model.set_weights(records.load_arrays(out / candidates[0].weights))
         if phase.name == "objects":
             assert object_fit is not None
-            print(f"train: objects: any-view loss on {len(object_fit.train_data.members)} "
+            say(f"train: objects: any-view loss on {len(object_fit.train_data.members)} "
                   f"objects of up to {object_fit.train_data.views} views: a defective object "
-                  "needs its defect in one view only", flush=True)
+                  "needs its defect in one view only")
             fit_phase(config, phase, out, state, object_fit, candidates)
         else:
             fit_phase(config, phase, out, state, image_fit, candidates)
@@ -145,8 +145,8 @@ def start_from_probe(model: Any, feed: Feed, out: Path, state: dict[str, Any],
         return
     features = probe_features(model, feed)
     groups = np.array([row.get("group") or row["path"] for row in feed.train.rows])
-    print(f"train: linear probe: logistic regression on {features.shape[1]} frozen features "
-          f"of {len(features)} training images", flush=True)
+    say(f"train: linear probe: logistic regression on {features.shape[1]} frozen features "
+          f"of {len(features)} training images")
     probe = fit_probe(features, feed.train.labels, feed.n_classes, groups, feed.class_weight,
                       seed)
     head.set_weights([probe.kernel, probe.bias])
@@ -155,9 +155,9 @@ def start_from_probe(model: Any, feed: Feed, out: Path, state: dict[str, Any],
         model.save(tmp)  # not compiled yet: no optimizer state
     state["probe"] = dict(probe.info)
     records.write_state(out, state)
-    print(f"train: linear probe: C {probe.info['C']:g} ({probe.info['C_chosen_by']}), "
+    say(f"train: linear probe: C {probe.info['C']:g} ({probe.info['C_chosen_by']}), "
           f"train accuracy {probe.info['train_accuracy']:.4f}, "
-          f"{probe.info['seconds']:.1f} s", flush=True)
+          f"{probe.info['seconds']:.1f} s")
 
 
 def probe_features(model: Any, feed: Feed) -> np.ndarray:
@@ -218,8 +218,8 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
     elif phase.name == "finetune" or (phase.name == "objects"
                                       and models.get_backbone(config.backbone).pretrainable):
         unfrozen = models.unfreeze_top(model, config.backbone, config.unfreeze_top_layers)
-        print(f"train: {phase.key}: {unfrozen} backbone layers unfrozen (BatchNorm stays "
-              "frozen)", flush=True)
+        say(f"train: {phase.key}: {unfrozen} backbone layers unfrozen (BatchNorm stays "
+              "frozen)")
     if fit.good_index is None:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         accuracy: Any = "accuracy"
@@ -230,9 +230,9 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
     fit.trainer.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss=loss,
                         metrics=[accuracy])
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    print(f"train: phase {phase.key}: up to {phase.epochs} epochs at learning rate "
+    say(f"train: phase {phase.key}: up to {phase.epochs} epochs at learning rate "
           f"{phase.learning_rate:g}, {trainable:,} trainable parameters, "
-          f"{len(fit.train_data)} batches/epoch", flush=True)
+          f"{len(fit.train_data)} batches/epoch")
     start = starting_point(phase, out, state, fit, candidates or [])
     callbacks: list[Any] = [PhaseProgress(out, state, phase, [fit.train_data], phase.patience,
                                           monitor_val=fit.val_data is not None,
@@ -245,7 +245,7 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
     callbacks.append(keras.callbacks.BackupAndRestore(
         backup_dir=str(out / "backup" / phase.key), double_checkpoint=True))
     fit.trainer.fit(fit.train_data, validation_data=fit.val_data, epochs=phase.epochs,
-                    class_weight=fit.class_weight, callbacks=callbacks, verbose=2)
+                    class_weight=fit.class_weight, callbacks=callbacks, verbose=0)
     shutil.rmtree(out / "backup" / phase.key, ignore_errors=True)
     record = state["phases"][phase.key]
     record["done"] = True
@@ -253,9 +253,9 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
     best = ("its start (its lowest-loss epoch made more validation errors)"
             if record.get("kept_start")
             else f"epoch {record['best_epoch'] + 1}")
-    print(f"train: phase {phase.key} done: {record['epochs_run']} epochs in "
+    say(f"train: phase {phase.key} done: {record['epochs_run']} epochs in "
           f"{record['seconds']:.0f} s, keeping {best} (val loss {record['best_val_loss']:.4f}, "
-          f"val accuracy {record['best_val_accuracy']:.4f})", flush=True)
+          f"val accuracy {record['best_val_accuracy']:.4f})")
 
 
 def starting_point(phase: Phase, out: Path, state: dict[str, Any], fit: Fit,
@@ -297,11 +297,10 @@ def starting_point(phase: Phase, out: Path, state: dict[str, Any], fit: Fit,
     if len(measured) > 1:
         start["candidates"] = measured
         for candidate in measured:
-            print(f"train: {phase.key}: {candidate['from']} measures val loss "
-                  f"{candidate['val_loss']:.4f}, val accuracy {candidate['val_accuracy']:.4f}",
-                  flush=True)
-    print(f"train: {phase.key} starts from {start['from']} at val loss "
-          f"{start['val_loss']:.4f}, val accuracy {start['val_accuracy']:.4f}", flush=True)
+            say(f"train: {phase.key}: {candidate['from']} measures val loss "
+                  f"{candidate['val_loss']:.4f}, val accuracy {candidate['val_accuracy']:.4f}")
+    say(f"train: {phase.key} starts from {start['from']} at val loss "
+          f"{start['val_loss']:.4f}, val accuracy {start['val_accuracy']:.4f}")
     return start
 
 
@@ -326,6 +325,29 @@ def _validate(fit: Fit) -> dict[str, float]:
     logs = fit.trainer.evaluate(fit.val_data, verbose=0, return_dict=True)
     return {"loss": float(logs["loss"]), "accuracy": float(logs["accuracy"])}
 
+
+
+def duration(seconds: float) -> str:
+    """A span for a person: ``45 s``, ``3.5 min``, ``1.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def epoch_line(key: str, epoch: int, epochs: int, logs: dict[str, Any], seconds: float,
+               mean_seconds: float) -> str:
+    """The console's one line per epoch (Keras' own progress is off): the metrics, the epoch's
+    time and the phase's remaining time at the mean epoch time so far — an upper bound, as a
+    validation plateau may end the phase sooner."""
+    parts = [f"{name} {float(logs[name]):.4f}"
+             for name in ("loss", "accuracy", "val_loss", "val_accuracy")
+             if logs.get(name) is not None]
+    left = epochs - epoch - 1
+    eta = f", at most {duration(left * mean_seconds)} left" if left else ""
+    return (f"train: {key} epoch {epoch + 1}/{epochs}: {', '.join(parts)} "
+            f"({duration(seconds)}{eta})")
 
 
 class PhaseProgress(keras.callbacks.Callback):
@@ -385,8 +407,10 @@ class PhaseProgress(keras.callbacks.Callback):
         })
         record = self.record
         record["epochs_run"] = epoch + 1
-        record["seconds"] = round(record["seconds"] + time.perf_counter()
-                                  - self.epoch_started, 2)
+        seconds = time.perf_counter() - self.epoch_started
+        record["seconds"] = round(record["seconds"] + seconds, 2)
+        say(epoch_line(key, epoch, self.phase.epochs, logs, seconds,
+                       record["seconds"] / record["epochs_run"]))
         prefix = "val_" if self.monitor_val else ""
         accuracy = float(logs.get(prefix + "accuracy", 0.0))
         loss = float(logs.get(prefix + "loss", 0.0))
@@ -405,8 +429,8 @@ class PhaseProgress(keras.callbacks.Callback):
             if self.patience and epoch - best >= self.patience:
                 record["stopped_early"] = True
                 self.model.stop_training = True
-                print(f"train: {key}: validation loss not lower for {self.patience} epochs, "
-                      f"stopping; best epoch {best + 1}", flush=True)
+                say(f"train: {key}: validation loss not lower for {self.patience} epochs, "
+                      f"stopping; best epoch {best + 1}")
             records.write_state(out, state)
         records.write_history(out, state)
 
@@ -427,9 +451,9 @@ class PhaseProgress(keras.callbacks.Callback):
             return  # before the last phase, the next one weighs the start (handed_on)
         if record["best_epoch"] is None or (record["best_val_accuracy"]
                                             < start["val_accuracy"] - 1e-9):
-            print(f"train: {self.phase.key}: the best epoch's val accuracy "
+            say(f"train: {self.phase.key}: the best epoch's val accuracy "
                   f"{record['best_val_accuracy'] or 0:.4f} is below the start's "
-                  f"{start['val_accuracy']:.4f}: keeping the start", flush=True)
+                  f"{start['val_accuracy']:.4f}: keeping the start")
             if record["best_weights"]:
                 (self.out / record["best_weights"]).unlink(missing_ok=True)
             record.update(best_epoch=-1, best_val_accuracy=start["val_accuracy"],

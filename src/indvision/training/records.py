@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from indvision import atomic
+from indvision.console import say
 
 STATE = "state.json"
 TENSORBOARD = "tensorboard"  # one sub-folder per phase key: train/tensorboard/finetune_m2
@@ -30,8 +31,7 @@ def read_state(out: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        print(f"train: warning: cannot read {path} ({exc}); training starts from epoch 1",
-              flush=True)
+        say(f"train: warning: cannot read {path} ({exc}); training starts from epoch 1")
         return {"phases": {}, "history": []}
 
 

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from indvision import atomic, metrics, models
+from indvision.console import say
 from indvision.training import records
 from indvision.training.batches import Feed
 from indvision.training.phases import PROBE_HEAD, PROBE_MODEL, Member
@@ -60,12 +61,11 @@ def assemble(members: list[Member], config: Config) -> Any:
     model = (members[0].model if len(members) == 1
              else models.ensemble_averaged([m.model for m in members]))
     if config.ensemble > 1:
-        print(f"train: the saved model averages the scores of {len(members)} members "
-              "(ensemble)", flush=True)
+        say(f"train: the saved model averages the scores of {len(members)} members "
+              "(ensemble)")
     if config.mirror_average:
         model = models.mirror_averaged(model)
-        print("train: the saved model averages each image with its mirror (mirror_average)",
-              flush=True)
+        say("train: the saved model averages each image with its mirror (mirror_average)")
     return model
 
 
@@ -117,8 +117,8 @@ def write_outputs(out: Path, config: Config, result: TrainResult) -> dict[str, P
     shutil.rmtree(out / "backup", ignore_errors=True)
     (out / PROBE_HEAD).unlink(missing_ok=True)  # probe.keras holds it
     accuracy = result.val_accuracy
-    print(f"train: saved {outputs['model']} (val accuracy "
-          f"{'n/a' if accuracy is None else f'{accuracy:.4f}'})", flush=True)
+    say(f"train: saved {outputs['model']} (val accuracy "
+          f"{'n/a' if accuracy is None else f'{accuracy:.4f}'})")
     return outputs
 
 
