@@ -109,7 +109,7 @@ def test_a_moved_setting_names_where_it_lives_now() -> None:
     for stage in ("train", "evaluate"):
         with pytest.raises(ConfigError, match=rf"'{stage}.good_class' moved to 'ingest\."):
             config.load_pipeline("parcel", [f"{stage}.good_class=intact"])
-    assert config.load_pipeline("parcel").config("ingest").good_class == "intact"
+    assert config.load_pipeline("parcel").config("ingest").good_class == "auto"
 
 
 def test_every_setting_has_a_line_in_the_readme() -> None:

@@ -136,22 +136,50 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
     return result
 
 
+# Names a class meaning "no defect" goes by, compared lower-case with '-' and ' ' read as '_'.
+# ``good_class: auto`` picks the one class of a dataset named like this.
+GOOD_CLASS_NAMES = (
+    "ok", "okay", "good", "fine", "normal", "pass", "passed", "intact", "free", "no_defect",
+    "nodefect", "no_defects", "defect_free", "non_defective", "undamaged", "clean", "nominal",
+    "accept", "accepted", "acceptable", "ok_front", "good_parts",
+)
+AUTO = "auto"
+
+
+def _normalised(name: str) -> str:
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def recognised_good_classes(classes: Sequence[str]) -> list[str]:
+    """The classes whose names are common names of the good class (:data:`GOOD_CLASS_NAMES`)."""
+    return [c for c in classes if _normalised(c) in GOOD_CLASS_NAMES]
+
+
 def resolve_good_class(setting: tuple[str, ...] | str | None, classes: Sequence[str],
                        key: str = "ingest.good_class") -> str | None:
     """The good class to use for this dataset's ``classes``, or None for arg-max decisions.
 
-    A single name must be a class (else a did-you-mean error: a typo must not silently turn the
+    ``auto`` takes the one class named like a good class (:data:`GOOD_CLASS_NAMES`: ok, good,
+    fine, normal, intact, ...), none when no class is, and refuses to guess between two. A
+    single name must be a class (else a did-you-mean error: a typo must not silently turn the
     escape-rate threshold off). A list of candidates picks the first present, else None.
     """
     if setting is None:
         return None
+    if setting == AUTO:
+        found = recognised_good_classes(classes)
+        if len(found) > 1:
+            raise IndvisionError(
+                f"{key}: {' and '.join(repr(c) for c in found)} both look like the good class "
+                f"(no defect); set {key} to the one that is, e.g. --set {key}={found[0]}")
+        return found[0] if found else None
     if isinstance(setting, str):
         if setting not in classes:
             raise IndvisionError(
                 f"{key}: '{setting}' is not a class of this dataset"
                 f"{did_you_mean(setting, classes)}; classes are {', '.join(classes)}. Set it to "
-                "one of them, to a list of candidates ([ok, ok_front, intact]), or to null "
-                "for arg-max decisions")
+                "one of them, to auto (a class named ok, good, fine, intact, ...), to a list of "
+                "candidates ([ok, ok_front, intact]), or to null for arg-max decisions")
         return setting
     for name in setting:
         if name in classes:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from indvision import atomic, decision, images, metrics, models
+from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
 from indvision.evaluation_report import (
@@ -140,6 +141,24 @@ def check_gate(config: Config, test: dict[str, Any], unit: str = "") -> dict[str
             "passed": not failures, "failures": failures, "notes": notes}
 
 
+def check(config: Config, run: Run) -> None:
+    """Called by the pipeline right after ingest, before training: the splits evaluate needs."""
+    rows = read_splits(run.artifact("ingest", "splits"))
+    facts = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest", decision.ARTIFACT)))
+    _check_splits(rows_of(rows, "val"), rows_of(rows, "test"), facts)
+
+
+def _check_splits(val_rows: Sequence[dict[str, str]], test_rows: Sequence[dict[str, str]],
+                  facts: decision.Decision) -> None:
+    if not test_rows:
+        raise IndvisionError("ingest/splits.csv has no test images (each class needs at least "
+                             "3 images or groups); add images or raise ingest.test_fraction")
+    if facts.good_index is not None and not val_rows:
+        raise IndvisionError("ingest/splits.csv has no validation images to choose the "
+                             f"'{facts.good_class}' threshold on; add images or raise "
+                             "ingest.val_fraction")
+
+
 def run(config: Config, run: Run) -> dict[str, Path]:
     """Score val and test, decide, measure, write the report; fail when the gate is not met."""
     out = run.stage_dir("evaluate")
@@ -149,13 +168,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     facts = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest", decision.ARTIFACT)))
     good_class, good_index = facts.good_class, facts.good_index
     val_rows, test_rows = rows_of(rows, "val"), rows_of(rows, "test")
-    if not test_rows:
-        raise IndvisionError("ingest/splits.csv has no test images (each class needs at least "
-                             "3 images or groups); add images or raise ingest.test_fraction")
-    if good_index is not None and not val_rows:
-        raise IndvisionError("ingest/splits.csv has no validation images to choose the "
-                             f"'{good_class}' threshold on; add images or raise "
-                             "ingest.val_fraction")
+    _check_splits(val_rows, test_rows, facts)
     val_labels = _label_indices(val_rows, classes)
     test_labels = _label_indices(test_rows, classes)
 
@@ -217,12 +230,12 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     }
     atomic.write_text(paths["report"], render_report(header, result, confusion_png, curves_png,
                                                      cards, len(wrong)))
-    print(summary_line(result), flush=True)
+    say(summary_line(result))
     if not result["gate"]["passed"]:
         raise IndvisionError("quality gate failed: " + "; ".join(result["gate"]["failures"])
                              + f". See {paths['report']}")
     for note in result["gate"]["notes"]:
-        print(f"evaluate: warning: {note}", flush=True)
+        say(f"evaluate: warning: {note}")
     return paths
 
 
@@ -319,14 +332,14 @@ def score_images(model: Any, paths: Sequence[str], spec: images.InputSpec, batch
     n_classes = model.outputs[0].shape[-1]
     if not paths:
         return np.zeros((0, n_classes))
-    print(f"evaluate: scoring {len(paths)} {split} images", flush=True)
+    say(f"evaluate: scoring {len(paths)} {split} images")
     parts = []
     for start in range(0, len(paths), batch_size):
         batch = np.stack([images.load(p, spec) for p in paths[start:start + batch_size]])
         parts.append(np.asarray(model.predict_on_batch(batch.astype(np.float32))))
         done = start + len(batch)
         if (start // batch_size) % 20 == 19 and done < len(paths):
-            print(f"evaluate: scored {done}/{len(paths)} {split} images", flush=True)
+            say(f"evaluate: scored {done}/{len(paths)} {split} images")
     scores = np.concatenate(parts).astype(np.float64)
     if (not np.isfinite(scores).all() or (scores < -1e-6).any()
             or not np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)):

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from indvision import atomic, dataset, decision, images, metrics
+from indvision.console import say
 from indvision.dataset import SPLITS, Item
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
@@ -49,10 +50,12 @@ class Config:
     synthetic_per_class: int = 150
     synthetic_root: str = "data/synthetic"
     group_regex: str | None = None  # on the file name, e.g. '^(\d+)_': one object per match
-    # The class meaning "no defect". A name must be one of the dataset's classes; a list names
-    # candidates and the first one present is used (none present: arg-max decisions, no
-    # threshold), so one pipeline file serves datasets that call it ok, ok_front or intact.
-    good_class: tuple[str, ...] | str | None = None
+    # The class meaning "no defect". auto: the one class named like it (ok, good, fine,
+    # normal, intact, no_defect, ...: metrics.GOOD_CLASS_NAMES), so one pipeline file serves
+    # datasets that call it ok, ok_front or intact; none so named → arg-max decisions. A name
+    # must be one of the dataset's classes; a list names candidates, the first present is used;
+    # null: arg-max decisions, no threshold.
+    good_class: tuple[str, ...] | str | None = metrics.AUTO
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     # A smaller dataset with the same test split (learning curves, small-data checks): keep at
@@ -101,11 +104,12 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     source = _resolve_source(config, run)
     out = run.stage_dir("ingest")
     listed, rejected = dataset.list_source(source)
-    print(f"ingest: {len(listed)} files listed from {source}", flush=True)
+    say(f"ingest: {len(listed)} files listed from {source}")
     checked = _check_images(listed, rejected, config)
     kept, duplicates, conflicts = dataset.dedupe(checked)
     rejected.extend(conflicts)
     group_by = dataset.assign_groups(kept, config.group_regex)
+    _check_grouping(kept, config.group_regex, group_by, source)
     classes = _check_classes(kept, rejected, config.min_per_class, source)
     _split(kept, config.val_fraction, config.test_fraction, run.seed,
            config.max_train_per_class)
@@ -129,20 +133,18 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         "rejected": _write_csv(out / "rejected.csv", ["path", "label", "reason"], rejected),
     }
     counts = report["counts"]
-    print(f"ingest: {len(kept)} images in {len(classes)} classes "
+    say(f"ingest: {len(kept)} images in {len(classes)} classes "
           f"(train {counts['train']['total']}, val {counts['val']['total']}, "
           f"test {counts['test']['total']}); {len(rejected)} rejected, "
-          f"{report['duplicates']['removed']} duplicate copies removed", flush=True)
+          f"{report['duplicates']['removed']} duplicate copies removed")
     if subsampled:
-        print(f"ingest: max_train_per_class {config.max_train_per_class}: {subsampled} "
-              "training and validation images left out (the test split is unchanged)",
-              flush=True)
+        say(f"ingest: max_train_per_class {config.max_train_per_class}: {subsampled} "
+              "training and validation images left out (the test split is unchanged)")
     if record.grouped:
-        print(f"ingest: {report['groups']} objects (views grouped by {group_by}, "
-              f"{record.views_per_object} views each mostly): decisions are per object",
-              flush=True)
+        say(f"ingest: {report['groups']} objects (views grouped by {group_by}, "
+              f"{record.views_per_object} views each mostly): decisions are per object")
     for path, _, reason in rejected[:10]:
-        print(f"ingest: rejected {path}: {reason}", flush=True)
+        say(f"ingest: rejected {path}: {reason}")
     return outputs
 
 
@@ -165,18 +167,43 @@ def _check_images(listed: list[Item], rejected: list, config: Config) -> list[It
         item.width, item.height = width, height
         checked.append(item)
         if n % 500 == 0:
-            print(f"ingest: checked {n}/{len(listed)} images", flush=True)
+            say(f"ingest: checked {n}/{len(listed)} images")
     return checked
+
+
+def _check_grouping(items: list[Item], group_regex: str | None, group_by: str | None,
+                    source: Path) -> None:
+    """A ``group_regex`` that matches no file name is a mistake, not a choice: stop and say so
+    (before anything trains on objects of one view); one that matches some says how many."""
+    if group_regex is None or group_by == "column" or not items:
+        return
+    matched = sum(decision.group_key(i.path, group_regex, i.label) is not None for i in items)
+    example = Path(items[0].path).name
+    if matched == 0:
+        raise IndvisionError(
+            f"{source}: ingest.group_regex {group_regex!r} matches none of the {len(items)} "
+            f"file names (e.g. {example!r}); fix the pattern (its first group is the object "
+            "id) or set ingest.group_regex to null for one object per image")
+    if matched < len(items):
+        say(f"ingest: group_regex {group_regex!r} matches {matched} of {len(items)} file "
+            "names; each other image is an object of its own")
 
 
 def _decision(config: Config, classes: list[str], group_by: str | None,
               groups: list[str | None]) -> decision.Decision:
     """The decision record's facts about the data: good class and grouping (no threshold)."""
     good_class = metrics.resolve_good_class(config.good_class, classes, key="ingest.good_class")
-    if config.good_class is not None and good_class is None:
-        print(f"ingest: none of the good-class candidates {list(config.good_class_candidates)} "
-              f"is a class here ({', '.join(classes)}): arg-max decisions, no threshold",
-              flush=True)
+    if config.good_class == metrics.AUTO:
+        if good_class is None:
+            say(f"ingest: no class is named like the good class (ok, good, fine, normal, "
+                f"intact, ...) among {', '.join(classes)}: arg-max decisions, no escape-rate "
+                "threshold; set ingest.good_class to the class meaning no defect")
+        else:
+            say(f"ingest: good class '{good_class}' (recognised by its name; set "
+                "ingest.good_class to choose another, null for arg-max decisions)")
+    elif config.good_class is not None and good_class is None:
+        say(f"ingest: none of the good-class candidates {list(config.good_class_candidates)} "
+              f"is a class here ({', '.join(classes)}): arg-max decisions, no threshold")
     return decision.Decision(
         classes=tuple(classes), good_class=good_class, group_by=group_by,
         group_regex=config.group_regex,
@@ -193,8 +220,8 @@ def _resolve_source(config: Config, run: Run) -> Path:
                                  "or set ingest.synthetic to generate default images")
 
         root = Path(config.synthetic_root)
-        print(f"ingest: no --data given; using synthetic '{config.synthetic}' images "
-              f"under {root / str(config.synthetic)}", flush=True)
+        say(f"ingest: no --data given; using synthetic '{config.synthetic}' images "
+              f"under {root / str(config.synthetic)}")
         return synth.ensure(str(config.synthetic), root, seed=0,
                             per_class=config.synthetic_per_class)
     source = Path(config.source).expanduser()

@@ -83,7 +83,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from indvision import atomic, decision, images, models
+from indvision.console import say
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
 from indvision.training import records
@@ -191,6 +194,55 @@ class Config:
 
 
 
+# ----------------------------------------------------------------------------- check
+
+
+def check(config: Config, run: Run) -> None:
+    """What can be known wrong once ingest has run, checked before anything trains (the
+    pipeline calls this right after ingest): an objects phase without a good class is an
+    error; a model input far from the images' size is said, as a warning."""
+    from indvision.dataset import read_splits
+
+    rows = [r for r in read_splits(run.artifact("ingest", "splits")) if r["split"] == "train"]
+    if not rows:
+        raise IndvisionError("the ingest split has no training images; add images")
+    record = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest",
+                                                                       decision.ARTIFACT)))
+    multi_view = record.grouped and max(Counter(r["group"] for r in rows).values()) > 1
+    if config.object_steps and multi_view and record.good_index is None:
+        raise IndvisionError(
+            "train.object_steps needs the good class (an object is good only when every view "
+            f"is), and none of the classes {', '.join(record.classes)} is named like one; set "
+            "ingest.good_class to the class meaning no damage, or train.object_steps to 0")
+    for warning in input_size_warnings(config, [(int(r["width"]), int(r["height"]))
+                                                for r in rows]):
+        say(f"train: warning: {warning}")
+
+
+def input_size_warnings(config: Config, sizes: list[tuple[int, int]]) -> list[str]:
+    """Warnings when the model input is far from the images' (cropped) size: upscaled more than
+    2× on both axes adds no detail and costs time; shrunk more than 8× on both can make small
+    defects vanish."""
+    x0, y0, x1, y1 = config.crop or (0.0, 0.0, 1.0, 1.0)
+    keep_w, keep_h = config.colour_window or (1.0, 1.0)
+    width = float(np.median([w for w, _ in sizes])) * (x1 - x0) * keep_w
+    height = float(np.median([h for _, h in sizes])) * (y1 - y0) * keep_h
+    scales = (config.width / width, config.height / height)
+    region = "window" if config.colour_window else "crop" if config.crop else "image"
+    fix = "set train.height and train.width (or train.crop)"
+    if min(scales) > 2:  # every axis
+        scale = min(scales)
+        return [f"the median training {region} is {width:.0f}x{height:.0f} and the model input "
+                f"{config.width}x{config.height}: images are upscaled {scale:.1f}×, which adds "
+                f"no detail and costs time; {fix}"]
+    if max(scales) < 1 / 8:
+        scale = max(scales)
+        return [f"the median training {region} is {width:.0f}x{height:.0f} and the model input "
+                f"{config.width}x{config.height}: images are shrunk {1 / scale:.0f}×, small "
+                f"defects may vanish; {fix}"]
+    return []
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -213,7 +265,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     state = records.read_state(out)
     resumed = bool(state["history"]) or any(p.get("done") for p in state["phases"].values())
     if resumed:
-        print(f"train: resuming after {len(state['history'])} finished epoch(s)", flush=True)
+        say(f"train: resuming after {len(state['history'])} finished epoch(s)")
 
     weights = config.resolved_weights()
     splits = batches.load_splits(config, classes, train_rows, val_rows, len(rows))
@@ -242,8 +294,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 def _augmentation(run: Run) -> dict | None:
     """The augment stage's ``augmentation.json`` (None without the stage or transforms)."""
     if not run.has_artifact("augment", "augmentation"):
-        print("train: no augment stage in this pipeline; training without augmentation",
-              flush=True)
+        say("train: no augment stage in this pipeline; training without augmentation")
         return None
     augmentation = json.loads(run.artifact("augment", "augmentation")
                               .read_text(encoding="utf-8"))
@@ -262,10 +313,10 @@ def _objects_good_index(config: Config, run: Run, classes: list[str],
         return None
     sizes = Counter(r["group"] for r in train_rows)
     if max(sizes.values()) < 2:
-        print("train: every object has one view; no objects phase", flush=True)
+        say("train: every object has one view; no objects phase")
         return None
     if record.good_index is None:
-        print("train: views are grouped but no ingest.good_class is among the classes "
-              f"{classes}; no objects phase (every view keeps its object's label)", flush=True)
+        say("train: views are grouped but no ingest.good_class is among the classes "
+              f"{classes}; no objects phase (every view keeps its object's label)")
         return None
     return record.good_index
