@@ -192,3 +192,17 @@ def test_cli_predict_says_a_csv_grouped_bundle_cannot_group_by_name(
                       "--group-regex", VIEWS_REGEX]) == 0
     captured = capsys.readouterr()
     assert "CSV group column" not in captured.err and len(object_lines(captured.out)) == 3
+
+
+def test_cli_progress_goes_to_stderr_and_stdout_stays_json(bundle: Path, eval_tree: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    assert edge.main(["predict", str(bundle), str(eval_tree), "--progress-every", "0"]) == 0
+    shown = capsys.readouterr()
+    assert len([json.loads(line) for line in shown.out.splitlines()]) == 24
+    progress = shown.err.splitlines()
+    assert progress[0].startswith("progress: 1/24 images (4 %)")
+    assert progress[-1].startswith("progress: 24/24 images in ")
+    assert edge.main(["evaluate", str(bundle), str(eval_tree), "--progress-every", "0"]) == 0
+    shown = capsys.readouterr()
+    assert json.loads(shown.out)["n"] == 24
+    assert "progress: 24/24 images" in shown.err

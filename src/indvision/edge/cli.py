@@ -24,6 +24,9 @@ picks a file of the bundle (default: ``model.json``'s ``default_model``, ``model
   A file the regex does not match is an object of its own. An unreadable view gets its own
   ``{"path", "error"}`` line and its object is decided on its readable views (exit code 1).
   ``--per-image`` prints the per-image lines instead.
+- ``predict`` and ``evaluate`` show their progress on stderr: a bar with rate and ETA on a
+  terminal, a plain count line every 10 s of work otherwise (``--progress-every S``;
+  ``--no-progress``: none).
 - ``evaluate`` takes a folder-per-class tree and prints one JSON object: ``n``, ``accuracy``,
   ``macro_f1``, ``per_class`` precision/recall/F1, ``confusion`` (rows = true class), and
   ``groups`` (the same on fused views) when a group regex applies. A class folder the bundle
@@ -83,6 +86,7 @@ from indvision import atomic, formats
 from indvision.edge.evaluate import evaluate_tree, predict_tree
 from indvision.edge.golden import compare_golden, golden_record, golden_summary, read_golden
 from indvision.edge.objects import check_regex, object_rule
+from indvision.edge.progress import Progress
 from indvision.edge.runtime import EdgeClassifier, image_files, predict_files, predict_objects
 from indvision.edge.watching import watch
 from indvision.errors import IndvisionError
@@ -114,11 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--per-image", action="store_true",
                          help="one line per image even where a group rule applies")
 
+    def add_progress(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--no-progress", action="store_true",
+                         help="no progress on stderr (a bar on a terminal, else a count line "
+                              "every --progress-every seconds of work)")
+        sub.add_argument("--progress-every", type=float, default=10.0, metavar="S",
+                         help="off a terminal: seconds between progress lines (default 10)")
+
     predict = add("predict", "one JSON line per image (per object with a group rule)")
+    add_progress(predict)
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     add_objects(predict)
     evaluate = add("evaluate", "metrics on a folder-per-class tree")
     evaluate.add_argument("data_dir", metavar="DATA_DIR")
+    add_progress(evaluate)
     evaluate.add_argument("--group-regex", help="fuse views per group (default: the bundle's)")
     evaluate.add_argument("--write-golden", metavar="FILE",
                           help="save per-image labels and scores and the metric floors "
@@ -165,10 +178,14 @@ def _predict_command(classifier: EdgeClassifier, args: argparse.Namespace) -> in
         print("warning: this bundle decides per object by a CSV group column, which file "
               "names cannot tell here: each image is decided alone; pass --group-regex to "
               "group views by name", file=sys.stderr)
+    progress = None if args.no_progress else Progress(len(paths),
+                                                      interval=args.progress_every)
     if classifier.group_regex and not args.per_image:
-        failures = predict_objects(classifier, paths, _emit_line)
+        failures = predict_objects(classifier, paths, _emit_line, progress=progress)
     else:
-        failures = predict_files(classifier, paths, _emit_line)
+        failures = predict_files(classifier, paths, _emit_line, progress=progress)
+    if progress is not None:
+        progress.close()
     if failures:
         print(f"error: {failures} of {len(paths)} images could not be read "
               "(see their 'error' lines)", file=sys.stderr)
@@ -183,7 +200,8 @@ def _evaluate_command(classifier: EdgeClassifier, args: argparse.Namespace) -> i
         raise IndvisionError(f"--floor-margin must be a fraction in [0, 1), got "
                              f"{args.floor_margin}")
     golden = read_golden(args.golden) if args.golden else None  # fail before the work
-    found = predict_tree(classifier, Path(args.data_dir))
+    found = predict_tree(classifier, Path(args.data_dir), progress=None if args.no_progress
+                         else lambda total: Progress(total, interval=args.progress_every))
     report = evaluate_tree(classifier, Path(args.data_dir), args.group_regex, found)
     if golden is not None:
         report["golden"] = {"file": str(args.golden),

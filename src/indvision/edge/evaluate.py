@@ -10,6 +10,7 @@ onnxruntime only, like the rest of :mod:`indvision.edge`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from indvision import decision, metrics
+from indvision.edge.progress import Progress
 from indvision.edge.runtime import EdgeClassifier, image_files, predict_files
 from indvision.errors import IndvisionError, did_you_mean
 
@@ -32,8 +34,10 @@ class TreePredictions:
     skipped: list[dict[str, str]]  # unreadable images: path, error
 
 
-def predict_tree(classifier: EdgeClassifier, data_dir: Path) -> TreePredictions:
-    """Predict every image below ``data_dir/<class>/``; a folder that is not a class fails."""
+def predict_tree(classifier: EdgeClassifier, data_dir: Path,
+                 progress: Callable[[int], Progress] | None = None) -> TreePredictions:
+    """Predict every image below ``data_dir/<class>/``; a folder that is not a class fails.
+    ``progress(total)`` makes the :class:`Progress` that counts the images."""
     if not data_dir.is_dir():
         raise IndvisionError(f"{data_dir}: no such folder (expected DATA_DIR/<class>/<images>)")
     class_dirs = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -56,10 +60,14 @@ def predict_tree(classifier: EdgeClassifier, data_dir: Path) -> TreePredictions:
             paths.append(result["path"])
             probs.append([result["scores"][c] for c in classifier.classes])
 
+    files = {folder: list(image_files([folder])) for folder in class_dirs}
+    counter = progress(sum(map(len, files.values()))) if progress else None
     for folder in class_dirs:
         before = len(paths)
-        predict_files(classifier, list(image_files([folder])), collect)
+        predict_files(classifier, files[folder], collect, progress=counter)
         labels += [classifier.classes.index(folder.name)] * (len(paths) - before)
+    if counter is not None:
+        counter.close()
     if not paths:
         raise IndvisionError(f"{data_dir}: no readable images in its class folders")
     return TreePredictions(data_dir, paths, np.array(labels, dtype=int),

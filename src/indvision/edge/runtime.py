@@ -27,6 +27,7 @@ import numpy as np
 from indvision import atomic, formats, images, metrics
 from indvision.decision import Decision
 from indvision.edge.objects import fuse_objects
+from indvision.edge.progress import Progress
 from indvision.errors import IndvisionError, did_you_mean
 from indvision.rundir import MANIFEST, Run
 
@@ -235,11 +236,13 @@ def score_files(classifier: EdgeClassifier, paths: Sequence[str | os.PathLike],
 
 
 def predict_files(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emit,
-                  batch_size: int = 32) -> int:
+                  batch_size: int = 32, progress: Progress | None = None) -> int:
     """Predict files in batches, emitting one result (or error) per file in the given order;
-    returns the number of files that could not be read."""
+    returns the number of files that could not be read. ``progress`` counts each file."""
     failures = 0
     for path, row in score_files(classifier, paths, batch_size):
+        if progress is not None:
+            progress.update()
         if isinstance(row, str):
             failures += 1
             emit({"path": str(path), "error": row})
@@ -249,7 +252,8 @@ def predict_files(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emit,
 
 
 def predict_objects(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emit,
-                    group_regex: str | None = None, batch_size: int = 32) -> int:
+                    group_regex: str | None = None, batch_size: int = 32,
+                    progress: Progress | None = None) -> int:
     """One result per object, decided as :meth:`EdgeClassifier.predict_groups` decides:
     ``{"group", "label", "score", "scores", "views", "decided_by"}``, objects in first-seen
     order, views grouped by ``group_regex`` (default: the bundle's) on the file name.
@@ -263,6 +267,8 @@ def predict_objects(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emi
     rows: list[np.ndarray] = []
     failures = 0
     for path, row in score_files(classifier, paths, batch_size):
+        if progress is not None:
+            progress.update()
         if isinstance(row, str):
             failures += 1
             emit({"path": str(path), "error": row})
