@@ -3,6 +3,7 @@ evaluate, one-line errors, bundles found through exports/<pipeline>, closed pipe
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -206,3 +207,21 @@ def test_cli_progress_goes_to_stderr_and_stdout_stays_json(bundle: Path, eval_tr
     shown = capsys.readouterr()
     assert json.loads(shown.out)["n"] == 24
     assert "progress: 24/24 images" in shown.err
+
+
+def test_cli_predict_collects_into_label_folders_with_the_bundles_run(
+        bundle: Path, eval_tree: Path, tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+    result = run_cli("predict", str(bundle), str(eval_tree), "--collect", str(keep),
+                     "--collect-margin", "0", "--collect-band", "0", "--collect-sample", "1")
+    assert result.returncode == 0, result.stderr
+    predicted = {Path(line["path"]).name: line["label"]
+                 for line in map(json.loads, result.stdout.splitlines())}
+    with open(keep / "collected.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(predicted) == 24  # a sample of 1: every confident call
+    run_id = json.loads((bundle / "model.json").read_text())["provenance"]["run_id"]
+    for row in rows:
+        assert row["reason"] == "sample" and row["bundle_run"] == run_id
+        assert row["file"].split("/")[0] == predicted[Path(row["source"]).name] == row["label"]
+        assert (keep / row["file"]).read_bytes() == Path(row["source"]).read_bytes()

@@ -24,6 +24,12 @@ picks a file of the bundle (default: ``model.json``'s ``default_model``, ``model
   A file the regex does not match is an object of its own. An unreadable view gets its own
   ``{"path", "error"}`` line and its object is decided on its readable views (exit code 1).
   ``--per-image`` prints the per-image lines instead.
+- ``predict`` and ``watch`` with ``--collect DIR`` keep the images worth a person's look in
+  ``DIR/<predicted label>/`` with a row each in ``DIR/collected.csv``: uncertain calls
+  (``--collect-margin``, ``--collect-band``), every defect call with ``--collect-rejected``, a
+  random ``--collect-sample`` of the confident ones; bounded by ``--collect-max-images`` and
+  ``--collect-max-mb`` (``--collect-when-full drop-oldest|stop``). See
+  :mod:`indvision.edge.collect`.
 - ``predict`` and ``evaluate`` show their progress on stderr: a bar with rate and ETA on a
   terminal, a plain count line every 10 s of work otherwise (``--progress-every S``;
   ``--no-progress``: none).
@@ -83,6 +89,7 @@ from pathlib import Path
 from typing import Any
 
 from indvision import atomic, formats
+from indvision.edge.collect import WHEN_FULL, CollectConfig, Collector
 from indvision.edge.evaluate import evaluate_tree, predict_tree
 from indvision.edge.golden import compare_golden, golden_record, golden_summary, read_golden
 from indvision.edge.objects import check_regex, object_rule
@@ -125,8 +132,33 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--progress-every", type=float, default=10.0, metavar="S",
                          help="off a terminal: seconds between progress lines (default 10)")
 
+    def add_collect(sub: argparse.ArgumentParser) -> None:
+        defaults = CollectConfig()
+        sub.add_argument("--collect", metavar="DIR",
+                         help="keep the images worth a person's look in DIR/<label>/ with "
+                              "DIR/collected.csv (uncertain ones, a sample of confident ones)")
+        sub.add_argument("--collect-margin", type=float, default=defaults.margin, metavar="M",
+                         help=f"uncertain: top-1 minus top-2 below M (default {defaults.margin})")
+        sub.add_argument("--collect-band", type=float, default=defaults.band, metavar="B",
+                         help="uncertain: P(good) within B of the bundle's threshold "
+                              f"(default {defaults.band})")
+        sub.add_argument("--collect-rejected", action="store_true",
+                         help="keep every defect call too")
+        sub.add_argument("--collect-sample", type=float, default=defaults.sample, metavar="F",
+                         help="fraction of confident calls kept at random "
+                              f"(default {defaults.sample})")
+        sub.add_argument("--collect-max-images", type=int, default=defaults.max_images,
+                         metavar="N", help=f"at most N images (default {defaults.max_images})")
+        sub.add_argument("--collect-max-mb", type=float, default=defaults.max_bytes / 1e6,
+                         metavar="MB", help="at most this many MB "
+                                            f"(default {defaults.max_bytes / 1e6:.0f})")
+        sub.add_argument("--collect-when-full", choices=WHEN_FULL, default=defaults.when_full,
+                         help="drop the oldest collected images, or stop collecting")
+        sub.add_argument("--collect-seed", type=int, default=None, help=argparse.SUPPRESS)
+
     predict = add("predict", "one JSON line per image (per object with a group rule)")
     add_progress(predict)
+    add_collect(predict)
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     add_objects(predict)
     evaluate = add("evaluate", "metrics on a folder-per-class tree")
@@ -156,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="stop after this many predictions (images, with a group rule: "
                                 "views)")
     add_objects(watch_cmd)
+    add_collect(watch_cmd)
     watch_cmd.add_argument("--views", type=int, default=None, metavar="N",
                            help="with a group rule: an object is complete with N views "
                                 "(default: model.json's decision.views_per_object)")
@@ -169,6 +202,38 @@ def _emit_line(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 
 
+def _collector(classifier: EdgeClassifier, args: argparse.Namespace) -> Collector | None:
+    """The ``--collect`` folder's collector, or None without ``--collect``."""
+    if not args.collect:
+        return None
+    config = CollectConfig(args.collect_margin, args.collect_band, args.collect_rejected,
+                           args.collect_sample, args.collect_max_images,
+                           int(args.collect_max_mb * 1e6), args.collect_when_full,
+                           args.collect_seed)
+    return Collector(args.collect, config, classifier.good_class, classifier.threshold,
+                     (classifier.meta.get("provenance") or {}).get("run_id"))
+
+
+def _collecting(emit: Any, collector: Collector | None) -> Any:
+    """``emit`` that also offers each result to ``collector``: an image line its file, an
+    object line each of its views (with the object's decision). Stream frames come through
+    ``watch``'s ``keep_frame``."""
+    if collector is None:
+        return emit
+
+    def both(result: dict[str, Any]) -> None:
+        emit(result)
+        if "error" in result:
+            return
+        if "views" in result:
+            for view in result["views"]:
+                collector.offer(result, source=view)
+        elif "path" in result:
+            collector.offer(result, source=result["path"])
+
+    return both
+
+
 def _predict_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:
     paths = list(image_files(args.paths))
     if not paths:
@@ -180,12 +245,16 @@ def _predict_command(classifier: EdgeClassifier, args: argparse.Namespace) -> in
               "group views by name", file=sys.stderr)
     progress = None if args.no_progress else Progress(len(paths),
                                                       interval=args.progress_every)
+    collector = _collector(classifier, args)
+    emit = _collecting(_emit_line, collector)
     if classifier.group_regex and not args.per_image:
-        failures = predict_objects(classifier, paths, _emit_line, progress=progress)
+        failures = predict_objects(classifier, paths, emit, progress=progress)
     else:
-        failures = predict_files(classifier, paths, _emit_line, progress=progress)
+        failures = predict_files(classifier, paths, emit, progress=progress)
     if progress is not None:
         progress.close()
+    if collector is not None:
+        collector.close()
     if failures:
         print(f"error: {failures} of {len(paths)} images could not be read "
               "(see their 'error' lines)", file=sys.stderr)
@@ -230,10 +299,17 @@ def _watch_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:
     if rule is None and not args.per_image and (args.views or args.object_timeout):
         raise IndvisionError("--views and --object-timeout need a group rule: --group-regex, "
                              "or decision.group_regex in model.json")
+    collector = _collector(classifier, args)
     try:
-        watch(classifier, args.source, _emit_line, args.interval, args.max_frames, rule)
+        watch(classifier, args.source, _collecting(_emit_line, collector), args.interval,
+              args.max_frames, rule,
+              keep_frame=(lambda result, rgb: collector.offer(result, image=rgb))
+              if collector is not None else None)
     except KeyboardInterrupt:
-        return 0
+        pass
+    finally:
+        if collector is not None:
+            collector.close()
     return 0
 
 

@@ -18,8 +18,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,13 +34,16 @@ TIMEOUT_POLLS = 3  # an object's default timeout, in poll intervals
 
 
 def watch(classifier: EdgeClassifier, source: str, emit: Emit, interval: float | None = None,
-          max_frames: int | None = None, objects: ObjectRule | None = None) -> int:
+          max_frames: int | None = None, objects: ObjectRule | None = None,
+          keep_frame: Callable[[dict[str, Any], np.ndarray], Any] | None = None) -> int:
     """Predict what arrives at ``source`` (folder, video file or camera index) until
     ``max_frames`` predictions (images or frames), the end of a video, or Ctrl-C; returns
     that count. ``objects``: emit one line per object for a folder (see the module docstring;
-    :func:`indvision.edge.objects.object_rule` makes one from the bundle's group rule)."""
+    :func:`indvision.edge.objects.object_rule` makes one from the bundle's group rule).
+    ``keep_frame(result, rgb)``: called after each stream frame's line (``--collect``)."""
     if source.isdigit():
-        return _watch_stream(classifier, int(source), emit, interval or 0.0, max_frames, True)
+        return _watch_stream(classifier, int(source), emit, interval or 0.0, max_frames, True,
+                             keep_frame)
     path = Path(source)
     if path.is_dir():
         interval = 1.0 if interval is None else interval
@@ -47,7 +51,8 @@ def watch(classifier: EdgeClassifier, source: str, emit: Emit, interval: float |
             return _watch_objects(classifier, path, emit, interval, max_frames, objects)
         return _watch_folder(classifier, path, emit, interval, max_frames)
     if path.is_file():
-        return _watch_stream(classifier, str(path), emit, interval or 0.0, max_frames, False)
+        return _watch_stream(classifier, str(path), emit, interval or 0.0, max_frames, False,
+                             keep_frame)
     raise IndvisionError(f"{source}: not a folder, video file or camera index")
 
 
@@ -130,7 +135,8 @@ def _watch_objects(classifier: EdgeClassifier, folder: Path, emit: Emit, interva
 
 
 def _watch_stream(classifier: EdgeClassifier, source: int | str, emit: Emit, interval: float,
-                  max_frames: int | None, is_camera: bool) -> int:
+                  max_frames: int | None, is_camera: bool,
+                  keep_frame: Callable[[dict[str, Any], np.ndarray], Any] | None = None) -> int:
     """One prediction per frame (or per ``interval`` seconds; frames between are dropped)."""
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
@@ -154,7 +160,10 @@ def _watch_stream(classifier: EdgeClassifier, source: int | str, emit: Emit, int
                 continue
             last = clock
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # OpenCV frames are BGR; the model: RGB
-            emit({"frame": frame_index, "time_s": round(clock, 3), **classifier.predict(rgb)})
+            result = {"frame": frame_index, "time_s": round(clock, 3), **classifier.predict(rgb)}
+            emit(result)
+            if keep_frame is not None:
+                keep_frame(result, rgb)
             count += 1
     finally:
         capture.release()

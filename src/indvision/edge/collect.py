@@ -1,0 +1,246 @@
+"""Collect on the device: keep the images worth a person's look (``--collect DIR``).
+
+Each prediction is weighed by :func:`reasons_for`:
+
+- ``uncertain`` — the top-1 probability minus the top-2 is below ``margin``, or, for a bundle
+  with a good class and threshold, P(good) lies within ``band`` of the threshold;
+- ``rejected`` — every defect call (off by default: on a line with many rejects it is a lot);
+- ``sample`` — a random ``sample`` fraction of the confident calls, because a confident mistake
+  is the dangerous one and only a sample of them can show it.
+
+A kept image goes to ``DIR/<predicted label>/`` (the file's own bytes; a video frame as PNG)
+and gets a row in ``DIR/collected.csv``: file, source (path or frame), time, bundle run id,
+label, score, margin, reason. Once a person has moved the files into the right class folders,
+``DIR`` is a valid ``--data`` for the next run (``collected.csv`` is not an image; ingest
+ignores it).
+
+Bounded: at most ``max_images`` files and ``max_bytes`` bytes. When full, the oldest collected
+images go (``when_full="drop-oldest"``) or collection stops (``"stop"``); either is said once on
+stderr. Every write is atomic (a temporary name, then a rename), so a crash never leaves half an
+image, and the copying runs on a background thread, off the prediction path.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+import queue
+import random
+import re
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from indvision import atomic
+from indvision.errors import IndvisionError
+
+CSV_NAME = "collected.csv"
+CSV_COLUMNS = ("file", "source", "time", "bundle_run", "label", "score", "margin", "reason")
+WHEN_FULL = ("drop-oldest", "stop")
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What is worth keeping and how much may be kept (see the module doc)."""
+
+    margin: float = 0.2  # uncertain: top-1 minus top-2 probability below this
+    band: float = 0.1  # uncertain: |P(good) - threshold| below this
+    rejected: bool = False  # keep every defect call too
+    sample: float = 0.01  # fraction of the confident calls kept at random
+    max_images: int = 1000
+    max_bytes: int = 500_000_000
+    when_full: str = "drop-oldest"
+    seed: int | None = None  # of the random sample (None: a fresh one each run)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin <= 1 or not 0 <= self.band <= 1 or not 0 <= self.sample <= 1:
+            raise IndvisionError("--collect-margin, --collect-band and --collect-sample must be "
+                                 "between 0 and 1")
+        if self.max_images < 1 or self.max_bytes < 1:
+            raise IndvisionError("--collect-max-images and --collect-max-mb must be positive")
+        if self.when_full not in WHEN_FULL:
+            raise IndvisionError(f"--collect-when-full must be one of {', '.join(WHEN_FULL)}, "
+                                 f"not {self.when_full!r}")
+
+
+def margin_of(scores: dict[str, float]) -> float:
+    """Top-1 minus top-2 probability (1.0 with one class)."""
+    ranked = sorted(scores.values(), reverse=True)
+    return ranked[0] - ranked[1] if len(ranked) > 1 else 1.0
+
+
+def reasons_for(result: dict[str, Any], config: CollectConfig, good_class: str | None,
+                threshold: float | None, draw: float) -> list[str]:
+    """Why ``result`` (a prediction: label, scores) is worth keeping, in the order
+    uncertain, rejected, sample; ``draw`` is a uniform [0, 1) number for the sample."""
+    scores = result["scores"]
+    reasons = []
+    near_threshold = (good_class is not None and threshold is not None
+                      and abs(scores[good_class] - threshold) < config.band)
+    if margin_of(scores) < config.margin or near_threshold:
+        reasons.append("uncertain")
+    if config.rejected and good_class is not None and result["label"] != good_class:
+        reasons.append("rejected")
+    if not reasons and draw < config.sample:
+        reasons.append("sample")
+    return reasons
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", text).strip("._") or "image"
+
+
+class Collector:
+    """Keeps the images :func:`reasons_for` picks, in a bounded folder (see the module doc).
+
+    :meth:`offer` decides at once and hands the copying to a background thread; :meth:`close`
+    waits for it. A folder that cannot be written is an error before any prediction.
+    """
+
+    def __init__(self, folder: str | os.PathLike, config: CollectConfig,
+                 good_class: str | None, threshold: float | None, bundle_run: str | None,
+                 stream: Any = None) -> None:
+        self.folder, self.config = Path(folder), config
+        self.good_class, self.threshold, self.bundle_run = good_class, threshold, bundle_run
+        self.stream = stream if stream is not None else sys.stderr
+        self.random = random.Random(config.seed)
+        self._check_writable()
+        self.rows: deque[dict[str, str]] = deque(self._read_rows())
+        self.bytes = sum(self._size(row["file"]) for row in self.rows)
+        self.full_said = False
+        self.stopped = False
+        self.failure: str | None = None
+        self.queue: queue.Queue[tuple | None] = queue.Queue()
+        self.worker = threading.Thread(target=self._work, daemon=True)
+        self.worker.start()
+
+    def _check_writable(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise IndvisionError(f"--collect {self.folder}: cannot write there "
+                                 f"({exc.strerror or exc})") from None
+
+    def _read_rows(self) -> list[dict[str, str]]:
+        path = self.folder / CSV_NAME
+        if not path.is_file():
+            return []
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise IndvisionError(f"{path}: cannot read it ({exc}); move it away to start a "
+                                 "new collection") from None
+        return [row for row in rows if (self.folder / row.get("file", "")).is_file()]
+
+    def _size(self, relative: str) -> int:
+        try:
+            return (self.folder / relative).stat().st_size
+        except OSError:
+            return 0
+
+    def offer(self, result: dict[str, Any], source: str | os.PathLike | None = None,
+              image: np.ndarray | None = None) -> list[str]:
+        """Weigh one prediction; queue a copy of ``source`` (a file) or ``image`` (an RGB
+        frame) when it is worth keeping. Returns the reasons (empty: not kept)."""
+        if self.stopped or (source is None and image is None):
+            return []
+        reasons = reasons_for(result, self.config, self.good_class, self.threshold,
+                              self.random.random())
+        if reasons:
+            self.queue.put((result, source, image, "+".join(reasons)))
+        return reasons
+
+    def close(self) -> None:
+        """Finish the queued copies; raise when one could not be written."""
+        self.queue.put(None)
+        self.worker.join()
+        if self.failure:
+            raise IndvisionError(self.failure)
+
+    # --------------------------------------------------------------- the background side
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.failure or self.stopped:
+                continue
+            try:
+                self._keep(*item)
+            except OSError as exc:
+                self.failure = (f"--collect {self.folder}: cannot write "
+                                f"({exc.strerror or exc}); collection stopped")
+            except IndvisionError as exc:
+                self.failure = str(exc)
+
+    def _keep(self, result: dict[str, Any], source: Any, image: np.ndarray | None,
+              reason: str) -> None:
+        data, name, origin = self._content(result, source, image)
+        if not self._room_for(len(data)):
+            return
+        label = _safe_name(result["label"])
+        target = self.folder / label / name
+        stem, suffix, n = target.stem, target.suffix, 1
+        while target.exists():
+            target, n = target.with_name(f"{stem}-{n}{suffix}"), n + 1
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(target, data)
+        self.bytes += len(data)
+        self.rows.append({
+            "file": target.relative_to(self.folder).as_posix(), "source": origin,
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "bundle_run": self.bundle_run or "", "label": result["label"],
+            "score": f"{result['score']:.6f}", "margin": f"{margin_of(result['scores']):.6f}",
+            "reason": reason})
+        self._write_csv()
+
+    def _content(self, result: dict[str, Any], source: Any,
+                 image: np.ndarray | None) -> tuple[bytes, str, str]:
+        if source is not None:
+            path = Path(source)
+            return path.read_bytes(), _safe_name(path.name), str(path)
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise IndvisionError("--collect: OpenCV could not encode a frame as PNG")
+        frame = result.get("frame", len(self.rows))
+        return encoded.tobytes(), f"frame_{frame:08d}.png", f"frame {frame}"
+
+    def _room_for(self, size: int) -> bool:
+        """Make room for ``size`` more bytes and one more file, or say why not (once)."""
+        limits = self.config
+        if size > limits.max_bytes:
+            return False
+        while self.rows and (len(self.rows) + 1 > limits.max_images
+                             or self.bytes + size > limits.max_bytes):
+            if limits.when_full == "stop":
+                self._say_full("collection stopped")
+                self.stopped = True
+                return False
+            oldest = self.rows.popleft()
+            self.bytes -= self._size(oldest["file"])
+            (self.folder / oldest["file"]).unlink(missing_ok=True)
+            self._say_full("the oldest collected images make room")
+        return True
+
+    def _say_full(self, what: str) -> None:
+        if not self.full_said:
+            print(f"collect: {self.folder} is full ({self.config.max_images} images or "
+                  f"{self.config.max_bytes / 1e6:.0f} MB): {what}", file=self.stream, flush=True)
+            self.full_said = True
+
+    def _write_csv(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic.write_text(self.folder / CSV_NAME, buffer.getvalue())

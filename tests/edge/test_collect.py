@@ -1,0 +1,142 @@
+"""--collect: which predictions are kept, the bounds, atomic writes, a folder ingest accepts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from indvision import atomic, pipeline
+from indvision.edge.collect import CSV_NAME, CollectConfig, Collector, reasons_for
+from indvision.errors import IndvisionError
+from tests.conftest import draw_tiny, write_pipeline
+
+
+def result(label: str, **scores: float) -> dict:
+    return {"label": label, "score": scores[label], "scores": scores}
+
+
+def test_reasons_uncertain_rejected_and_sample() -> None:
+    config = CollectConfig(margin=0.2, band=0.1, sample=0.5)
+    close_call = result("ok", ok=0.55, dent=0.45)
+    assert reasons_for(close_call, config, None, None, draw=0.9) == ["uncertain"]
+    sure_but_near_threshold = result("dent", ok=0.15, dent=0.85)
+    assert reasons_for(sure_but_near_threshold, config, "ok", 0.2, 0.9) == ["uncertain"]
+    sure = result("ok", ok=0.97, dent=0.03)
+    assert reasons_for(sure, config, "ok", 0.5, draw=0.9) == []
+    assert reasons_for(sure, config, "ok", 0.5, draw=0.1) == ["sample"]
+    rejects = CollectConfig(rejected=True, sample=0.0)
+    assert reasons_for(result("dent", ok=0.02, dent=0.98), rejects, "ok", 0.5, 0.9) == \
+        ["rejected"]
+
+
+def images_in(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:03d}_a.png"
+        image = draw_tiny("spot" if i % 2 else "ok", np.random.default_rng(i))
+        cv2.imwrite(str(path), image)
+        paths.append(path)
+    return paths
+
+
+def rows_of(folder: Path) -> list[dict]:
+    with open(folder / CSV_NAME, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def collector(folder: Path, stream: io.StringIO | None = None, **settings: object) -> Collector:
+    config = CollectConfig(**{"margin": 1.0, "sample": 0.0, "seed": 0, **settings})
+    return Collector(folder, config, "ok", 0.5, "run-7", stream=stream or io.StringIO())
+
+
+def test_kept_images_land_in_label_folders_with_a_row_each(tmp_path: Path) -> None:
+    sources = images_in(tmp_path / "line", 4)
+    keep = collector(tmp_path / "keep")
+    for path in sources:
+        assert keep.offer(result("dent", ok=0.4, dent=0.6), source=path) == ["uncertain"]
+    keep.close()
+    rows = rows_of(tmp_path / "keep")
+    assert [r["file"] for r in rows] == [f"dent/{p.name}" for p in sources]
+    assert rows[0]["source"] == str(sources[0]) and rows[0]["bundle_run"] == "run-7"
+    assert rows[0]["reason"] == "uncertain" and float(rows[0]["margin"]) == pytest.approx(0.2)
+    assert (tmp_path / "keep" / "dent" / sources[0].name).read_bytes() == sources[0].read_bytes()
+
+
+def test_full_drops_the_oldest_and_says_so_once(tmp_path: Path) -> None:
+    sources = images_in(tmp_path / "line", 5)
+    said = io.StringIO()
+    keep = collector(tmp_path / "keep", said, max_images=3)
+    for path in sources:
+        keep.offer(result("ok", ok=0.6, dent=0.4), source=path)
+    keep.close()
+    assert [r["file"] for r in rows_of(tmp_path / "keep")] == \
+        [f"ok/{p.name}" for p in sources[2:]]
+    assert sorted(p.name for p in (tmp_path / "keep" / "ok").iterdir()) == \
+        [p.name for p in sources[2:]]
+    assert said.getvalue().count("is full") == 1 and "oldest" in said.getvalue()
+
+
+def test_full_can_stop_instead_and_a_byte_budget_counts_too(tmp_path: Path) -> None:
+    sources = images_in(tmp_path / "line", 5)
+    said = io.StringIO()
+    size = sources[0].stat().st_size
+    keep = collector(tmp_path / "keep", said, when_full="stop", max_bytes=int(size * 2.5))
+    for path in sources:
+        keep.offer(result("ok", ok=0.6, dent=0.4), source=path)
+    keep.close()
+    assert len(rows_of(tmp_path / "keep")) == 2
+    assert "collection stopped" in said.getvalue()
+
+
+def test_a_frame_is_kept_as_png(tmp_path: Path) -> None:
+    keep = collector(tmp_path / "keep")
+    frame = draw_tiny("spot", np.random.default_rng(1))
+    keep.offer({"frame": 12, **result("ok", ok=0.5, dent=0.5)}, image=frame)
+    keep.close()
+    (row,) = rows_of(tmp_path / "keep")
+    assert row["file"] == "ok/frame_00000012.png" and row["source"] == "frame 12"
+    saved = cv2.cvtColor(cv2.imread(str(tmp_path / "keep" / row["file"])), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(saved, frame)
+
+
+def test_a_failed_write_leaves_no_half_file_and_is_one_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (source,) = images_in(tmp_path / "line", 1)
+    keep = collector(tmp_path / "keep")
+
+    def disk_full(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    keep.offer(result("ok", ok=0.5, dent=0.5), source=source)
+    with pytest.raises(IndvisionError, match="No space left on device"):
+        keep.close()
+    monkeypatch.undo()
+    assert [p for p in (tmp_path / "keep").rglob("*") if p.is_file()] == []
+
+
+def test_a_folder_that_cannot_be_written_fails_before_any_prediction(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(IndvisionError, match=f"--collect {blocker / 'keep'}: cannot write"):
+        collector(blocker / "keep")
+
+
+def test_a_collected_folder_sorted_by_a_person_is_valid_data(tmp_path: Path) -> None:
+    sources = images_in(tmp_path / "line", 16)
+    keep = collector(tmp_path / "keep")
+    for i, path in enumerate(sources):
+        label = "ok" if i % 2 == 0 else "spot"
+        keep.offer(result(label, ok=0.5, spot=0.5), source=path)
+    keep.close()
+    atomic.write_text(tmp_path / "keep" / "notes.txt", "")  # what a person leaves behind
+    yaml = write_pipeline(tmp_path / "p.yaml", "name: p\nstages:\n  ingest: {}\n")
+    assert pipeline.main([str(yaml), "--data", str(tmp_path / "keep"),
+                          "--out", str(tmp_path / "x")]) == 0
