@@ -66,3 +66,18 @@ def test_a_pipeline_run_lists_each_stage_log_in_its_manifest(tmp_path: Path,
     record = json.loads((run / "manifest.json").read_text())["stages"]["ingest"]
     assert record["log"] == "logs/ingest.log"
     assert "ingest: 48 images in 3 classes" in (run / record["log"]).read_text()
+
+
+def test_a_handler_made_during_a_stage_still_writes_after_it(
+        tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    import logging
+
+    with console.stage_log(tmp_path / "x.log"):
+        handler = logging.StreamHandler()  # holds the sys.stderr of the stage
+    logger = logging.getLogger("indvision.test.console")
+    logger.addHandler(handler)
+    try:
+        logger.warning("after the stage")
+    finally:
+        logger.removeHandler(handler)
+    assert "after the stage" in capfd.readouterr().err

@@ -56,6 +56,42 @@ class _Capture:
             print(pending.decode("utf-8", "replace"), file=self.err, flush=True)
 
 
+class _Forward(io.TextIOBase):
+    """``sys.stdout`` / ``sys.stderr`` while a stage runs: writes go into the pipe; once the
+    stage ends, to the stream it replaced. A logging handler a library made during the stage
+    (holding this object) so keeps working after it, instead of writing to a closed pipe."""
+
+    def __init__(self, pipe: TextIO, after: TextIO, fd: int) -> None:
+        super().__init__()
+        self._pipe: TextIO | None = pipe
+        self._after, self._fd = after, fd
+        self._lock = threading.Lock()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            return (self._pipe or self._after).write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            (self._pipe or self._after).flush()
+
+    def fileno(self) -> int:
+        return self._fd if self._pipe is not None else self._after.fileno()
+
+    def isatty(self) -> bool:
+        return False if self._pipe is not None else self._after.isatty()
+
+    def end(self) -> None:
+        with self._lock:
+            if self._pipe is not None:
+                self._pipe.flush()
+            self._pipe = None
+
+
 _active: _Capture | None = None
 
 
@@ -111,7 +147,9 @@ def stage_log(path: Path, verbose: bool = False) -> Iterator[Path]:
     os.dup2(write_fd, 1)
     os.dup2(write_fd, 2)
     os.close(write_fd)
-    sys.stdout = sys.stderr = piped  # Python-level prints too, whatever sys.stdout was
+    python_out = _Forward(piped, python_streams[0], 1)
+    python_err = _Forward(piped, python_streams[1], 2)
+    sys.stdout, sys.stderr = python_out, python_err  # Python-level prints too
     _active = capture
     try:
         yield path
@@ -121,7 +159,8 @@ def stage_log(path: Path, verbose: bool = False) -> Iterator[Path]:
         raise
     finally:
         _active = None
-        piped.flush()
+        python_out.end()
+        python_err.end()
         sys.stdout, sys.stderr = python_streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
