@@ -32,13 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from indvision import atomic, dataset, decision, images, metrics
+from indvision import atomic, dataset, decision, images, metrics, near_duplicates
 from indvision.console import say
 from indvision.dataset import SPLITS, Item
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
 
 UNUSED = "unused"  # left out by max_train_per_class; never written to splits.csv
+NEAR_DUPLICATES = ("report", "drop")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class Config:
     # most this many training objects per class and cut validation in the same proportion, so
     # validation is as small as it would be on a set that size. None keeps everything.
     max_train_per_class: int | None = None
+    # Near-duplicates (indvision.near_duplicates: nearly the same pixels): "report" lists the
+    # pairs under different labels and counts those across splits in ingest_report.json;
+    # "drop" also leaves out both images of every pair whose labels disagree.
+    near_duplicates: str = "report"
     min_side: int = 16  # smaller images are rejected
     min_per_class: int = 6  # fewer usable images in a class is an error
     max_pixels: int = images.MAX_PIXELS
@@ -80,6 +85,9 @@ class Config:
             from indvision.synth.kinds import check_kind  # no OpenCV: a name check only
 
             check_kind(self.synthetic)
+        if self.near_duplicates not in NEAR_DUPLICATES:
+            raise ValueError(f"near_duplicates must be one of {', '.join(NEAR_DUPLICATES)}, "
+                             f"not {self.near_duplicates!r}")
         if self.max_train_per_class is not None and self.max_train_per_class < 1:
             raise ValueError("max_train_per_class must be at least 1 (or null: keep all)")
         names = self.good_class_candidates
@@ -105,9 +113,15 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     out = run.stage_dir("ingest")
     listed, rejected = dataset.list_source(source)
     say(f"ingest: {len(listed)} files listed from {source}")
-    checked = _check_images(listed, rejected, config)
+    prints: dict[str, tuple[int, np.ndarray]] = {}
+    checked = _check_images(listed, rejected, config, prints)
     kept, duplicates, conflicts = dataset.dedupe(checked)
     rejected.extend(conflicts)
+    near = _near_pairs(kept, prints)
+    if config.near_duplicates == "drop":
+        kept = _drop_conflicting(kept, near, rejected)
+        still = {id(item) for item in kept}
+        near = [(a, b, d) for a, b, d in near if id(a) in still and id(b) in still]
     group_by = dataset.assign_groups(kept, config.group_regex)
     _check_grouping(kept, config.group_regex, group_by, source)
     classes = _check_classes(kept, rejected, config.min_per_class, source)
@@ -121,7 +135,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     report = _report(kept, classes, rejected, duplicates, source)
     report.update(group_regex=config.group_regex, group_by=group_by,
                   max_train_per_class=config.max_train_per_class,
-                  subsampled_out=subsampled)
+                  subsampled_out=subsampled,
+                  near_duplicates=_near_report(near, config.near_duplicates))
     outputs = {
         "splits": _write_csv(out / "splits.csv",
                              ["path", "label", "split", "group", "sha256", "width", "height"],
@@ -145,11 +160,14 @@ def run(config: Config, run: Run) -> dict[str, Path]:
               f"{record.views_per_object} views each mostly): decisions are per object")
     for path, _, reason in rejected[:10]:
         say(f"ingest: rejected {path}: {reason}")
+    _say_near(report["near_duplicates"])
     return outputs
 
 
-def _check_images(listed: list[Item], rejected: list, config: Config) -> list[Item]:
-    """Decode every listed file once (hash and size from the same bytes); reject the bad."""
+def _check_images(listed: list[Item], rejected: list, config: Config,
+                  prints: dict[str, tuple[int, np.ndarray]]) -> list[Item]:
+    """Decode every listed file once (hash, size and near-duplicate fingerprint from the same
+    bytes, the fingerprints into ``prints`` by path); reject the bad."""
     checked: list[Item] = []
     for n, item in enumerate(listed, start=1):
         try:
@@ -165,10 +183,63 @@ def _check_images(listed: list[Item], rejected: list, config: Config) -> list[It
             continue
         item.sha256 = hashlib.sha256(data).hexdigest()
         item.width, item.height = width, height
+        prints[item.path] = near_duplicates.fingerprint(image)
         checked.append(item)
         if n % 500 == 0:
             say(f"ingest: checked {n}/{len(listed)} images")
     return checked
+
+
+def _near_pairs(items: list[Item],
+                prints: dict[str, tuple[int, np.ndarray]]) -> list[tuple[Item, Item, float]]:
+    """The near-duplicate pairs among ``items`` (:mod:`indvision.near_duplicates`' rule)."""
+    if len(items) < 2:
+        return []
+    hashes = [prints[i.path][0] for i in items]
+    thumbs = np.stack([prints[i.path][1] for i in items])
+    return [(items[a], items[b], diff)
+            for a, b, diff in near_duplicates.near_pairs(hashes, thumbs)]
+
+
+def _drop_conflicting(items: list[Item], near: list[tuple[Item, Item, float]],
+                      rejected: list) -> list[Item]:
+    """Leave out both images of every near-duplicate pair whose labels disagree."""
+    dropped: dict[str, str] = {}
+    for a, b, _ in near:
+        if a.label != b.label:
+            dropped[a.path] = f"near-duplicate of {b.path} (labelled '{b.label}')"
+            dropped[b.path] = f"near-duplicate of {a.path} (labelled '{a.label}')"
+    rejected.extend((i.path, i.label, dropped[i.path]) for i in items if i.path in dropped)
+    return [i for i in items if i.path not in dropped]
+
+
+def _near_report(near: list[tuple[Item, Item, float]], mode: str,
+                 listed: int = 50) -> dict:
+    """ingest_report.json's ``near_duplicates``: the rule, the pairs under different labels
+    (all counted, the first ``listed`` listed) and those across splits (leakage)."""
+    def pair(a: Item, b: Item, diff: float) -> dict:
+        return {"a": a.path, "b": b.path, "labels": [a.label, b.label],
+                "splits": [a.split, b.split], "mean_diff": diff}
+
+    conflicting = [pair(*p) for p in near if p[0].label != p[1].label]
+    across = [pair(*p) for p in near if p[0].split != p[1].split
+              and UNUSED not in (p[0].split, p[1].split)]
+    return {"rule": near_duplicates.RULE, "mode": mode, "pairs": len(near),
+            "different_labels": len(conflicting), "different_labels_pairs": conflicting[:listed],
+            "across_splits": len(across), "across_splits_pairs": across[:listed]}
+
+
+def _say_near(report: dict) -> None:
+    if report["different_labels"]:
+        first = report["different_labels_pairs"][0]
+        say(f"ingest: warning: {report['different_labels']} near-duplicate pair(s) under "
+            f"different labels, e.g. {first['a']} ({first['labels'][0]}) and {first['b']} "
+            f"({first['labels'][1]}); listed in ingest_report.json near_duplicates"
+            + ("" if report["mode"] == "drop" else
+               " (ingest.near_duplicates: drop leaves them out)"))
+    if report["across_splits"]:
+        say(f"ingest: {report['across_splits']} near-duplicate pair(s) sit in different "
+            "splits: a near-copy of a training image in validation or test flatters it")
 
 
 def _check_grouping(items: list[Item], group_regex: str | None, group_by: str | None,
