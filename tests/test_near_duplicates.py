@@ -1,4 +1,4 @@
-"""Near-duplicates: the thumbnail rule, the hash index that finds candidates, and ingest's report."""
+"""Near-duplicates: the thumbnail rule, the hash index finding candidates, ingest's report."""
 
 from __future__ import annotations
 
