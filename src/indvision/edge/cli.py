@@ -6,6 +6,7 @@ Copy a bundle folder (``model.json`` + model files) to the device, ``pip install
     python -m indvision.edge predict  BUNDLE PATH... [--group-regex RE] [--per-image]
     python -m indvision.edge evaluate BUNDLE DATA_DIR [--group-regex RE]
                              [--write-golden FILE | --golden FILE]
+    python -m indvision.edge info     BUNDLE [--json]
     python -m indvision.edge watch    BUNDLE SOURCE [--interval S] [--max-frames N]
                              [--group-regex RE] [--views N] [--object-timeout S] [--per-image]
 
@@ -24,6 +25,8 @@ picks a file of the bundle (default: ``model.json``'s ``default_model``, ``model
   A file the regex does not match is an object of its own. An unreadable view gets its own
   ``{"path", "error"}`` line and its object is decided on its readable views (exit code 1).
   ``--per-image`` prints the per-image lines instead.
+- ``info`` prints what a bundle is (run, classes, decision, input, files and verify's
+  verdicts, test numbers, provenance) and its lineage chain, from ``model.json`` alone.
 - ``predict`` and ``watch`` with ``--collect DIR`` keep the images worth a person's look in
   ``DIR/<predicted label>/`` with a row each in ``DIR/collected.csv``: uncertain calls
   (``--collect-margin``, ``--collect-band``), every defect call with ``--collect-rejected``, a
@@ -89,6 +92,7 @@ from pathlib import Path
 from typing import Any
 
 from indvision import atomic, formats
+from indvision.edge import info as bundle_info
 from indvision.edge.collect import WHEN_FULL, CollectConfig, Collector
 from indvision.edge.evaluate import evaluate_tree, predict_tree
 from indvision.edge.golden import compare_golden, golden_record, golden_summary, read_golden
@@ -179,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--golden-tolerance", type=float, default=None, metavar="DIFF",
                           help="also fail when a score moved by more than DIFF against --golden "
                                "(default: 1e-4 for the golden's own model file, else unchecked)")
+    info = commands.add_parser("info", help="what a bundle is, where it came from, its "
+                                            "lineage")
+    info.add_argument("bundle", help="bundle folder, run folder, or exports/<pipeline>")
+    info.add_argument("--json", action="store_true", help="the summary as JSON")
     watch_cmd = add("watch", "predict images arriving in a folder, or video / camera frames")
     watch_cmd.add_argument("source", metavar="SOURCE", help="folder, video file or camera index")
     watch_cmd.add_argument("--interval", type=float, default=None,
@@ -321,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "info":  # model.json only: no runtime is loaded
+            described = bundle_info.summary(args.bundle)
+            print(json.dumps(described, indent=2) if args.json else bundle_info.text(described))
+            return 0
         classifier = EdgeClassifier(args.bundle, args.model,
                                     allow_unshippable=args.allow_unshippable,
                                     group_regex=args.group_regex,
