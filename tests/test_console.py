@@ -68,16 +68,21 @@ def test_a_pipeline_run_lists_each_stage_log_in_its_manifest(tmp_path: Path,
     assert "ingest: 48 images in 3 classes" in (run / record["log"]).read_text()
 
 
-def test_a_handler_made_during_a_stage_still_writes_after_it(
+def test_a_handler_made_during_one_stage_writes_into_the_next_ones_log(
         tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     import logging
 
-    with console.stage_log(tmp_path / "x.log"):
-        handler = logging.StreamHandler()  # holds the sys.stderr of the stage
+    with console.stage_log(tmp_path / "train.log"):
+        handler = logging.StreamHandler()  # holds the sys.stderr of that stage, as TF's does
     logger = logging.getLogger("indvision.test.console")
     logger.addHandler(handler)
     try:
-        logger.warning("after the stage")
+        with console.stage_log(tmp_path / "evaluate.log"):
+            logger.warning("retracing, said during evaluate")
+        logger.warning("said between stages")
     finally:
         logger.removeHandler(handler)
-    assert "after the stage" in capfd.readouterr().err
+    assert "retracing, said during evaluate" in (tmp_path / "evaluate.log").read_text()
+    shown = capfd.readouterr().err
+    assert "said between stages" in shown and "retracing" not in shown
+    assert "Logging error" not in shown

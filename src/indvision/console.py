@@ -58,14 +58,23 @@ class _Capture:
 
 class _Forward(io.TextIOBase):
     """``sys.stdout`` / ``sys.stderr`` while a stage runs: writes go into the pipe; once the
-    stage ends, to the stream it replaced. A logging handler a library made during the stage
-    (holding this object) so keeps working after it, instead of writing to a closed pipe."""
+    stage ends, to whatever ``sys.stdout`` / ``sys.stderr`` is then (the next stage's capture,
+    or the console). A logging handler a library made during one stage (TensorFlow's, holding
+    this object) so keeps landing in the log of the stage it speaks in, instead of writing to
+    a closed pipe."""
 
     def __init__(self, pipe: TextIO, after: TextIO, fd: int) -> None:
         super().__init__()
         self._pipe: TextIO | None = pipe
         self._after, self._fd = after, fd
+        self._name = "stdout" if fd == 1 else "stderr"
         self._lock = threading.Lock()
+
+    def _target(self) -> TextIO:
+        if self._pipe is not None:
+            return self._pipe
+        now = getattr(sys, self._name)
+        return self._after if now is self or now is None else now
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -73,17 +82,17 @@ class _Forward(io.TextIOBase):
 
     def write(self, text: str) -> int:
         with self._lock:
-            return (self._pipe or self._after).write(text)
+            return self._target().write(text)
 
     def flush(self) -> None:
         with self._lock:
-            (self._pipe or self._after).flush()
+            self._target().flush()
 
     def fileno(self) -> int:
-        return self._fd if self._pipe is not None else self._after.fileno()
+        return self._fd if self._pipe is not None else self._target().fileno()
 
     def isatty(self) -> bool:
-        return False if self._pipe is not None else self._after.isatty()
+        return False if self._pipe is not None else self._target().isatty()
 
     def end(self) -> None:
         with self._lock:
