@@ -107,7 +107,7 @@ def rows(folder: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda r: (r["started"], r["run"]), reverse=True)
 
 
-def cells(row: dict[str, Any]) -> list[str]:
+def cells(row: dict[str, Any], with_pipeline: bool = True) -> list[str]:
     """A row as the table's text cells, in :data:`COLUMNS` order."""
     started = row["started"]
     with contextlib.suppress(TypeError, ValueError):
@@ -116,20 +116,22 @@ def cells(row: dict[str, Any]) -> list[str]:
     if row["dataset_hash"]:
         data = f"{data} {row['dataset_hash'][:8]}"
     names = ", ".join(row["classes"])
-    classes = f"{len(row['classes'])}: {names}" if len(names) <= 28 else \
-        f"{len(row['classes'])}: {names[:25]}..."
+    classes = f"{len(row['classes'])}: {names}" if len(names) <= 20 else \
+        f"{len(row['classes'])}: {names[:17]}..."
     accuracy = _percent(row["test_accuracy"])
     if accuracy and row["test_errors"] is not None:
         accuracy += f" ({row['test_errors']}/{row['test_n']})"
-    pipeline_run = f"{row['pipeline']}/{row['run']}"
+    pipeline_run = f"{row['pipeline']}/{row['run']}" if with_pipeline else row["run"]
     return [pipeline_run, started, row["status"], data, classes if row["classes"] else "",
             accuracy, _percent(row["defect_recall"]), _percent(row["object_accuracy"]),
             "<- latest" if row["latest"] else "", row["parent"] or ""]
 
 
 def table(found: list[dict[str, Any]]) -> str:
-    """The rows as an aligned plain-text table."""
-    lines = [list(COLUMNS)] + [cells(row) for row in found]
+    """The rows as an aligned plain-text table (run ids without the pipeline when there is
+    only one)."""
+    several = len({row["pipeline"] for row in found}) > 1
+    lines = [list(COLUMNS)] + [cells(row, several) for row in found]
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
                      .rstrip() for line in lines)
