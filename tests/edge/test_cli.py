@@ -215,7 +215,7 @@ def test_cli_predict_collects_into_label_folders_with_the_bundles_run(
     result = run_cli("predict", str(bundle), str(eval_tree), "--collect", str(keep),
                      "--collect-margin", "0", "--collect-band", "0", "--collect-sample", "1")
     assert result.returncode == 0, result.stderr
-    predicted = {Path(line["path"]).name: line["label"]
+    predicted = {line["path"]: line["label"]
                  for line in map(json.loads, result.stdout.splitlines())}
     with open(keep / "collected.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -223,5 +223,5 @@ def test_cli_predict_collects_into_label_folders_with_the_bundles_run(
     run_id = json.loads((bundle / "model.json").read_text())["provenance"]["run_id"]
     for row in rows:
         assert row["reason"] == "sample" and row["bundle_run"] == run_id
-        assert row["file"].split("/")[0] == predicted[Path(row["source"]).name] == row["label"]
+        assert row["file"].split("/")[0] == predicted[row["source"]] == row["label"]
         assert (keep / row["file"]).read_bytes() == Path(row["source"]).read_bytes()
