@@ -103,7 +103,7 @@ def test_sigkill_mid_training_then_resume_continues_after_the_last_finished_epoc
                               "--resume", run_root.name], cwd=PROJECT_ROOT, env=ENV,
                              capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    epochs_run = [int(n) for n in re.findall(rf"Epoch (\d+)/{EPOCHS}\b", resumed.stdout)]
+    epochs_run = [int(n) for n in re.findall(rf" epoch (\d+)/{EPOCHS}:", resumed.stdout)]
     assert epochs_run == list(range(done + 1, EPOCHS + 1))  # nothing finished is redone
     # train's own record may be one epoch ahead when the kill fell between its write and
     # Keras' backup of that epoch: that epoch is then redone (its weights were not saved)

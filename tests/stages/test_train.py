@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from indvision import config, dataset, images, pipeline
-from indvision.errors import ConfigError
+from indvision.errors import ConfigError, IndvisionError
 from indvision.rundir import Run
 from indvision.stages import ingest, train
-from tests.conftest import make_tree, write_pipeline
+from tests.conftest import make_tree, train_tiny, write_pipeline
 
 keras = pytest.importorskip("keras")
 
@@ -178,13 +178,13 @@ def test_resume_continues_after_the_last_finished_epoch(
     assert Run.open(run_root).stage_status("train") == "interrupted"
     assert len(_history(run_root / "train" / "history.csv")) == 2
     first_output = capfd.readouterr().out
-    assert "Epoch 2/4" in first_output and "Epoch 3/4" not in first_output
+    assert "full epoch 2/4:" in first_output and "full epoch 3/4:" not in first_output
 
     monkeypatch.setattr(keras.callbacks, "BackupAndRestore", original)
     run = pipeline.run_pipeline(spec, exports, resume=run_root.name)
     second_output = capfd.readouterr().out
-    assert "Epoch 1/4" not in second_output and "Epoch 2/4" not in second_output
-    assert "Epoch 3/4" in second_output and "Epoch 4/4" in second_output
+    assert "full epoch 1/4:" not in second_output and "full epoch 2/4:" not in second_output
+    assert "full epoch 3/4:" in second_output and "full epoch 4/4:" in second_output
 
     assert run.manifest["stages"]["train"]["status"] == "done"
     history = _history(run.artifact("train", "history"))
@@ -226,7 +226,7 @@ def test_an_ensemble_trains_each_member_with_its_own_seed_and_resumes_inside_a_m
     run = pipeline.run_pipeline(spec, exports, resume=run_root.name)
     second_output = capfd.readouterr().out
     assert "phase full finished earlier (2 epochs)" in second_output
-    assert second_output.count("Epoch 2/2") == 1 and "Epoch 1/2" not in second_output
+    assert second_output.count(" epoch 2/2:") == 1 and " epoch 1/2:" not in second_output
 
     history = _history(run.artifact("train", "history"))
     assert [h["phase"] for h in history] == ["full", "full", "full_m2", "full_m2"]
@@ -289,8 +289,13 @@ def test_objects_phase_is_skipped_without_a_good_class_or_grouped_views(
         tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     tree = _two_view_tree(tmp_path / "data", per_class=8)
     yaml = write_pipeline(tmp_path / "g.yaml", GROUPED.format(good="[intact]"))
-    run = pipeline.run_pipeline(config.load_pipeline(str(yaml), [], data=str(tree)),
-                                tmp_path / "exports")
+    spec = config.load_pipeline(str(yaml), [], data=str(tree))
+    with pytest.raises(IndvisionError, match=r"train\.object_steps needs the good class"):
+        pipeline.run_pipeline(spec, tmp_path / "exports")  # checked right after ingest
+    run = Run.create(tmp_path / "direct", "g", 0, {}, "h")  # the stage alone skips the phase
+    run.start_stage("ingest")
+    run.finish_stage("ingest", ingest.run(spec.config("ingest"), run), 0.0)
+    train_tiny(run, size=32, epochs=1, object_steps=4)
     assert "no ingest.good_class is among the classes" in capfd.readouterr().out
     assert {h["phase"] for h in _history(run.artifact("train", "history"))} == {"full"}
     with pytest.raises(ConfigError, match="object_steps"):
