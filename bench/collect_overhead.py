@@ -2,8 +2,9 @@
 
 For one bundle and a folder of images, each image is predicted one at a time as
 ``python -m indvision.edge predict`` does (load, score, decide, one JSON line), alternating
-rounds without collection and with a :class:`indvision.edge.collect.Collector` that keeps
-*every* image (``sample=1``: the worst case — each prediction queues a file copy). The time
+rounds without collection, with a :class:`indvision.edge.collect.Collector` at its defaults
+(uncertain calls and a 1 % sample) and with one that keeps *every* image (``sample=1``: the
+worst case — each prediction queues a file copy). The time
 measured is the caller's, from the image path to its result: the copy runs on the collector's
 thread, so it should not show. Medians of interleaved rounds; compare the ratio, not absolute
 numbers across machines.
@@ -58,15 +59,20 @@ def main() -> None:
     if not paths:
         sys.exit(f"no images in {args.images}")
     one_round(classifier, paths[:10], None)  # warm-up
-    timings: dict[str, list[float]] = {"without --collect": [], "with --collect": []}
+    settings = {"with --collect (defaults)": CollectConfig(),
+                "with --collect (every image kept)": CollectConfig(sample=1.0,
+                                                                   max_images=len(paths) + 1)}
+    timings: dict[str, list[float]] = {"without --collect": [], **{k: [] for k in settings}}
+    kept = dict.fromkeys(settings, 0)
     with tempfile.TemporaryDirectory() as folder:
         for round_number in range(args.rounds):
             timings["without --collect"] += one_round(classifier, paths, None)
-            keep = Collector(Path(folder) / f"round{round_number}",
-                             CollectConfig(sample=1.0, max_images=len(paths) + 1),
-                             classifier.good_class, classifier.threshold, "bench")
-            timings["with --collect"] += one_round(classifier, paths, keep)
-            keep.close()
+            for index, (name, config) in enumerate(settings.items()):
+                keep = Collector(Path(folder) / f"{round_number}-{index}", config,
+                                 classifier.good_class, classifier.threshold, "bench")
+                timings[name] += one_round(classifier, paths, keep)
+                keep.close()
+                kept[name] += len(keep.rows)
     print(f"{len(paths)} images x {args.rounds} rounds, one image per call; {load_avg()}")
     print("| | p50 ms | p95 ms |")
     print("|---|---|---|")
@@ -74,7 +80,9 @@ def main() -> None:
     for name, values in timings.items():
         p50[name] = float(np.percentile(values, 50)) * 1e3
         print(f"| {name} | {p50[name]:.2f} | {float(np.percentile(values, 95)) * 1e3:.2f} |")
-    print(f"ratio with / without (p50): {p50['with --collect'] / p50['without --collect']:.3f}")
+    for name in settings:
+        print(f"{name}: {kept[name] / args.rounds:.0f} of {len(paths)} images kept a round; "
+              f"p50 ratio with / without {p50[name] / p50['without --collect']:.3f}")
 
 
 if __name__ == "__main__":

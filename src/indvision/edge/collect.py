@@ -17,7 +17,10 @@ ignores it).
 Bounded: at most ``max_images`` files and ``max_bytes`` bytes. When full, the oldest collected
 images go (``when_full="drop-oldest"``) or collection stops (``"stop"``); either is said once on
 stderr. Every write is atomic (a temporary name, then a rename), so a crash never leaves half an
-image, and the copying runs on a background thread, off the prediction path.
+image, and the copying runs on a background thread, off the prediction path. ``collected.csv``
+is rewritten (atomically) whenever the queue runs dry and at least every second while it does
+not, so after a crash it may miss the last second's rows — never the other way round: a row
+always names a file that exists.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import random
 import re
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,7 @@ from indvision.errors import IndvisionError
 CSV_NAME = "collected.csv"
 CSV_COLUMNS = ("file", "source", "time", "bundle_run", "label", "score", "margin", "reason")
 WHEN_FULL = ("drop-oldest", "stop")
+CSV_EVERY = 1.0  # seconds: collected.csv is rewritten when the queue runs dry, or this often
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ class Collector:
         self.bytes = sum(self._size(row["file"]) for row in self.rows)
         self.full_said = False
         self.stopped = False
+        self.dirty = False  # rows not yet in collected.csv
         self.failure: str | None = None
         self.queue: queue.Queue[tuple | None] = queue.Queue()
         self.worker = threading.Thread(target=self._work, daemon=True)
@@ -172,16 +178,25 @@ class Collector:
     # --------------------------------------------------------------- the background side
 
     def _work(self) -> None:
+        written = time.monotonic()
         while (item := self.queue.get()) is not None:
             if self.failure or self.stopped:
                 continue
             try:
                 self._keep(*item)
+                if self.queue.empty() or time.monotonic() - written >= CSV_EVERY:
+                    self._write_csv()
+                    written = time.monotonic()
             except OSError as exc:
                 self.failure = (f"--collect {self.folder}: cannot write "
                                 f"({exc.strerror or exc}); collection stopped")
             except IndvisionError as exc:
                 self.failure = str(exc)
+        if self.dirty and not self.failure:
+            try:
+                self._write_csv()
+            except OSError as exc:
+                self.failure = f"--collect {self.folder / CSV_NAME}: cannot write ({exc})"
 
     def _keep(self, result: dict[str, Any], source: Any, image: np.ndarray | None,
               reason: str) -> None:
@@ -202,7 +217,7 @@ class Collector:
             "bundle_run": self.bundle_run or "", "label": result["label"],
             "score": f"{result['score']:.6f}", "margin": f"{margin_of(result['scores']):.6f}",
             "reason": reason})
-        self._write_csv()
+        self.dirty = True
 
     def _content(self, result: dict[str, Any], source: Any,
                  image: np.ndarray | None) -> tuple[bytes, str, str]:
@@ -239,6 +254,7 @@ class Collector:
             self.full_said = True
 
     def _write_csv(self) -> None:
+        self.dirty = False
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
