@@ -109,7 +109,8 @@ def test_a_frame_is_kept_as_png(tmp_path: Path) -> None:
 def test_a_failed_write_leaves_no_half_file_and_is_one_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (source,) = images_in(tmp_path / "line", 1)
-    keep = collector(tmp_path / "keep")
+    said = io.StringIO()
+    keep = collector(tmp_path / "keep", said)
 
     def disk_full(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
@@ -120,6 +121,8 @@ def test_a_failed_write_leaves_no_half_file_and_is_one_error(
         keep.close()
     monkeypatch.undo()
     assert [p for p in (tmp_path / "keep").rglob("*") if p.is_file()] == []
+    assert said.getvalue().startswith("collect: error: ") and "predictions go on" in \
+        said.getvalue()
 
 
 def test_a_folder_that_cannot_be_written_fails_before_any_prediction(tmp_path: Path) -> None:

@@ -169,7 +169,8 @@ class Collector:
         return reasons
 
     def close(self) -> None:
-        """Finish the queued copies; raise when one could not be written."""
+        """Finish the queued copies; raise when one could not be written (it was said on the
+        stream when it happened; predicting went on)."""
         self.queue.put(None)
         self.worker.join()
         if self.failure:
@@ -188,15 +189,20 @@ class Collector:
                     self._write_csv()
                     written = time.monotonic()
             except OSError as exc:
-                self.failure = (f"--collect {self.folder}: cannot write "
-                                f"({exc.strerror or exc}); collection stopped")
+                self._fail(f"--collect {self.folder}: cannot write ({exc.strerror or exc}); "
+                           "collection stopped, predictions go on")
             except IndvisionError as exc:
-                self.failure = str(exc)
+                self._fail(f"--collect: {exc}; collection stopped, predictions go on")
         if self.dirty and not self.failure:
             try:
                 self._write_csv()
             except OSError as exc:
                 self.failure = f"--collect {self.folder / CSV_NAME}: cannot write ({exc})"
+
+    def _fail(self, message: str) -> None:
+        """Stop collecting and say why at once (a long watch must not wait for its end)."""
+        self.failure = message
+        print(f"collect: error: {message}", file=self.stream, flush=True)
 
     def _keep(self, result: dict[str, Any], source: Any, image: np.ndarray | None,
               reason: str) -> None:
