@@ -82,7 +82,7 @@ def test_a_group_regex_matching_no_file_name_stops_ingest(
                           "    group_regex: '^parcel-(\\d+)'\n")
     assert pipeline.main([str(yaml), "--data", str(tree), "--out", str(tmp_path / "x")]) == 1
     error = last_error(capsys)
-    assert "group_regex '^parcel-(\\\\d+)' matches none of the 48 file names" in error
+    assert "group_regex '^parcel-(\\d+)' matches none of the 48 file names" in error
     assert "e.g. '000_side.png'" in error and "null for one object per image" in error
 
 

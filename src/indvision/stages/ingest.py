@@ -252,11 +252,11 @@ def _check_grouping(items: list[Item], group_regex: str | None, group_by: str | 
     example = Path(items[0].path).name
     if matched == 0:
         raise IndvisionError(
-            f"{source}: ingest.group_regex {group_regex!r} matches none of the {len(items)} "
+            f"{source}: ingest.group_regex '{group_regex}' matches none of the {len(items)} "
             f"file names (e.g. {example!r}); fix the pattern (its first group is the object "
             "id) or set ingest.group_regex to null for one object per image")
     if matched < len(items):
-        say(f"ingest: group_regex {group_regex!r} matches {matched} of {len(items)} file "
+        say(f"ingest: group_regex '{group_regex}' matches {matched} of {len(items)} file "
             "names; each other image is an object of its own")
 
 
