@@ -104,6 +104,15 @@ class _Forward(io.TextIOBase):
 _active: _Capture | None = None
 
 
+def duration(seconds: float) -> str:
+    """A span for a person: ``45 s``, ``3.5 min``, ``1.2 h`` (epoch times, ETAs)."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def say(message: str, *, err: bool = False) -> None:
     """One of indvision's own lines: on the console (stdout, or stderr with ``err``) and, while
     a stage runs under :func:`stage_log`, in its log too."""

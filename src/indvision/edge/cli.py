@@ -103,6 +103,47 @@ from indvision.edge.watching import watch
 from indvision.errors import IndvisionError
 
 
+def _add_objects(sub: argparse.ArgumentParser) -> None:
+    """--group-regex and --per-image (predict, watch)."""
+    sub.add_argument("--group-regex", help="views of one object: the regex's first group on "
+                                           "the file name (default: the bundle's)")
+    sub.add_argument("--per-image", action="store_true",
+                     help="one line per image even where a group rule applies")
+
+def _add_progress(sub: argparse.ArgumentParser) -> None:
+    """--no-progress and --progress-every (predict, evaluate)."""
+    sub.add_argument("--no-progress", action="store_true",
+                     help="no progress on stderr (a bar on a terminal, else a count line "
+                          "every --progress-every seconds of work)")
+    sub.add_argument("--progress-every", type=float, default=10.0, metavar="S",
+                     help="off a terminal: seconds between progress lines (default 10)")
+
+def _add_collect(sub: argparse.ArgumentParser) -> None:
+    """--collect and its bounds (predict, watch): see indvision.edge.collect."""
+    defaults = CollectConfig()
+    sub.add_argument("--collect", metavar="DIR",
+                     help="keep the images worth a person's look in DIR/<label>/ with "
+                          "DIR/collected.csv (uncertain ones, a sample of confident ones)")
+    sub.add_argument("--collect-margin", type=float, default=defaults.margin, metavar="M",
+                     help=f"uncertain: top-1 minus top-2 below M (default {defaults.margin})")
+    sub.add_argument("--collect-band", type=float, default=defaults.band, metavar="B",
+                     help="uncertain: P(good) within B of the bundle's threshold "
+                          f"(default {defaults.band})")
+    sub.add_argument("--collect-rejected", action="store_true",
+                     help="keep every defect call too")
+    sub.add_argument("--collect-sample", type=float, default=defaults.sample, metavar="F",
+                     help="fraction of confident calls kept at random "
+                          f"(default {defaults.sample})")
+    sub.add_argument("--collect-max-images", type=int, default=defaults.max_images,
+                     metavar="N", help=f"at most N images (default {defaults.max_images})")
+    sub.add_argument("--collect-max-mb", type=float, default=defaults.max_bytes / 1e6,
+                     metavar="MB", help="at most this many MB "
+                                        f"(default {defaults.max_bytes / 1e6:.0f})")
+    sub.add_argument("--collect-when-full", choices=WHEN_FULL, default=defaults.when_full,
+                     help="drop the oldest collected images, or stop collecting")
+    sub.add_argument("--collect-seed", type=int, default=None, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m indvision.edge`` parser: predict, evaluate, watch."""
     parser = argparse.ArgumentParser(prog="python -m indvision.edge", description=__doc__,
@@ -123,51 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "model.onnx also runs on opencv)")
         return sub
 
-    def add_objects(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--group-regex", help="views of one object: the regex's first group on "
-                                               "the file name (default: the bundle's)")
-        sub.add_argument("--per-image", action="store_true",
-                         help="one line per image even where a group rule applies")
-
-    def add_progress(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--no-progress", action="store_true",
-                         help="no progress on stderr (a bar on a terminal, else a count line "
-                              "every --progress-every seconds of work)")
-        sub.add_argument("--progress-every", type=float, default=10.0, metavar="S",
-                         help="off a terminal: seconds between progress lines (default 10)")
-
-    def add_collect(sub: argparse.ArgumentParser) -> None:
-        defaults = CollectConfig()
-        sub.add_argument("--collect", metavar="DIR",
-                         help="keep the images worth a person's look in DIR/<label>/ with "
-                              "DIR/collected.csv (uncertain ones, a sample of confident ones)")
-        sub.add_argument("--collect-margin", type=float, default=defaults.margin, metavar="M",
-                         help=f"uncertain: top-1 minus top-2 below M (default {defaults.margin})")
-        sub.add_argument("--collect-band", type=float, default=defaults.band, metavar="B",
-                         help="uncertain: P(good) within B of the bundle's threshold "
-                              f"(default {defaults.band})")
-        sub.add_argument("--collect-rejected", action="store_true",
-                         help="keep every defect call too")
-        sub.add_argument("--collect-sample", type=float, default=defaults.sample, metavar="F",
-                         help="fraction of confident calls kept at random "
-                              f"(default {defaults.sample})")
-        sub.add_argument("--collect-max-images", type=int, default=defaults.max_images,
-                         metavar="N", help=f"at most N images (default {defaults.max_images})")
-        sub.add_argument("--collect-max-mb", type=float, default=defaults.max_bytes / 1e6,
-                         metavar="MB", help="at most this many MB "
-                                            f"(default {defaults.max_bytes / 1e6:.0f})")
-        sub.add_argument("--collect-when-full", choices=WHEN_FULL, default=defaults.when_full,
-                         help="drop the oldest collected images, or stop collecting")
-        sub.add_argument("--collect-seed", type=int, default=None, help=argparse.SUPPRESS)
-
     predict = add("predict", "one JSON line per image (per object with a group rule)")
-    add_progress(predict)
-    add_collect(predict)
+    _add_progress(predict)
+    _add_collect(predict)
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    add_objects(predict)
+    _add_objects(predict)
     evaluate = add("evaluate", "metrics on a folder-per-class tree")
     evaluate.add_argument("data_dir", metavar="DATA_DIR")
-    add_progress(evaluate)
+    _add_progress(evaluate)
     evaluate.add_argument("--group-regex", help="fuse views per group (default: the bundle's)")
     evaluate.add_argument("--write-golden", metavar="FILE",
                           help="save per-image labels and scores and the metric floors "
@@ -195,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch_cmd.add_argument("--max-frames", type=int, default=None,
                            help="stop after this many predictions (images, with a group rule: "
                                 "views)")
-    add_objects(watch_cmd)
-    add_collect(watch_cmd)
+    _add_objects(watch_cmd)
+    _add_collect(watch_cmd)
     watch_cmd.add_argument("--views", type=int, default=None, metavar="N",
                            help="with a group rule: an object is complete with N views "
                                 "(default: model.json's decision.views_per_object)")

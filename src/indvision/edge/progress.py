@@ -13,15 +13,9 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from indvision.console import duration
+
 BAR_WIDTH = 24
-
-
-def _span(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def status(done: int, total: int, elapsed: float, unit: str = "images",
@@ -29,7 +23,7 @@ def status(done: int, total: int, elapsed: float, unit: str = "images",
     """The progress text after ``done`` of ``total`` items in ``elapsed`` seconds."""
     rate = done / elapsed if elapsed > 0 else 0.0
     left = (total - done) / rate if rate > 0 else None
-    eta = _span(left) if left is not None else "?"
+    eta = duration(left) if left is not None else "?"
     if bar:
         filled = round(BAR_WIDTH * done / total) if total else BAR_WIDTH
         return (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {unit}  "
@@ -78,5 +72,5 @@ class Progress:
         elif self.shown:
             elapsed = self.clock() - self.started
             self.stream.write(f"progress: {self.done}/{self.total} {self.unit} in "
-                              f"{_span(elapsed)}\n")
+                              f"{duration(elapsed)}\n")
         self.stream.flush()

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 
 from indvision import atomic, models
-from indvision.console import say
+from indvision.console import duration, say
 from indvision.errors import IndvisionError
 from indvision.training import records
 from indvision.training.batches import Feed, ImageBatches
@@ -325,15 +325,6 @@ def _validate(fit: Fit) -> dict[str, float]:
     logs = fit.trainer.evaluate(fit.val_data, verbose=0, return_dict=True)
     return {"loss": float(logs["loss"]), "accuracy": float(logs["accuracy"])}
 
-
-
-def duration(seconds: float) -> str:
-    """A span for a person: ``45 s``, ``3.5 min``, ``1.2 h``."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def epoch_line(key: str, epoch: int, epochs: int, logs: dict[str, Any], seconds: float,
