@@ -25,7 +25,8 @@ TINY_CLASSES = ("ok", "scratch", "spot")
 #: Fixtures that train a real model (directly or through the fixtures they build on): every
 #: test using one is marked ``slow``, so ``pytest -m "not slow"`` trains nothing.
 TRAINING_FIXTURES = frozenset({"trained_run", "fresh_trained_run", "grouped_trained_run",
-                               "full_run", "real_run", "train_args"})
+                               "full_run", "real_run", "train_args", "parent_run",
+                               "grown_child"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -129,8 +129,11 @@ def load_pipeline(
     name_or_file: str,
     overrides: list[str] | tuple[str, ...] = (),
     data: str | None = None,
+    parent: str | None = None,
 ) -> PipelineSpec:
-    """Read, override and validate a pipeline. Raises :class:`ConfigError` before any work."""
+    """Read, override and validate a pipeline (``data`` and ``parent`` are ``--data`` and
+    ``--from``: ingest's ``source`` and ``parent``). Raises :class:`ConfigError` before any
+    work."""
     path = resolve_pipeline_path(name_or_file)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -171,6 +174,12 @@ def load_pipeline(
         if not Path(data).expanduser().exists():
             raise ConfigError(f"--data {data}: no such file or folder")
         stages_raw["ingest"]["source"] = str(data)
+    if parent is not None:
+        if "ingest" not in stages_raw:
+            raise ConfigError("--from needs a pipeline with an ingest stage")
+        if not Path(parent).expanduser().exists():
+            raise ConfigError(f"--from {parent}: no such folder")
+        stages_raw["ingest"]["parent"] = str(parent)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
 

@@ -70,12 +70,14 @@ def accuracy_text(part: dict[str, Any]) -> str:
 
 def render_report(header: dict[str, str], result: dict[str, Any], confusion_png: bytes,
                   curves_png: bytes | None, cards: Sequence[dict[str, Any]],
-                  n_wrong: int) -> str:
+                  n_wrong: int, changed_cards: Sequence[dict[str, Any]] = ()) -> str:
     """The self-contained HTML report: every image is a data URI, every text HTML-escaped.
 
     ``header`` is shown as a key/value table at the top; ``result`` is what ``metrics.json``
     holds; ``cards`` are the first wrong test decisions of :func:`misclassified_items`, each with
-    its ``png`` thumbnail, out of ``n_wrong`` in all.
+    its ``png`` thumbnail, out of ``n_wrong`` in all. ``changed_cards``: a child's images
+    whose decision differs from its parent's (``item``, ``label``, ``parent``, ``child``,
+    ``png``), shown in the promotion section.
     """
     columns = [("validation", result["val"]), ("test", result["test"])]
     if "test_groups" in result:
@@ -83,7 +85,7 @@ def render_report(header: dict[str, str], result: dict[str, Any], confusion_png:
     template = _environment().get_template(TEMPLATE)
     return template.render(
         header=header, result=result, confusion_png=confusion_png, curves_png=curves_png,
-        cards=cards, n_wrong=n_wrong, css=_markup(CSS),
+        cards=cards, n_wrong=n_wrong, css=_markup(CSS), changed_cards=changed_cards,
         metric_columns=[name for name, _ in columns],
         metric_rows=[(name, [cell(part) for _, part in columns])
                      for name, cell in _metric_rows(result["good_class"] is not None)],

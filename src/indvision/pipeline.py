@@ -1,4 +1,4 @@
-"""Run a pipeline: ``python -m indvision.pipeline NAME|FILE [--data DIR] [--set stage.key=value]``.
+"""Run a pipeline: ``python -m indvision.pipeline NAME|FILE [--data DIR] [--from PARENT] ...``.
 
 Each run gets a new folder ``exports/<pipeline>/<run_id>/``; the stages run in order and the
 manifest is rewritten after each. A config error stops everything before any work (exit 2);
@@ -7,6 +7,14 @@ marks it interrupted (exit 130). ``--resume RUN_ID`` continues an unfinished run
 unfinished stage (training resumes from its last finished epoch). The console shows indvision's
 own lines; each stage's full output, libraries included, is in ``<run>/logs/<stage>.log``
 (``-v`` shows it on the console too).
+
+``--from PARENT`` starts a child run from a finished, exported parent (a run folder, a bundle
+in one, or ``exports/<pipeline>`` for its latest): the parent's classes in their order plus the
+new ones, its replay images, its weights (:mod:`indvision.lineage`,
+:mod:`indvision.training.warmstart`). A child that makes an old class worse on the parent's
+test split is exported and verified but not promoted: ``latest.json`` stays on the parent, the
+manifest says ``not promoted`` and the command exits 1 with one line saying which class
+regressed and by how much (:mod:`indvision.promotion`).
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from indvision import config as config_mod
-from indvision import console
+from indvision import console, promotion
 from indvision.errors import ConfigError, IndvisionError
 from indvision.rundir import Run
+
+NOT_PROMOTED = "not promoted"  # a child run that regressed on its parent's test split
 
 
 def log(message: str) -> None:
@@ -56,6 +66,10 @@ def run_pipeline(spec: config_mod.PipelineSpec, out_dir: Path, resume: str | Non
             _save_failure(run, None, "interrupted")
         log(f"interrupted; continue with --resume {run.run_id}")
         raise
+    refused = promotion.refusal(run)
+    if refused:  # exported and verified, but its parent stays on the device
+        run.set_status(NOT_PROMOTED)
+        raise IndvisionError(refused)
     run.set_status("done")
     log(f"run finished: {run.root}")
     return run
@@ -145,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("pipeline", help="a name in pipelines/ (defect, parcel) or a YAML file")
     parser.add_argument("--data", help="dataset: a folder-per-class tree or a CSV "
                         "(path,label[,group]); default: generated synthetic images")
+    parser.add_argument("--from", dest="parent", metavar="PARENT",
+                        help="start from a parent run (a run folder, a bundle in one, or "
+                        "exports/<pipeline> for its latest): its model, classes and replay "
+                        "images; promoted only if no old class regresses")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="STAGE.KEY=VALUE", help="override a setting (repeatable)")
     parser.add_argument("--out", default="exports", help="runs go to OUT/<pipeline>/<run_id>/")
@@ -161,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        spec = config_mod.load_pipeline(args.pipeline, args.overrides, args.data)
+        spec = config_mod.load_pipeline(args.pipeline, args.overrides, args.data,
+                                         args.parent)
         run_pipeline(spec, Path(args.out), resume=args.resume, verbose=args.verbose)
     except KeyboardInterrupt:
         print("interrupted: the run is marked 'interrupted' in its manifest.json; "

@@ -20,6 +20,12 @@ with every class score), ``confusion.png``/``confusion.json`` and ``report.html`
 self-contained page (rendered by :mod:`indvision.evaluation_report` from a Jinja2
 template). The optional quality gate (``fail_below``; on the objects when views are grouped)
 is checked after everything is written, so a failed run still leaves the report that says why.
+
+A child run (ingest ``parent``) is also judged against its parent on the parent's kept test
+split (:mod:`indvision.promotion`, ``max_recall_drop``): ``promotion.json``, a section of the
+report (parent vs child per class, the images whose decision changed) and a line on the
+console. A child that regresses is not failed here — it is exported and verified like any run
+— but verify does not promote it and the pipeline ends with exit 1.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, decision, images, metrics, models
+from indvision import atomic, decision, images, metrics, models, promotion
 from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
@@ -68,8 +74,14 @@ class Config:
     fail_below_defect_recall: float | None = None  # test defect-recall gate (needs a good class)
     batch_size: int = 32
     misclassified_max: int = 48  # thumbnails of wrong test decisions in report.html
+    # A child run (--from) is promoted only when, on its parent's test split, no old class's
+    # recall drops by more than this (and the escape rate rises by no more): 0.0, no old class
+    # may lose a right answer more than it gains (indvision.promotion).
+    max_recall_drop: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.max_recall_drop <= 1:
+            raise ValueError(f"max_recall_drop must be in [0, 1], got {self.max_recall_drop}")
         if not 0 <= self.escape_rate_target < 1:
             raise ValueError(f"escape_rate_target must be in [0, 1), got {self.escape_rate_target}")
         for key in ("fail_below", "fail_below_defect_recall"):
@@ -200,6 +212,15 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                                      (val_rows, val_labels), (test_rows, test_labels))
 
     paths = {name: out / file for name, file in OUTPUT_FILES.items()}
+    changed_cards: list[dict[str, Any]] = []
+    if run.has_artifact("ingest", "parent_test"):
+        verdict = _promotion(config, run, model, record, spec)
+        paths[promotion.ARTIFACT] = atomic.write_json(out / "promotion.json", verdict)
+        result["promotion"] = {k: v for k, v in verdict.items() if k != "changed"}
+        changed_cards = [dict(card, png=thumbnail_png(card["item"], spec))
+                         for card in verdict["changed"][:config.misclassified_max]
+                         if verdict["unit"] == "images"]
+        result["promotion"]["changed_shown"] = verdict["changed"][:config.misclassified_max]
     atomic.write_json(paths["metrics"], result)
     atomic.write_json(paths[decision.ARTIFACT], record.to_dict())
     test_pred = record.decide(test_scores)
@@ -229,8 +250,10 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         "input": f"{spec.width}x{spec.height} {spec.channel_order}, resize {spec.resize}{crop}",
     }
     atomic.write_text(paths["report"], render_report(header, result, confusion_png, curves_png,
-                                                     cards, len(wrong)))
+                                                     cards, len(wrong), changed_cards))
     say(summary_line(result))
+    if "promotion" in result:
+        say(promotion_line(result["promotion"]))
     if not result["gate"]["passed"]:
         raise IndvisionError("quality gate failed: " + "; ".join(result["gate"]["failures"])
                              + f". See {paths['report']}")
@@ -298,6 +321,52 @@ def _probe_metrics(config: Config, run: Run, facts: decision.Decision, spec: ima
         "val": probe["val"]["errors"] - final["val"]["errors"],
         "test": probe[unit]["errors"] - final[unit]["errors"]})
     return summary
+
+
+def _promotion(config: Config, run: Run, model: Any, record: decision.Decision,
+               spec: images.InputSpec) -> dict[str, Any]:
+    """The promotion gate (:mod:`indvision.promotion`): the parent's model and this child's
+    decide the parent's kept test split — each by its own decision record and input spec,
+    per object where this run decides per object — and are compared class by class."""
+    parent = atomic.read_json(run.artifact("ingest", "parent"))
+    rows = read_splits(run.artifact("ingest", "parent_test"))
+    parent_run = Run.open(Path(parent["run_dir"]))
+    parent_record = decision.read_for_run(parent_run)
+    parent_spec = images.InputSpec.from_dict(
+        atomic.read_json(parent_run.artifact("train", "input_spec")))
+    atomic.check_sha256(parent["model"], parent["model_sha256"],
+                        run.artifact("ingest", "parent"))
+    parent_model = _load_model(Path(parent["model"]), parent_spec, len(parent["classes"]))
+    paths = [r["path"] for r in rows]
+    parent_scores = score_images(parent_model, paths, parent_spec, config.batch_size,
+                                 "parent test (the parent)")
+    child_scores = score_images(model, paths, spec, config.batch_size,
+                                "parent test (this child)")
+    child_labels = _label_indices(rows, record.classes)
+    if record.grouped:
+        groups = [r["group"] for r in rows]
+        truth, child_calls = record.decide_objects(child_scores, child_labels, groups)
+        _, parent_calls = parent_record.decide_objects(
+            parent_scores, _label_indices(rows, parent_record.classes), groups)
+        keys = list(dict.fromkeys(groups))
+    else:
+        truth, child_calls = child_labels, record.decide(child_scores)
+        parent_calls, keys = parent_record.decide(parent_scores), paths
+    verdict = promotion.judge([record.classes[i] for i in truth],
+                              [parent_record.classes[i] for i in parent_calls],
+                              [record.classes[i] for i in child_calls], keys,
+                              parent["classes"], record.good_class, config.max_recall_drop)
+    verdict.update(parent_run=parent["run_id"], unit="objects" if record.grouped else "images")
+    return verdict
+
+
+def promotion_line(verdict: dict[str, Any]) -> str:
+    """The console's line on the gate: errors of both on the parent's test split."""
+    outcome = "promoted" if verdict["passed"] else "NOT promoted"
+    return (f"evaluate: {outcome}: on the parent's test split ({verdict['n']} "
+            f"{verdict['unit']}) the parent makes {verdict['parent_errors']} errors, this "
+            f"child {verdict['child_errors']} ({verdict['lost']} right answers lost, "
+            f"{verdict['gained']} gained)")
 
 
 # --- scoring ---------------------------------------------------------------------------------

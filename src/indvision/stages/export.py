@@ -9,6 +9,8 @@ by the converter module its row names (:mod:`indvision.converters`), and
   method, RGB, 0..255 uint8: feed it to :func:`indvision.images.prepare`), ``decision`` (good
   class, threshold and group regex from evaluate), ``metrics`` (evaluate's test numbers),
 - ``provenance`` (dataset hash, config hash, git commit, run id, pipeline, library versions),
+- ``lineage`` (a child's parent run, its model.json sha256, classes added, replay size; null
+  for a run trained from its backbone's weights),
 - ``files``: per model file its format, kind, runtime (the default) and ``runners`` (every
   runtime that runs it), gate, sha256 and size. ``verify`` later
   adds ``verified``, ``shippable`` and its parity numbers.
@@ -18,6 +20,8 @@ strings in the ONNX file's ``metadata_props``, so a lone ``model.onnx`` still de
 
 The bundle is built in ``<run>/.bundle.tmp-<pid>/`` and renamed to ``bundle/`` in one step,
 ``model.json`` written last: a killed export leaves no ``bundle/`` at all, never half of one.
+Export also keeps what a child run needs in ``<run>/keep/`` (``keep_per_class``,
+``keep_test_max``; :mod:`indvision.lineage`).
 
 int8: integer TFLite with uint8 input and output. Calibration uses ``calibration_images``
 train-split images (seeded sample) plus one black and one white frame, so the input range is
@@ -50,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, decision, formats, images, models
+from indvision import atomic, decision, formats, images, lineage, models
 from indvision.config import config_to_dict
 from indvision.console import say
 from indvision.converters import ConvertJob
@@ -76,8 +80,15 @@ class Config:
     opset: int = 17  # ONNX opset (13..18)
     int8_keep_float_above: float | None = 0.7  # int8 layers with a larger error stay float
     int8_debug_images: int = 8  # calibration images the int8 layer errors are measured on
+    # What a child run (--from this run) needs once the original --data is gone, copied into
+    # <run>/keep/ (indvision.lineage): up to this many training and as many validation images
+    # per class for replay (0: keep nothing, no child can start from this run) ...
+    keep_per_class: int = 50
+    keep_test_max: int = 2000  # ... and the test split, sampled per class above this many
 
     def __post_init__(self) -> None:
+        if self.keep_per_class < 0 or self.keep_test_max < 1:
+            raise ValueError("keep_per_class must be >= 0 and keep_test_max >= 1")
         if not self.formats:
             raise ValueError(f"formats is empty; choose from {', '.join(formats.FORMATS)}")
         for key in self.formats:
@@ -178,7 +189,11 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     say(f"export: bundle ready at {bundle}")
-    return {"bundle": bundle}
+    outputs = {"bundle": bundle}
+    if config.keep_per_class:
+        outputs["keep"] = lineage.write_keep(run, config.keep_per_class, config.keep_test_max)
+        say(f"export: kept replay and test images for child runs in {outputs['keep']}")
+    return outputs
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -210,7 +225,20 @@ def model_metadata(run: Run, spec: images.InputSpec, classes: list[str],
             "export_config": config_to_dict(config),
             "versions": versions,
         },
+        "lineage": _lineage(run),
     }
+
+
+def _lineage(run: Run) -> dict[str, Any] | None:
+    """A child's parent, as ``model.json`` records it (``edge info`` follows the chain);
+    None for a run trained from its backbone's weights."""
+    if not run.has_artifact("ingest", "parent"):
+        return None
+    parent = atomic.read_json(run.artifact("ingest", "parent"))
+    return {"parent_run": parent["run_id"], "parent_pipeline": parent["pipeline"],
+            "parent_model_json_sha256": parent["model_json_sha256"],
+            "classes_added": parent["classes_added"],
+            "replay_size": parent["replayed"]["train"] + parent["replayed"]["val"]}
 
 
 def onnx_metadata_props(meta: dict[str, Any]) -> dict[str, str]:

@@ -14,9 +14,20 @@ Ingest is where the decision record starts (:mod:`indvision.decision`): the good
 about the data, recorded once in ``decision.json`` and read by train, evaluate, export, verify
 and the edge — no later stage has a setting of its own for them.
 
+A child run (``parent``, the pipeline's ``--from``: a run folder, a bundle in one, or
+``exports/<pipeline>``) starts from a finished, exported parent (:mod:`indvision.lineage`). Its
+classes are the parent's, in the parent's order (old indices keep their meaning), then the new
+classes of ``source`` sorted; a parent class absent from ``source`` is still learned, from the
+replay images. The parent's kept training and validation exemplars join the child's training
+and validation splits (``split`` as kept, group ``parent:<object>``); an image of ``source``
+that is one of the parent's kept test images is left out (rejected, with the reason), so the
+promotion gate judges the child on images it never trained on. The parent's kept test split is
+written to ``parent_test.csv`` for evaluate's promotion gate, and ``parent.json`` records the
+parent (run id, model.json sha256, classes, classes added, replay counts).
+
 Outputs: ``splits.csv`` (path, label, split, group, sha256, width, height), ``classes.json``,
 ``decision.json``, ``ingest_report.json`` (counts, rejects, duplicates, dataset hash) and
-``rejected.csv``.
+``rejected.csv``; a child also ``parent.json`` and ``parent_test.csv``.
 """
 
 from __future__ import annotations
@@ -32,13 +43,15 @@ from pathlib import Path
 
 import numpy as np
 
-from indvision import atomic, dataset, decision, images, metrics, near_duplicates
+from indvision import atomic, dataset, decision, images, lineage, metrics, near_duplicates
 from indvision.console import say
 from indvision.dataset import SPLITS, Item
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
 
 UNUSED = "unused"  # left out by max_train_per_class; never written to splits.csv
+SPLIT_COLUMNS = ("path", "label", "split", "group", "sha256", "width", "height")
+REPLAY_GROUP = "parent:"  # the group of a replayed image: its object in the parent
 NEAR_DUPLICATES = ("report", "drop")
 
 
@@ -70,6 +83,12 @@ class Config:
     min_side: int = 16  # smaller images are rejected
     min_per_class: int = 6  # fewer usable images in a class is an error
     max_pixels: int = images.MAX_PIXELS
+    # Start from a parent run (the pipeline's --from): a run folder, a bundle folder in one,
+    # or exports/<pipeline> for its latest; see the module docstring. None: a new model.
+    parent: str | None = None
+    # A child replays its parent's kept exemplars (see the module docstring). False trains on
+    # --data alone: naive fine-tuning, which forgets — for comparison, not for the line.
+    replay: bool = True
 
     def __post_init__(self) -> None:
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
@@ -109,6 +128,7 @@ class Config:
 
 def run(config: Config, run: Run) -> dict[str, Path]:
     """Read, check, deduplicate and split the dataset; write the split files."""
+    parent = lineage.open_parent(config.parent) if config.parent else None
     source = _resolve_source(config, run)
     out = run.stage_dir("ingest")
     listed, rejected = dataset.list_source(source)
@@ -117,6 +137,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     checked = _check_images(listed, rejected, config, prints)
     kept, duplicates, conflicts = dataset.dedupe(checked)
     rejected.extend(conflicts)
+    if parent is not None:
+        kept = _without_parent_tests(kept, parent, rejected)
     near = _near_pairs(kept, prints)
     if config.near_duplicates == "drop":
         kept = _drop_conflicting(kept, near, rejected)
@@ -124,13 +146,26 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         near = [(a, b, d) for a, b, d in near if id(a) in still and id(b) in still]
     group_by = dataset.assign_groups(kept, config.group_regex)
     _check_grouping(kept, config.group_regex, group_by, source)
-    classes = _check_classes(kept, rejected, config.min_per_class, source)
+    classes = _check_classes(kept, rejected, config.min_per_class, source,
+                             parent.classes if parent else ())
     _split(kept, config.val_fraction, config.test_fraction, run.seed,
            config.max_train_per_class)
     subsampled = len(kept)
     kept = [i for i in kept if i.split != UNUSED]
     subsampled -= len(kept)
+    if parent is not None:
+        classes = parent.classes + [c for c in classes if c not in parent.classes]
+        if config.replay:
+            kept += _replay_items(parent, {i.sha256 for i in kept})
+        else:
+            say("ingest: replay off: the child trains on --data alone and will forget what "
+                "it does not see")
     record = _decision(config, classes, group_by, [i.group for i in kept])
+    if parent is not None and parent.good_class is not None \
+            and record.good_class != parent.good_class:
+        raise IndvisionError(f"the parent run {parent.run_id} decides with good class "
+                             f"'{parent.good_class}', this run with '{record.good_class}'; set "
+                             f"ingest.good_class to {parent.good_class} (or start without --from)")
 
     report = _report(kept, classes, rejected, duplicates, source)
     report.update(group_regex=config.group_regex, group_by=group_by,
@@ -138,8 +173,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                   subsampled_out=subsampled,
                   near_duplicates=_near_report(near, config.near_duplicates))
     outputs = {
-        "splits": _write_csv(out / "splits.csv",
-                             ["path", "label", "split", "group", "sha256", "width", "height"],
+        "splits": _write_csv(out / "splits.csv", list(SPLIT_COLUMNS),
                              [[i.path, i.label, i.split, i.group, i.sha256, i.width, i.height]
                               for i in kept]),
         "classes": atomic.write_json(out / "classes.json", classes),
@@ -147,6 +181,11 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         "report": atomic.write_json(out / "ingest_report.json", report),
         "rejected": _write_csv(out / "rejected.csv", ["path", "label", "reason"], rejected),
     }
+    if parent is not None:
+        report["parent"] = _parent_record(parent, classes, kept)
+        outputs.update(_parent_outputs(out, parent, report["parent"]))
+        run.manifest["parent"] = parent.run_id
+        run.save()
     counts = report["counts"]
     say(f"ingest: {len(kept)} images in {len(classes)} classes "
           f"(train {counts['train']['total']}, val {counts['val']['total']}, "
@@ -302,7 +341,9 @@ def _resolve_source(config: Config, run: Run) -> Path:
 
 
 def _check_classes(items: list[Item], rejected: list, min_per_class: int,
-                   source: Path) -> list[str]:
+                   source: Path, parent_classes: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The classes of ``items`` (sorted); each needs ``min_per_class`` images, and with the
+    parent's classes there must be two at least."""
     counts = Counter(i.label for i in items)
     rejected_counts = Counter(r[1] for r in rejected)
     too_few = {c: n for c, n in counts.items() if n < min_per_class}
@@ -313,7 +354,7 @@ def _check_classes(items: list[Item], rejected: list, min_per_class: int,
         detail = ", ".join(f"'{c}' has {n}" for c, n in sorted(too_few.items()))
         raise IndvisionError(f"{source}: too few usable images ({detail}; need at least "
                              f"{min_per_class} per class; see rejected.csv reasons above)")
-    if len(counts) < 2:
+    if len(set(counts) | set(parent_classes)) < 2:
         raise IndvisionError(f"{source}: need at least two classes with images, found "
                              f"{sorted(counts) or 'none'}")
     return sorted(counts)
@@ -380,3 +421,56 @@ def _write_csv(path: Path, header: list[str], rows: list) -> Path:
     writer.writerow(header)
     writer.writerows(rows)
     return atomic.write_text(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------- a child run
+
+
+def _without_parent_tests(items: list[Item], parent: lineage.Parent,
+                          rejected: list) -> list[Item]:
+    """Leave out the images that are the parent's kept test images (same bytes): the
+    promotion gate must judge the child on images it did not train on."""
+    tests = {row["sha256"] for row in parent.rows("test")}
+    for item in items:
+        if item.sha256 in tests:
+            rejected.append((item.path, item.label, f"a test image of the parent run "
+                             f"{parent.run_id} (the promotion gate judges the child on it)"))
+    return [i for i in items if i.sha256 not in tests]
+
+
+def _replay_items(parent: lineage.Parent, present: set[str]) -> list[Item]:
+    """The parent's kept training and validation exemplars as items of the same splits
+    (one not already among the new images)."""
+    return [Item(path=row["path"], label=row["label"], split=row["split"],
+                 group=REPLAY_GROUP + (row.get("group") or row["sha256"]),
+                 sha256=row["sha256"], width=int(row.get("width") or 0),
+                 height=int(row.get("height") or 0))
+            for split in ("train", "val") for row in parent.rows(split)
+            if row["sha256"] not in present]
+
+
+def _parent_record(parent: lineage.Parent, classes: list[str], items: list[Item]) -> dict:
+    """``parent.json``: the parent and what the child took from it."""
+    replayed = Counter(i.split for i in items if (i.group or "").startswith(REPLAY_GROUP))
+    return {**parent.to_dict(), "classes_added": classes[len(parent.classes):],
+            "replayed": {"train": replayed["train"], "val": replayed["val"]},
+            "parent_test": len(parent.rows("test"))}
+
+
+def _parent_outputs(out: Path, parent: lineage.Parent, record: dict) -> dict[str, Path]:
+    """Write ``parent.json`` and ``parent_test.csv``; say what the child takes."""
+    tests = parent.rows("test")
+    added = record["classes_added"]
+    say(f"ingest: from parent run {parent.run_id}: its classes {', '.join(parent.classes)} "
+        f"keep their order; "
+        + (f"new class(es) {', '.join(added)}" if added else "no new class")
+        + f"; replaying {record['replayed']['train']} training and "
+        f"{record['replayed']['val']} validation images; its test split ({len(tests)} "
+        "images) judges the child")
+    return {
+        "parent": atomic.write_json(out / "parent.json", record),
+        "parent_test": _write_csv(out / "parent_test.csv", list(SPLIT_COLUMNS),
+                                  [[r["path"], r["label"], "test", r.get("group") or "",
+                                    r["sha256"], r.get("width", ""), r.get("height", "")]
+                                   for r in tests]),
+    }

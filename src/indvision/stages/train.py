@@ -77,6 +77,7 @@ train_info.json).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -151,6 +152,13 @@ class Config:
     # one model file whose inference costs that many passes. With little data, which epochs
     # and which shortcuts a network ends on vary from seed to seed; the average varies less.
     ensemble: int = 1
+    # A child (ingest.parent, --from) starts from its parent's trained weights, so it needs
+    # fewer updates than a model started from ImageNet: a head phase (backbone frozen, at
+    # head_learning_rate) only for the fresh head rows of new classes, then fine-tuning. Its
+    # first whole-model phase can end on the parent itself when no epoch makes as few
+    # validation errors. The backbone, alpha and input size must be the parent's.
+    child_head_steps: int = 100
+    child_finetune_steps: int = 300
     # Write TensorBoard logs of every fit (epoch loss, accuracy, learning rate and their
     # validation twins) to train/tensorboard/<phase key>; view with
     # ``tensorboard --logdir <run>/train/tensorboard``. Cheap: no graph, histograms or profile.
@@ -170,6 +178,8 @@ class Config:
             raise ValueError("batch_size and workers must be at least 1")
         if self.head_steps < 1 or self.finetune_steps < 0 or self.patience_steps < 0:
             raise ValueError("head_steps must be >= 1, finetune_steps and patience_steps >= 0")
+        if self.child_head_steps < 0 or self.child_finetune_steps < 0:
+            raise ValueError("child_head_steps and child_finetune_steps must be >= 0")
         if self.head_learning_rate <= 0 or self.finetune_learning_rate <= 0:
             raise ValueError("learning rates must be positive")
         if self.class_weight not in ("balanced", "none"):
@@ -214,9 +224,26 @@ def check(config: Config, run: Run) -> None:
             "train.object_steps needs the good class (an object is good only when every view "
             f"is), and none of the classes {', '.join(record.classes)} is named like one; set "
             "ingest.good_class to the class meaning no damage, or train.object_steps to 0")
+    if run.has_artifact("ingest", "parent"):
+        check_parent(config, atomic.read_json(run.artifact("ingest", "parent")))
     for warning in input_size_warnings(config, [(int(r["width"]), int(r["height"]))
-                                                for r in rows]):
+                                                for r in rows if int(r["width"] or 0)]):
         say(f"train: warning: {warning}")
+
+
+def check_parent(config: Config, parent: dict) -> None:
+    """A child must share its parent's backbone, alpha and input size (its weights fit no
+    other), and the parent must be one model, not an ensemble."""
+    from indvision.training import warmstart
+
+    different = warmstart.mismatches(dataclasses.asdict(config), parent.get("train") or {})
+    if different:
+        raise IndvisionError(f"the parent run {parent['run_id']} was trained with another "
+                             f"model: train.{'; train.'.join(different)}; set them to the "
+                             "parent's or start without --from")
+    if int((parent.get("train") or {}).get("ensemble") or 1) > 1:
+        raise IndvisionError(f"the parent run {parent['run_id']} is an ensemble; a child "
+                             "starts from one model: start from a run with train.ensemble 1")
 
 
 def input_size_warnings(config: Config, sizes: list[tuple[int, int]]) -> list[str]:
@@ -271,8 +298,10 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     splits = batches.load_splits(config, classes, train_rows, val_rows, len(rows))
     good_index = _objects_good_index(config, run, classes, train_rows)
     feed = batches.Feed.build(config, len(classes), splits, augmentation, good_index)
+    parent = _parent(config, run)
     members = [phases.train_member(config, feed, member, member_seed(run.seed, member),
-                                   weights, out, state)
+                                   weights, out, state,
+                                   Path(parent["model"]) if parent else None)
                for member in range(1, config.ensemble + 1)]
 
     model = saving.assemble(members, config)
@@ -287,8 +316,21 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                                                 every_phase[-1] if every_phase else None),
         seed=run.seed,
         tensorboard=(Path(os.path.relpath(tensorboard, run.root)).as_posix()
-                     if config.tensorboard and tensorboard.is_dir() else None))
+                     if config.tensorboard and tensorboard.is_dir() else None),
+        parent=({"run_id": parent["run_id"], "classes_added": parent["classes_added"]}
+                if parent else None))
     return saving.write_outputs(out, config, result)
+
+
+def _parent(config: Config, run: Run) -> dict | None:
+    """A child's ``ingest/parent.json``, its model checked unchanged (None: no parent)."""
+    if not run.has_artifact("ingest", "parent"):
+        return None
+    parent = atomic.read_json(run.artifact("ingest", "parent"))
+    check_parent(config, parent)
+    atomic.check_sha256(parent["model"], parent["model_sha256"],
+                        run.artifact("ingest", "parent"))
+    return parent
 
 
 def _augmentation(run: Run) -> dict | None:

@@ -24,7 +24,9 @@ parity numbers per file. It cannot hold its own hash, so its new sha256 goes int
 ``model.json.sha256`` sidecar in the bundle (it travels with a copied bundle). Verify itself
 refuses a ``model.json`` whose hash differs from the manifest's record, and the edge runtime
 refuses one that differs from the sidecar, ``latest.json`` or the manifest. When the run passes,
-``exports/<pipeline>/latest.json`` is atomically pointed at this run's bundle.
+``exports/<pipeline>/latest.json`` is atomically pointed at this run's bundle — unless the run
+is a child that failed evaluate's promotion gate (:mod:`indvision.promotion`): then
+``latest.json`` stays on the parent.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, decision, formats, images, metrics, models
+from indvision import atomic, decision, formats, images, metrics, models, promotion
 from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
@@ -147,7 +149,11 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         raise IndvisionError(f"parity gate failed for {'; '.join(run_failures)} — the export "
                              f"does not reproduce the Keras model; latest.json left unchanged "
                              f"(details in {parity_path})")
-    write_latest(run, bundle, bundle_meta, report, keras_decisions, labels)
+    refused = promotion.refusal(run)
+    if refused:  # a child that regressed: verified, but latest.json stays on the parent
+        say(f"verify: {refused}")
+    else:
+        write_latest(run, bundle, bundle_meta, report, keras_decisions, labels)
     return {"parity": parity_path}
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from indvision import atomic, models
 from indvision.console import duration, say
 from indvision.errors import IndvisionError
-from indvision.training import records
+from indvision.training import records, warmstart
 from indvision.training.batches import Feed, ImageBatches
 from indvision.training.plan import Phase, member_name, phases_for, uses_probe
 from indvision.training.probe import fit_probe
@@ -77,14 +77,16 @@ class Member:
 
 
 def train_member(config: Config, feed: Feed, member: int, seed: int, weights: str,
-                 out: Path, state: dict[str, Any]) -> Member:
-    """Build member ``member`` from ``seed``, start its head from the linear probe (when the
-    config uses one) and run its phases, skipping those done."""
+                 out: Path, state: dict[str, Any], parent_model: Path | None = None) -> Member:
+    """Build member ``member`` from ``seed``, start it from the parent's weights
+    (``parent_model``, a child run: :mod:`indvision.training.warmstart`) or its head from the
+    linear probe (when the config uses one), and run its phases, skipping those done."""
     if config.ensemble > 1:
         say(f"train: ensemble member {member} of {config.ensemble} (seed {seed})")
     keras.utils.set_random_seed(seed)
     model, source = models.build_classifier_with_source(
-        config.backbone, feed.n_classes, config.height, config.width, weights, config.alpha,
+        config.backbone, feed.n_classes, config.height, config.width,
+        weights if parent_model is None else "none", config.alpha,
         config.dropout, name=member_name(config.backbone, member))
     image_fit = Fit(model, model, feed.train_batches(seed), feed.val_data, feed.class_weight,
                     None, feed.plain_train)
@@ -93,19 +95,26 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
         object_train = feed.object_batches(seed)
         object_fit = Fit(model, models.object_trainer(model, object_train.views), object_train,
                          feed.objects.val, None, feed.objects.good_index, feed.plain_train)
-    if uses_probe(config):
+    child = None
+    if parent_model is not None:
+        added = warmstart.start_from_parent(model, parent_model, seed)
+        child = "grown" if added else "same"
+        say(f"train: starting from the parent's weights ({parent_model})"
+            + (f", its head grown by {added} class(es)" if added else ""))
+    elif uses_probe(config):
         start_from_probe(model, feed, out, state, seed)
 
     member_phases = phases_for(config, objects=feed.objects is not None, member=member,
                                image_batches=len(image_fit.train_data),
-                               object_batches=len(object_fit.train_data) if object_fit else 1)
+                               object_batches=len(object_fit.train_data) if object_fit else 1,
+                               child=child)
     for number, phase in enumerate(member_phases):
         record = state["phases"].get(phase.key, {})
         if record.get("done"):
             say(f"train: phase {phase.key} finished earlier "
                   f"({record['epochs_run']} epochs)")
             continue
-        candidates = [Candidate("the linear probe", "", True)] if uses_probe(config) else []
+        candidates = first_candidates(config, child, phase)
         if number > 0:  # start from the previous phase's best weights — or from its start
             previous_key = member_phases[number - 1].key
             candidates = handed_on(previous_key, state["phases"][previous_key])
@@ -130,6 +139,16 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
         recalibrated = models.recalibrate_batchnorm(model,
                                                     (plain[i][0] for i in range(len(plain))))
     return Member(model, source, member_phases, recalibrated)
+
+
+def first_candidates(config: Config, child: str | None, phase: Phase) -> list[Candidate]:
+    """What a member's first phase may fall back on: the linear probe, or — a child whose
+    first phase trains the whole model — the parent itself (fine-tuning that only hurts on
+    validation ends on the parent's weights). A head phase for new classes starts from
+    fresh rows: nothing to fall back on."""
+    if child is not None:
+        return [] if phase.name == "head" else [Candidate("the parent", "")]
+    return [Candidate("the linear probe", "", True)] if uses_probe(config) else []
 
 
 def start_from_probe(model: Any, feed: Feed, out: Path, state: dict[str, Any],
@@ -272,7 +291,7 @@ def starting_point(phase: Phase, out: Path, state: dict[str, Any], fit: Fit,
     back on. None for a random start, without validation, or when the (resumed) phase has
     measured it already (its weights are then loaded again when no epoch has run)."""
     record = state["phases"].get(phase.key, {})
-    if phase.name not in ("finetune", "objects") or fit.val_data is None:
+    if fit.val_data is None or (phase.name not in ("finetune", "objects") and not candidates):
         return None
     if record.get("start"):
         if not record.get("epochs_run"):

@@ -55,17 +55,34 @@ def uses_probe(config: Config) -> bool:
 
 
 def phases_for(config: Config, objects: bool = False, member: int = 1,
-               image_batches: int = 1, object_batches: int = 1) -> list[Phase]:
+               image_batches: int = 1, object_batches: int = 1,
+               child: str | None = None) -> list[Phase]:
     """``full`` for a from-scratch backbone; ``head`` (unless the probe starts the head) and
     ``finetune`` for a pretrained one; then ``objects`` (the any-view loss) when ``objects``
     and ``object_steps`` ask for it, at the last phase's learning rate. Epochs and patience
     follow the step budgets at ``image_batches`` (``object_batches`` for ``objects``)
-    batches per epoch."""
+    batches per epoch.
+
+    A child (``child``: ``"grown"`` when classes were added, ``"same"`` otherwise) starts from
+    its parent's trained weights, so its budgets are the shorter ``child_*_steps``: a ``head``
+    phase only for the new classes' fresh head rows, then ``finetune`` (``full`` for a
+    from-scratch backbone)."""
     def phase(name: str, steps: int, rate: float, batches: int) -> Phase:
         return Phase(name, epochs_for(steps, batches), rate, member,
                      epochs_for(config.patience_steps, batches))
 
-    if not models.get_backbone(config.backbone).pretrainable:
+    pretrained = models.get_backbone(config.backbone).pretrainable
+    if child is not None:
+        phases = []
+        if child == "grown" and pretrained and config.child_head_steps > 0:
+            phases.append(phase("head", config.child_head_steps, config.head_learning_rate,
+                                image_batches))
+        if config.child_finetune_steps > 0:
+            phases.append(phase("finetune" if pretrained else "full",
+                                config.child_finetune_steps,
+                                config.finetune_learning_rate if pretrained
+                                else config.head_learning_rate, image_batches))
+    elif not pretrained:
         phases = [phase("full", config.head_steps, config.head_learning_rate, image_batches)]
     else:
         phases = []

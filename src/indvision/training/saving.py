@@ -47,6 +47,7 @@ class TrainResult:
     val_accuracy: float | None
     seed: int
     tensorboard: str | None  # the TensorBoard folder relative to the run folder, or None
+    parent: dict[str, Any] | None = None  # a child's parent: run id, classes added
 
     @property
     def last_phase_on(self) -> str:
@@ -143,6 +144,7 @@ def train_info(config: Config, result: TrainResult) -> dict[str, Any]:
         "ensemble": config.ensemble,
         # the linear probe the head started from (None: a head phase or a from-scratch model)
         "probe": probe_info(state, phases),
+        "parent": result.parent,  # a child started from this run's weights (None: none)
         "phases": {p.key: {key: state["phases"][p.key].get(key) for key in
                            ("epochs_run", "best_epoch", "best_val_accuracy", "best_val_loss",
                             "seconds", "stopped_early", "start", "kept_start")}

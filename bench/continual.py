@@ -1,0 +1,261 @@
+"""Continual learning: a child started from its parent (``--from``) against the alternatives.
+
+Two experiments on a folder-per-class set, each over seeds, same seeds and splits side by side:
+
+``add-class`` (NEU, one class held back)::
+
+    python bench/continual.py add-class --data ../shared/data/neu --held-out scratches --seeds 1 2 3
+
+- (a) from scratch on all classes;
+- parent: trained on every class but the held-out one;
+- (b) naive fine-tuning: ``--from parent`` on the held-out class alone, replay off
+  (``ingest.replay=false``) — shows the forgetting;
+- (c) ``--from parent`` on the held-out class with replay (the default).
+
+Ingest splits each class by ``rng(seed, class name)``, independently of the other classes, so
+with one seed (a)'s test split is exactly the parent's test split plus the held-out class's,
+which is the child's own test split: every row compares the same images. Columns: old classes'
+accuracy (errors) on the parent's test split, the new class's recall, overall accuracy on all
+classes, the train stage's seconds and the ratio to (a), the promotion verdict.
+
+``more-data`` (casting, the same classes, more images)::
+
+    python bench/continual.py more-data --data ../shared/data/casting --seeds 1 2 3
+
+The files of every class are dealt into two halves (alternately in name order): the parent
+trains on half A, the child ``--from`` it on half B. Both are scored on both test splits (the
+parent's, half A's, from the promotion gate; the child's own, half B's, by the parent's bundle
+on the edge runtime): the goal is a child at least as good as its parent on both.
+
+Runs go to ``--out`` (default ``exports/bench_continual``), minutes each on a CPU; only the
+export format ONNX is built (``export.formats=[onnx]``): export and verify cost time and are
+not what is compared. The table is printed when the runs are done; each seed's runs are
+recorded in ``<out>/<experiment>_s<seed>/runs.json``, so the same command again resumes an
+interrupted bench and re-prints the table without training again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchlib import load_avg, read_json  # noqa: E402
+
+PIPELINE = "defect"
+FAST = ["--set", "export.formats=[onnx]"]
+
+
+def run_pipeline(out: Path, data: Path, seed: int, *extra: str) -> Path:
+    """Run the defect pipeline and return the new run folder (exit 1, not promoted, is an
+    answer too: the run folder is returned either way)."""
+    folder = out / PIPELINE
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    command = [sys.executable, "-m", "indvision.pipeline", PIPELINE, "--data", str(data),
+               "--out", str(out), "--set", f"seed={seed}", *FAST, *extra]
+    print("$", " ".join(command), flush=True)
+    status = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.DEVNULL).returncode
+    new = sorted(set(folder.iterdir()) - before)
+    if not new:
+        raise SystemExit(f"no run folder appeared under {folder} (exit {status})")
+    print(f"  -> {new[-1]} (exit {status})", flush=True)
+    return new[-1]
+
+
+def link_tree(target: Path, folders: dict[str, list[Path]]) -> Path:
+    """A folder-per-class tree of symbolic links (``class`` → its files)."""
+    for label, files in folders.items():
+        (target / label).mkdir(parents=True, exist_ok=True)
+        for file in files:
+            link = target / label / file.name
+            if not link.exists():
+                link.symlink_to(file.resolve())
+    return target
+
+
+def class_files(data: Path) -> dict[str, list[Path]]:
+    return {d.name: sorted(p for p in d.iterdir() if p.is_file())
+            for d in sorted(data.iterdir()) if d.is_dir()}
+
+
+# ----------------------------------------------------------------------------- reading runs
+
+
+def train_seconds(run: Path) -> float:
+    return float((read_json(run / "manifest.json") or {})["stages"]["train"]["seconds"])
+
+
+def test_predictions(run: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run / "evaluate" / "predictions.csv", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def counts(rows: list[dict[str, str]], keep: Any = lambda label: True) -> tuple[int, int]:
+    """(errors, n) over the prediction rows whose true label ``keep`` accepts."""
+    chosen = [r for r in rows if keep(r["true"])]
+    return sum(r["correct"] != "1" for r in chosen), len(chosen)
+
+
+def child_numbers(run: Path) -> dict[str, Any]:
+    """A child's errors on the parent's test split (the promotion gate's) and on its own."""
+    gate = read_json(run / "evaluate" / "promotion.json") or {}
+    own_errors, own_n = counts(test_predictions(run))
+    return {"old": (gate.get("child_errors"), gate.get("n")), "own": (own_errors, own_n),
+            "promoted": gate.get("passed"), "train_s": train_seconds(run),
+            "failures": gate.get("failures") or []}
+
+
+def cell(errors_n: tuple[int | None, int | None]) -> str:
+    errors, n = errors_n
+    if errors is None or not n:
+        return "—"
+    return f"{100 * (1 - errors / n):.1f} % ({errors}/{n})"
+
+
+# ----------------------------------------------------------------------------- add-class
+
+
+def add_class(args: argparse.Namespace) -> list[list[str]]:
+    files = class_files(args.data)
+    held = args.held_out or sorted(files)[-1]
+    trees = args.out / "trees"
+    old = link_tree(trees / "old", {k: v for k, v in files.items() if k != held})
+    new = link_tree(trees / f"only_{held}", {held: files[held]})
+    rows = []
+    for seed in args.seeds:
+        out = args.out / f"add_class_s{seed}"
+        runs = load_or_run(out / "runs.json", {
+            "a": lambda o=out, s=seed: run_pipeline(o / "scratch", args.data, s),
+            "parent": lambda o=out, s=seed: run_pipeline(o / "lineage", old, s),
+        })
+        parent = Path(runs["parent"])
+        runs.update(load_or_run(out / "runs.json", {
+            "b": lambda o=out, s=seed, p=parent: run_pipeline(
+                o / "lineage", new, s, "--from", str(p), "--set", "ingest.replay=false"),
+            "c": lambda o=out, s=seed, p=parent: run_pipeline(o / "lineage", new, s,
+                                                              "--from", str(p)),
+        }))
+        rows += add_class_rows(seed, held, {k: Path(v) for k, v in runs.items()})
+    return rows
+
+
+def add_class_rows(seed: int, held: str, runs: dict[str, Path]) -> list[list[str]]:
+    scratch = test_predictions(runs["a"])
+    a_seconds = train_seconds(runs["a"])
+    parent_errors, parent_n = counts(test_predictions(runs["parent"]))
+    table = [[str(seed), "(a) scratch, all classes", cell(counts(scratch, lambda t: t != held)),
+              cell(counts(scratch, lambda t: t == held)), cell(counts(scratch)),
+              f"{a_seconds:.0f}", "1.00", ""],
+             [str(seed), "parent (without the new class)", cell((parent_errors, parent_n)),
+              "—", "—", f"{train_seconds(runs['parent']):.0f}", "", ""]]
+    for key, name in (("b", "(b) --from, new class only, no replay"),
+                      ("c", "(c) --from, replay")):
+        child = child_numbers(runs[key])
+        old, own = child["old"], child["own"]
+        overall = ((old[0] or 0) + own[0], (old[1] or 0) + own[1])
+        verdict = "promoted" if child["promoted"] else "refused: " + "; ".join(
+            child["failures"])[:60]
+        table.append([str(seed), name, cell(old), cell(own), cell(overall),
+                      f"{child['train_s']:.0f}", f"{child['train_s'] / a_seconds:.2f}",
+                      verdict])
+    return table
+
+
+# ----------------------------------------------------------------------------- more-data
+
+
+def more_data(args: argparse.Namespace) -> list[list[str]]:
+    files = class_files(args.data)
+    trees = args.out / "trees"
+    half_a = link_tree(trees / "half_a", {k: v[0::2] for k, v in files.items()})
+    half_b = link_tree(trees / "half_b", {k: v[1::2] for k, v in files.items()})
+    rows = []
+    for seed in args.seeds:
+        out = args.out / f"more_data_s{seed}"
+        runs = load_or_run(out / "runs.json", {
+            "parent": lambda o=out, s=seed: run_pipeline(o / "lineage", half_a, s)})
+        parent = Path(runs["parent"])
+        runs.update(load_or_run(out / "runs.json", {
+            "child": lambda o=out, s=seed, p=parent: run_pipeline(o / "lineage", half_b, s,
+                                                                  "--from", str(p))}))
+        child = child_numbers(Path(runs["child"]))
+        parent_old = counts(test_predictions(parent))
+        parent_own = parent_on_child_test(parent, Path(runs["child"]), out / "child_test")
+        rows.append([str(seed), "parent (half A)", cell(parent_old), cell(parent_own),
+                     f"{train_seconds(parent):.0f}", ""])
+        rows.append([str(seed), "child --from parent (+ half B)", cell(child["old"]),
+                     cell(child["own"]), f"{child['train_s']:.0f}",
+                     "promoted" if child["promoted"] else "refused"])
+    return rows
+
+
+def parent_on_child_test(parent: Path, child: Path, tree: Path) -> tuple[int, int]:
+    """The parent's bundle (edge runtime, as deployed) on the child's own test split."""
+    from indvision.dataset import read_splits
+    from indvision.edge import EdgeClassifier
+    from indvision.edge.evaluate import evaluate_tree
+
+    by_class: dict[str, list[Path]] = {}
+    for row in read_splits(child / "ingest" / "splits.csv"):
+        if row["split"] == "test":
+            by_class.setdefault(row["label"], []).append(Path(row["path"]))
+    report = evaluate_tree(EdgeClassifier(parent / "bundle"), link_tree(tree, by_class))
+    return report["errors"], report["n"]
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def load_or_run(record: Path, jobs: dict[str, Any]) -> dict[str, str]:
+    """Run each job not yet recorded in ``record`` (so an interrupted bench resumes)."""
+    done = read_json(record) or {}
+    for key, job in jobs.items():
+        if key not in done:
+            done[key] = str(job())
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(done, indent=2), encoding="utf-8")
+    return done
+
+
+HEADERS = {
+    "add-class": ["seed", "model", "old classes, parent test", "new class recall",
+                  "overall", "train s", "× (a)", "promotion"],
+    "more-data": ["seed", "model", "parent's test (half A)", "child's test (half B)",
+                  "train s", "promotion"],
+}
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment", choices=sorted(HEADERS))
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--held-out", help="add-class: the class the parent does not see "
+                        "(default: the last in name order)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--out", type=Path, default=ROOT / "exports" / "bench_continual")
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    rows = add_class(args) if args.experiment == "add-class" else more_data(args)
+    print(f"\n{args.experiment} on {args.data} ({load_avg()})")
+    print_table(HEADERS[args.experiment], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""A child starts from its parent: the parent's trained weights, the head grown for new classes.
+
+The classes of a child are the parent's, in the parent's order, then the new ones
+(:mod:`indvision.stages.ingest`), so growing the head is appending columns: the parent's
+kernel columns and biases are copied bit for bit (old class indices keep their meaning and,
+before any training, their scores' logits), and each new class gets a fresh column — Glorot
+uniform, seeded by the run, as Keras initialises a Dense kernel — and the mean of the old
+biases (no prior for or against it). Every other layer's weights are the parent's.
+
+:func:`grow_head` is numpy only (tested without Keras); :func:`start_from_parent` imports
+Keras when called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indvision import models
+from indvision.errors import IndvisionError
+
+#: The train settings a child must share with its parent: the backbone's weights and the
+#: features they compute only fit the same architecture at the same input size.
+SHARED_SETTINGS = ("backbone", "alpha", "height", "width")
+
+
+def grow_head(kernel: np.ndarray, bias: np.ndarray, n_classes: int,
+              seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The head for ``n_classes`` classes from a parent head (``kernel`` D × K, ``bias`` K):
+    the K old columns unchanged, ``n_classes - K`` new Glorot-uniform columns, new biases the
+    mean old bias."""
+    features, old = kernel.shape
+    if n_classes < old:
+        raise IndvisionError(f"the child has {n_classes} classes, its parent {old}: a child "
+                             "keeps every class of its parent")
+    added = n_classes - old
+    limit = np.sqrt(6.0 / (features + n_classes))
+    fresh = np.random.default_rng(seed).uniform(-limit, limit, (features, added))
+    grown_kernel = np.concatenate([kernel, fresh.astype(kernel.dtype)], axis=1)
+    grown_bias = np.concatenate([bias, np.full(added, bias.mean(), dtype=bias.dtype)])
+    return grown_kernel, grown_bias
+
+
+def mismatches(child: dict[str, Any], parent: dict[str, Any]) -> list[str]:
+    """The :data:`SHARED_SETTINGS` on which the child's train config differs from the
+    parent's, in words (empty: compatible)."""
+    return [f"{key} {child.get(key)!r} (the parent's is {parent.get(key)!r})"
+            for key in SHARED_SETTINGS if child.get(key) != parent.get(key)]
+
+
+def start_from_parent(model: Any, parent_model: Path, seed: int) -> int:
+    """Load the parent's classifier into ``model`` (same architecture; ``model``'s head may
+    have more classes) and return the number of classes added. Layers are matched by name."""
+    parent = models.classifier_of(models.load_model(parent_model))
+    own = {layer.name: layer for layer in model.layers}
+    for layer in parent.layers:
+        if layer.name not in own:
+            raise IndvisionError(f"{parent_model}: the parent's layer '{layer.name}' has no "
+                                 "counterpart here: it was built by another indvision model")
+        weights = layer.get_weights()
+        if layer.name == models.HEAD_LAYER:
+            weights = list(grow_head(weights[0], weights[1],
+                                     own[layer.name].get_weights()[0].shape[1], seed))
+        own[layer.name].set_weights(weights)
+    return model.get_layer(models.HEAD_LAYER).get_weights()[0].shape[1] - \
+        parent.get_layer(models.HEAD_LAYER).get_weights()[0].shape[1]
