@@ -232,8 +232,8 @@ def check(config: Config, run: Run) -> None:
 
 
 def check_parent(config: Config, parent: dict) -> None:
-    """A child must share its parent's backbone, alpha and input size (its weights fit no
-    other), and the parent must be one model, not an ensemble."""
+    """A child must share its parent's backbone, alpha and input size: its weights fit no
+    other."""
     from indvision.training import warmstart
 
     different = warmstart.mismatches(dataclasses.asdict(config), parent.get("train") or {})
@@ -241,9 +241,6 @@ def check_parent(config: Config, parent: dict) -> None:
         raise IndvisionError(f"the parent run {parent['run_id']} was trained with another "
                              f"model: train.{'; train.'.join(different)}; set them to the "
                              "parent's or start without --from")
-    if int((parent.get("train") or {}).get("ensemble") or 1) > 1:
-        raise IndvisionError(f"the parent run {parent['run_id']} is an ensemble; a child "
-                             "starts from one model: start from a run with train.ensemble 1")
 
 
 def input_size_warnings(config: Config, sizes: list[tuple[int, int]]) -> list[str]:

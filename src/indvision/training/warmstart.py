@@ -52,8 +52,14 @@ def mismatches(child: dict[str, Any], parent: dict[str, Any]) -> list[str]:
 
 def start_from_parent(model: Any, parent_model: Path, seed: int) -> int:
     """Load the parent's classifier into ``model`` (same architecture; ``model``'s head may
-    have more classes) and return the number of classes added. Layers are matched by name."""
-    parent = models.classifier_of(models.load_model(parent_model))
+    have more classes) and return the number of classes added. Layers are matched by name.
+    An ensemble parent hands member k to the child's member k (``model.name``), its first
+    member to a member it does not have."""
+    saved = models.load_model(parent_model)
+    try:
+        parent = models.find_submodel(saved, model.name)
+    except KeyError:
+        parent = models.classifier_of(saved)
     own = {layer.name: layer for layer in model.layers}
     for layer in parent.layers:
         if layer.name not in own:
