@@ -57,13 +57,13 @@ def run_pipeline(out: Path, data: Path, seed: int, *extra: str) -> Path:
     """Run the defect pipeline and return the new run folder (exit 1, not promoted, is an
     answer too: the run folder is returned either way)."""
     folder = out / PIPELINE
-    before = set(folder.iterdir()) if folder.is_dir() else set()
+    before = set(folder.glob("*/manifest.json")) if folder.is_dir() else set()
     command = [sys.executable, "-m", "indvision.pipeline", PIPELINE, "--data", str(data),
                "--out", str(out), "--set", f"seed={seed}", *FAST, *extra]
     print("$", " ".join(command), flush=True)
     status = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.DEVNULL).returncode
-    new = sorted(set(folder.iterdir()) - before)
+    new = sorted(p.parent for p in set(folder.glob("*/manifest.json")) - before)
     if not new:
         raise SystemExit(f"no run folder appeared under {folder} (exit {status})")
     print(f"  -> {new[-1]} (exit {status})", flush=True)
