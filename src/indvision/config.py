@@ -168,18 +168,14 @@ def load_pipeline(
             raise ConfigError(f"--set {text}: stage '{stage}' is not in this pipeline"
                               f"{did_you_mean(stage, stages_raw)}")
         stages_raw[stage][field] = value
-    if data is not None:
+    for flag, key, value in (("--data", "source", data), ("--from", "parent", parent)):
+        if value is None:
+            continue
         if "ingest" not in stages_raw:
-            raise ConfigError("--data needs a pipeline with an ingest stage")
-        if not Path(data).expanduser().exists():
-            raise ConfigError(f"--data {data}: no such file or folder")
-        stages_raw["ingest"]["source"] = str(data)
-    if parent is not None:
-        if "ingest" not in stages_raw:
-            raise ConfigError("--from needs a pipeline with an ingest stage")
-        if not Path(parent).expanduser().exists():
-            raise ConfigError(f"--from {parent}: no such folder")
-        stages_raw["ingest"]["parent"] = str(parent)
+            raise ConfigError(f"{flag} needs a pipeline with an ingest stage")
+        if not Path(value).expanduser().exists():
+            raise ConfigError(f"{flag} {value}: no such file or folder")
+        stages_raw["ingest"][key] = str(value)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
 
