@@ -110,9 +110,15 @@ def child_numbers(run: Path) -> dict[str, Any]:
     """A child's errors on the parent's test split (the promotion gate's) and on its own."""
     gate = read_json(run / "evaluate" / "promotion.json") or {}
     own_errors, own_n = counts(test_predictions(run))
+    dropped = [f"{name} −{100 * c['drop']:.1f}" for name, c in (gate.get("classes") or {}).items()
+               if c["drop"] > gate.get("max_recall_drop", 0) + 1e-12]
+    rise = (gate.get("escape_rate") or {}).get("rise") or 0
+    if rise > gate.get("max_recall_drop", 0) + 1e-12:
+        dropped.append(f"escapes +{100 * rise:.1f}")
+    verdict = "promoted" if gate.get("passed") else (
+        f"refused ({', '.join(dropped[:2])}{', …' if len(dropped) > 2 else ''} points)")
     return {"old": (gate.get("child_errors"), gate.get("n")), "own": (own_errors, own_n),
-            "promoted": gate.get("passed"), "train_s": train_seconds(run),
-            "failures": gate.get("failures") or []}
+            "verdict": verdict, "train_s": train_seconds(run)}
 
 
 def cell(errors_n: tuple[int | None, int | None]) -> str:
@@ -163,11 +169,9 @@ def add_class_rows(seed: int, held: str, runs: dict[str, Path]) -> list[list[str
         child = child_numbers(runs[key])
         old, own = child["old"], child["own"]
         overall = ((old[0] or 0) + own[0], (old[1] or 0) + own[1])
-        verdict = "promoted" if child["promoted"] else "refused: " + "; ".join(
-            child["failures"])[:60]
         table.append([str(seed), name, cell(old), cell(own), cell(overall),
                       f"{child['train_s']:.0f}", f"{child['train_s'] / a_seconds:.2f}",
-                      verdict])
+                      child["verdict"]])
     return table
 
 
@@ -194,8 +198,7 @@ def more_data(args: argparse.Namespace) -> list[list[str]]:
         rows.append([str(seed), "parent (half A)", cell(parent_old), cell(parent_own),
                      f"{train_seconds(parent):.0f}", ""])
         rows.append([str(seed), "child --from parent (+ half B)", cell(child["old"]),
-                     cell(child["own"]), f"{child['train_s']:.0f}",
-                     "promoted" if child["promoted"] else "refused"])
+                     cell(child["own"]), f"{child['train_s']:.0f}", child["verdict"]])
     return rows
 
 
