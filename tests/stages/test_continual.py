@@ -136,5 +136,5 @@ def test_a_child_with_another_input_size_is_stopped_before_training(parent_run: 
 
 
 def test_from_is_validated_with_the_pipeline(tmp_path: Path) -> None:
-    with pytest.raises(config.ConfigError, match="--from .*: no such file or folder"):
+    with pytest.raises(config.ConfigError, match=r"--from .*: no such file or folder"):
         config.load_pipeline("defect", parent=str(tmp_path / "nowhere"))

@@ -1,0 +1,53 @@
+"""bench/continual.py: finished runs → the add-class table, errors counted on the right splits."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def continual():
+    spec = importlib.util.spec_from_file_location("bench_continual",
+                                                  PROJECT_ROOT / "bench" / "continual.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(folder: Path, seconds: float, predictions: list[tuple[str, bool]],
+             gate: dict | None = None) -> Path:
+    (folder / "evaluate").mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"stages": {"train": {"seconds": seconds}}}))
+    lines = ["path,true,correct"] + [f"/x/{i}.png,{label},{int(ok)}"
+                                     for i, (label, ok) in enumerate(predictions)]
+    (folder / "evaluate" / "predictions.csv").write_text("\n".join(lines) + "\n")
+    if gate is not None:
+        (folder / "evaluate" / "promotion.json").write_text(json.dumps(gate))
+    return folder
+
+
+def test_the_add_class_rows_count_old_new_and_overall_errors(continual, tmp_path: Path) -> None:
+    scratch = fake_run(tmp_path / "a", 800.0, [("old", True)] * 9 + [("old", False)]
+                       + [("new", True)] * 4)
+    parent = fake_run(tmp_path / "parent", 700.0, [("old", True)] * 10)
+    refused = {"n": 10, "child_errors": 10, "passed": False, "max_recall_drop": 0.0,
+               "classes": {"old": {"drop": 1.0}}, "escape_rate": None}
+    naive = fake_run(tmp_path / "b", 300.0, [("new", True)] * 4, refused)
+    kept = {"n": 10, "child_errors": 0, "passed": True, "max_recall_drop": 0.0,
+            "classes": {"old": {"drop": 0.0}}, "escape_rate": None}
+    child = fake_run(tmp_path / "c", 400.0, [("new", True)] * 3 + [("new", False)], kept)
+    rows = continual.add_class_rows(1, "new", {"a": scratch, "parent": parent, "b": naive,
+                                               "c": child})
+    assert rows[0][2:7] == ["90.0 % (1/10)", "100.0 % (0/4)", "92.9 % (1/14)", "800", "1.00"]
+    assert rows[1][2] == "100.0 % (0/10)"
+    assert rows[2][2] == "0.0 % (10/10)" and rows[2][7] == "refused (old −100.0 points)"
+    assert rows[3][2:8] == ["100.0 % (0/10)", "75.0 % (1/4)", "92.9 % (1/14)", "400", "0.50",
+                            "promoted"]
