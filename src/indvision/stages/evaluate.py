@@ -214,13 +214,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     paths = {name: out / file for name, file in OUTPUT_FILES.items()}
     changed_cards: list[dict[str, Any]] = []
     if run.has_artifact("ingest", "parent_test"):
-        verdict = _promotion(config, run, model, record, spec)
-        paths[promotion.ARTIFACT] = atomic.write_json(out / "promotion.json", verdict)
-        result["promotion"] = {k: v for k, v in verdict.items() if k != "changed"}
-        changed_cards = [dict(card, png=thumbnail_png(card["item"], spec))
-                         for card in verdict["changed"][:config.misclassified_max]
-                         if verdict["unit"] == "images"]
-        result["promotion"]["changed_shown"] = verdict["changed"][:config.misclassified_max]
+        paths[promotion.ARTIFACT], changed_cards = _judge_child(config, run, model, record,
+                                                                spec, result)
     atomic.write_json(paths["metrics"], result)
     atomic.write_json(paths[decision.ARTIFACT], record.to_dict())
     test_pred = record.decide(test_scores)
@@ -321,6 +316,20 @@ def _probe_metrics(config: Config, run: Run, facts: decision.Decision, spec: ima
         "val": probe["val"]["errors"] - final["val"]["errors"],
         "test": probe[unit]["errors"] - final[unit]["errors"]})
     return summary
+
+
+def _judge_child(config: Config, run: Run, model: Any, record: decision.Decision,
+                 spec: images.InputSpec, result: dict[str, Any]) -> tuple[Path, list[dict]]:
+    """Write ``promotion.json``, add its summary to ``result`` (metrics.json) and return it
+    with the report's cards of the images whose decision changed."""
+    verdict = _promotion(config, run, model, record, spec)
+    path = atomic.write_json(run.stage_dir("evaluate") / "promotion.json", verdict)
+    shown = verdict["changed"][:config.misclassified_max]
+    result["promotion"] = {**{k: v for k, v in verdict.items() if k != "changed"},
+                           "changed_shown": shown}
+    cards = ([dict(card, png=thumbnail_png(card["item"], spec)) for card in shown]
+             if verdict["unit"] == "images" else [])
+    return path, cards
 
 
 def _promotion(config: Config, run: Run, model: Any, record: decision.Decision,

@@ -172,6 +172,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                   max_train_per_class=config.max_train_per_class,
                   subsampled_out=subsampled,
                   near_duplicates=_near_report(near, config.near_duplicates))
+    if parent is not None:
+        report["parent"] = _parent_record(parent, classes, kept)
     outputs = {
         "splits": _write_csv(out / "splits.csv", list(SPLIT_COLUMNS),
                              [[i.path, i.label, i.split, i.group, i.sha256, i.width, i.height]
@@ -182,7 +184,6 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         "rejected": _write_csv(out / "rejected.csv", ["path", "label", "reason"], rejected),
     }
     if parent is not None:
-        report["parent"] = _parent_record(parent, classes, kept)
         outputs.update(_parent_outputs(out, parent, report["parent"]))
         run.manifest["parent"] = parent.run_id
         run.save()
