@@ -96,7 +96,12 @@ def train_seconds(run: Path) -> float:
 def test_predictions(run: Path) -> list[dict[str, str]]:
     import csv
 
-    with open(run / "evaluate" / "predictions.csv", encoding="utf-8") as handle:
+    path = run / "evaluate" / "predictions.csv"
+    if not path.is_file():
+        stopped = (read_json(run / "manifest.json") or {}).get("status", "unknown")
+        raise SystemExit(f"{path} is missing: run {run.name} ended '{stopped}' before evaluate "
+                         f"wrote its predictions (see {run / 'logs'})")
+    with open(path, encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
