@@ -37,19 +37,27 @@ import hashlib
 import io
 import json
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from indvision import atomic, dataset, decision, images, lineage, metrics, near_duplicates
+from indvision import (
+    atomic,
+    dataset,
+    decision,
+    images,
+    lineage,
+    metrics,
+    near_duplicates,
+    splitting,
+)
 from indvision.console import say
 from indvision.dataset import SPLITS, Item
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
 
-UNUSED = "unused"  # left out by max_train_per_class; never written to splits.csv
 SPLIT_COLUMNS = ("path", "label", "split", "group", "sha256", "width", "height")
 REPLAY_GROUP = "parent:"  # the group of a replayed image: its object in the parent
 NEAR_DUPLICATES = ("report", "drop")
@@ -76,6 +84,11 @@ class Config:
     # most this many training objects per class and cut validation in the same proportion, so
     # validation is as small as it would be on a set that size. None keeps everything.
     max_train_per_class: int | None = None
+    # Cross-validation (the pipeline's --folds K sets both): test is block ``fold`` of ``folds``
+    # in each class's seeded order, so K runs test every object once (indvision.splitting).
+    # None: the usual test_fraction split.
+    folds: int | None = None
+    fold: int = 0
     # Near-duplicates (indvision.near_duplicates: nearly the same pixels): "report" lists the
     # pairs under different labels and counts those across splits in ingest_report.json;
     # "drop" also leaves out both images of every pair whose labels disagree.
@@ -107,6 +120,9 @@ class Config:
         if self.near_duplicates not in NEAR_DUPLICATES:
             raise ValueError(f"near_duplicates must be one of {', '.join(NEAR_DUPLICATES)}, "
                              f"not {self.near_duplicates!r}")
+        if self.folds is not None and not (self.folds >= 2 and 0 <= self.fold < self.folds):
+            raise ValueError(f"folds must be 2 or more and fold in 0..folds-1, got folds "
+                             f"{self.folds}, fold {self.fold}")
         if self.max_train_per_class is not None and self.max_train_per_class < 1:
             raise ValueError("max_train_per_class must be at least 1 (or null: keep all)")
         names = self.good_class_candidates
@@ -148,10 +164,10 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     _check_grouping(kept, config.group_regex, group_by, source)
     classes = _check_classes(kept, rejected, config.min_per_class, source,
                              parent.classes if parent else ())
-    _split(kept, config.val_fraction, config.test_fraction, run.seed,
-           config.max_train_per_class)
+    splitting.assign_splits(kept, config.val_fraction, config.test_fraction, run.seed,
+                            config.max_train_per_class, config.folds, config.fold)
     subsampled = len(kept)
-    kept = [i for i in kept if i.split != UNUSED]
+    kept = [i for i in kept if i.split != splitting.UNUSED]
     subsampled -= len(kept)
     if parent is not None:
         classes = parent.classes + [c for c in classes if c not in parent.classes]
@@ -170,6 +186,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     report = _report(kept, classes, rejected, duplicates, source)
     report.update(group_regex=config.group_regex, group_by=group_by,
                   max_train_per_class=config.max_train_per_class,
+                  folds=config.folds, fold=config.fold if config.folds else None,
                   subsampled_out=subsampled,
                   near_duplicates=_near_report(near, config.near_duplicates))
     if parent is not None:
@@ -263,7 +280,7 @@ def _near_report(near: list[tuple[Item, Item, float]], mode: str,
 
     conflicting = [pair(*p) for p in near if p[0].label != p[1].label]
     across = [pair(*p) for p in near if p[0].split != p[1].split
-              and UNUSED not in (p[0].split, p[1].split)]
+              and splitting.UNUSED not in (p[0].split, p[1].split)]
     return {"rule": near_duplicates.RULE, "mode": mode, "pairs": len(near),
             "different_labels": len(conflicting), "different_labels_pairs": conflicting[:listed],
             "across_splits": len(across), "across_splits_pairs": across[:listed]}
@@ -359,39 +376,6 @@ def _check_classes(items: list[Item], rejected: list, min_per_class: int,
         raise IndvisionError(f"{source}: need at least two classes with images, found "
                              f"{sorted(counts) or 'none'}")
     return sorted(counts)
-
-
-def _split(items: list[Item], val_fraction: float, test_fraction: float, seed: int,
-           max_train_per_class: int | None = None) -> None:
-    """Stratified, group-aware, deterministic split: whole groups go to one split. With
-    ``max_train_per_class`` the objects of a class past that many in train (and validation cut
-    in the same proportion) are marked :data:`UNUSED`; test is the same as without it."""
-    groups: dict[str, list[Item]] = defaultdict(list)
-    for item in items:
-        groups[item.group].append(item)
-    by_class: dict[str, list[str]] = defaultdict(list)
-    for group, members in sorted(groups.items()):
-        label = Counter(m.label for m in members).most_common(1)[0][0]
-        by_class[label].append(group)
-    for label, names in sorted(by_class.items()):
-        order = np.random.default_rng([seed, *label.encode()]).permutation(len(names))
-        n = len(names)
-        n_test = max(1, round(n * test_fraction)) if n >= 3 else 0
-        n_val = max(1, round(n * val_fraction)) if n >= 3 else 0
-        n_train = n - n_test - n_val
-        keep_train, keep_val = n_train, n_val
-        if max_train_per_class is not None and n_train > max_train_per_class:
-            keep_train = max_train_per_class
-            keep_val = max(1, round(n_val * keep_train / n_train)) if n_val else 0
-        for rank, index in enumerate(order):
-            if rank < n_test:
-                split = "test"
-            elif rank < n_test + n_val:
-                split = "val" if rank < n_test + keep_val else UNUSED
-            else:
-                split = "train" if rank < n_test + n_val + keep_train else UNUSED
-            for member in groups[names[index]]:
-                member.split = split
 
 
 def _report(items: list[Item], classes: list[str], rejected: list, duplicates: list,
