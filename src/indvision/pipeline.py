@@ -15,6 +15,9 @@ new ones, its replay images, its weights (:mod:`indvision.lineage`,
 test split is exported and verified but not promoted: ``latest.json`` stays on the parent, the
 manifest says ``not promoted`` and the command exits 1 with one line saying which class
 regressed and by how much (:mod:`indvision.promotion`).
+
+``--folds K`` runs K cross-validation runs instead of one and prints their summary table
+(:mod:`indvision.folds`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from indvision import config as config_mod
-from indvision import console, promotion
+from indvision import console, folds, promotion
 from indvision.errors import ConfigError, IndvisionError
 from indvision.rundir import Run
 
@@ -167,9 +170,32 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="STAGE.KEY=VALUE", help="override a setting (repeatable)")
     parser.add_argument("--out", default="exports", help="runs go to OUT/<pipeline>/<run_id>/")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue an unfinished run")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help="cross-validation: K runs, each testing a different K-th of every "
+                        "class, and a summary table (none of them moves latest.json)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show the libraries' output (always in <run>/logs/<stage>.log)")
     return parser
+
+
+def _main_folds(args: argparse.Namespace) -> int:
+    """``--folds K``: K cross-validation runs and their summary; exit 1 if any fold failed."""
+    if args.parent or args.resume:
+        raise ConfigError("--folds cannot be combined with --from or --resume: cross-"
+                          "validation starts K new runs from ImageNet")
+    if args.folds < 2:
+        raise ConfigError(f"--folds needs 2 or more, got {args.folds}")
+    summary = folds.run_folds(
+        lambda extra: config_mod.load_pipeline(args.pipeline, [*args.overrides, *extra],
+                                               args.data),
+        args.folds, Path(args.out),
+        lambda spec: run_pipeline(spec, Path(args.out), verbose=args.verbose))
+    print(folds.table(summary))
+    if summary["failed"]:
+        print(f"error: fold(s) {', '.join(str(f + 1) for f in summary['failed'])} of "
+              f"{args.folds} failed (see the status column)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
+        if args.folds is not None:
+            return _main_folds(args)
         spec = config_mod.load_pipeline(args.pipeline, args.overrides, args.data,
                                          args.parent)
         run_pipeline(spec, Path(args.out), resume=args.resume, verbose=args.verbose)

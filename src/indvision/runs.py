@@ -84,6 +84,7 @@ def row_of(root: Path, latest_run: str | None = None) -> dict[str, Any]:
         "object_accuracy": groups.get("accuracy"),
         "latest": latest_run is not None and manifest.get("run_id", root.name) == latest_run,
         "parent": manifest.get("parent"),
+        "fold": [report["fold"], report["folds"]] if report.get("folds") else None,
         "path": str(root),
     }
 
@@ -122,7 +123,10 @@ def cells(row: dict[str, Any], with_pipeline: bool = True) -> list[str]:
     if accuracy and row["test_errors"] is not None:
         accuracy += f" ({row['test_errors']}/{row['test_n']})"
     pipeline_run = f"{row['pipeline']}/{row['run']}" if with_pipeline else row["run"]
-    return [pipeline_run, started, row["status"], data, classes if row["classes"] else "",
+    status = row["status"]
+    if row.get("fold"):
+        status += f" (fold {row['fold'][0] + 1}/{row['fold'][1]})"
+    return [pipeline_run, started, status, data, classes if row["classes"] else "",
             accuracy, _percent(row["defect_recall"]), _percent(row["object_accuracy"]),
             "<- latest" if row["latest"] else "", row["parent"] or ""]
 
