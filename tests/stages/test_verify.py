@@ -151,6 +151,18 @@ def test_no_latest_json_when_the_float_gate_fails_on_a_first_run(exported_run: P
     assert not (run.exports_dir / "latest.json").exists()
 
 
+def test_a_cross_validation_fold_is_verified_but_moves_no_latest_json(exported_run: Path,
+                                                                        tmp_path: Path) -> None:
+    run = copy_run(exported_run, tmp_path / "exports")
+    path = run.artifact("ingest", "report")
+    atomic.write_json(path, {**read_json(path), "folds": 3, "fold": 1})  # as --folds 3 makes
+    with run.updating_output("ingest", "report") as record:
+        record.update(sha256=atomic.sha256_file(path), bytes=path.stat().st_size)
+    run_verify(run)
+    assert read_json(run.root / "verify" / "parity.json")["passed"] is True
+    assert not (run.exports_dir / "latest.json").exists()
+
+
 def test_a_tampered_model_file_is_refused_before_anything_runs(exported_run: Path,
                                                                tmp_path: Path) -> None:
     run = copy_run(exported_run, tmp_path / "exports")

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, decision, formats, images, metrics, models, promotion
+from indvision import atomic, decision, folds, formats, images, metrics, models, promotion
 from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
@@ -150,8 +150,12 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                              f"does not reproduce the Keras model; latest.json left unchanged "
                              f"(details in {parity_path})")
     refused = promotion.refusal(run)
+    fold = folds.fold_of(run)
     if refused:  # a child that regressed: verified, but latest.json stays on the parent
         say(f"verify: {refused}")
+    elif fold:  # cross-validation measures the recipe; it releases nothing
+        say(f"verify: fold {fold[0] + 1} of {fold[1]} (cross-validation): latest.json left "
+            "as it was")
     else:
         write_latest(run, bundle, bundle_meta, report, keras_decisions, labels)
     return {"parity": parity_path}
