@@ -88,6 +88,19 @@ def test_cards_beyond_the_limit_are_counted_and_the_threshold_shown():
     assert "<b>0.7500</b>" in page and percent(0.01) in page
 
 
+def test_a_capped_threshold_names_the_defects_that_pass_at_it() -> None:
+    calibration = {"threshold": 0.82, "on": "images", "capped": True, "escape_threshold": 0.9991,
+                   "false_rejects_at_escape_threshold": 20, "n_good": 20,
+                   "false_reject_cap": 0.82, "escaping": ["/d/dent/7.jpg"]}
+    page = render_report({}, _result(["ok", "dent"], "ok", calibration=calibration), PNG, None,
+                         [], 0)
+    assert "Escape target not met on validation" in page
+    assert "rejected 20 of 20 good validation images" in page and "/d/dent/7.jpg" in page
+    quiet = render_report({}, _result(["ok", "dent"], "ok", calibration={
+        **calibration, "capped": False}), PNG, None, [], 0)
+    assert "Escape target not met" not in quiet and "never one that rejects more" in quiet
+
+
 def test_the_template_ships_as_package_data():
     template = resources.files("indvision") / "templates" / evaluation_report.TEMPLATE
     assert template.is_file()

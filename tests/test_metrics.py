@@ -112,6 +112,14 @@ def test_threshold_never_goes_below_the_floor():
     assert metrics.threshold_for_escape_rate(low[2:], labels[2:], 0, target=0.0) == 0.5
 
 
+def test_false_reject_cap_rejects_at_most_the_allowed_share_of_good_items():
+    # good items score 0.95, 0.85, 0.7: a third of 3 may be rejected → the one at 0.7
+    assert metrics.false_reject_cap(VAL_SCORES, LABELS, 0, 0.34) == 0.85
+    assert metrics.false_reject_cap(VAL_SCORES, LABELS, 0, 0.0) == 0.7  # none rejected
+    assert metrics.false_reject_cap(VAL_SCORES, LABELS, 0, 1.0) is None  # no cap
+    assert metrics.false_reject_cap(VAL_SCORES[:5], LABELS[:5], 0, 0.1) is None  # no good items
+
+
 def test_fuse_groups_takes_the_least_good_member():
     scores = np.array([
         [0.9, 0.1],  # p1 top

@@ -92,6 +92,24 @@ def threshold_for_escape_rate(scores: np.ndarray, labels: np.ndarray, good_index
     return float(min(max(threshold, floor), 1.0))
 
 
+def false_reject_cap(scores: np.ndarray, labels: np.ndarray, good_index: int,
+                     max_rate: float) -> float | None:
+    """Highest good-class threshold that rejects at most ``floor(max_rate × good items)`` of the
+    good items (a good item is rejected when its good score is below the threshold); None when
+    there are no good items or the rate allows rejecting all of them.
+
+    The escape-rate rule alone follows the single most good-looking defective item: on a small
+    validation split the target allows no escape at all, and one mislabelled or unusual image
+    scored 0.999 good puts the threshold above every good part. This cap bounds that price.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    good_scores = np.sort(scores[np.asarray(labels) == good_index, good_index])
+    allowed = int(np.floor(max_rate * good_scores.size + 1e-9))
+    if good_scores.size == 0 or allowed >= good_scores.size:
+        return None
+    return float(good_scores[allowed])  # the `allowed` lowest sit below it
+
+
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
                            good_class: str | None = None) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix.

@@ -7,9 +7,11 @@ from :func:`indvision.images.load`, exactly as on the device. Decisions come fro
 - With a good class (``ok``, ``intact``) an image is good only when ``P(good) >= threshold``; the
   threshold is the lowest one that keeps the escape rate (defective items passed as good) on the
   *validation* split at or under ``escape_rate_target`` (with grouped views, on the validation
-  *objects* as fused below: the object is the unit that is decided and labelled). The test
-  split then shows what that threshold really does: defect recall (1 − escape rate) and
-  false-reject rate.
+  *objects* as fused below: the object is the unit that is decided and labelled), but never
+  one that rejects more than ``max_false_reject_rate`` of the good validation items — when that
+  cap decides, a warning names the defective validation items passing as good (see
+  :class:`Calibration`). The test split then shows what that threshold really does: defect
+  recall (1 − escape rate) and false-reject rate.
 - Without one, the arg-max.
 
 When ingest grouped views of one object (``group_regex``), the test objects are also decided as a
@@ -70,6 +72,10 @@ class Config:
     grouping are facts of the data: ingest records them, see :mod:`indvision.decision`)."""
 
     escape_rate_target: float = 0.01  # defective items passed as good, on validation
+    # ... but the threshold never rejects more than this share of the good validation items:
+    # on a small validation split one good-looking defect (a label mistake?) would otherwise
+    # set the threshold above every good part. 1.0 turns the cap off.
+    max_false_reject_rate: float = 0.1
     fail_below: float | None = None  # test accuracy gate (0..1); above 1 always fails
     fail_below_defect_recall: float | None = None  # test defect-recall gate (needs a good class)
     batch_size: int = 32
@@ -82,6 +88,9 @@ class Config:
     def __post_init__(self) -> None:
         if not 0 <= self.max_recall_drop <= 1:
             raise ValueError(f"max_recall_drop must be in [0, 1], got {self.max_recall_drop}")
+        if not 0 <= self.max_false_reject_rate <= 1:
+            raise ValueError("max_false_reject_rate must be in [0, 1], got "
+                             f"{self.max_false_reject_rate}")
         if not 0 <= self.escape_rate_target < 1:
             raise ValueError(f"escape_rate_target must be in [0, 1), got {self.escape_rate_target}")
         for key in ("fail_below", "fail_below_defect_recall"):
@@ -94,37 +103,97 @@ class Config:
             raise ValueError(f"misclassified_max must be 0 or more, got {self.misclassified_max}")
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """How the good-class threshold was chosen on validation (``metrics.json`` ``calibration``).
+
+    ``escape_threshold`` is what ``escape_rate_target`` alone asks for; ``false_reject_cap`` the
+    highest threshold that rejects at most ``max_false_reject_rate`` of the good validation
+    items. When the cap is lower it wins (``capped``), and ``escaping`` names the defective
+    validation items that then pass as good: the images to look at first (often a label
+    mistake, sometimes a defect the model cannot see)."""
+
+    threshold: float
+    on: str  # "images" or "groups"
+    escape_threshold: float
+    false_rejects_at_escape_threshold: int
+    n_good: int
+    false_reject_cap: float | None = None
+    escaping: tuple[str, ...] = ()
+
+    @property
+    def capped(self) -> bool:
+        return self.threshold < self.escape_threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "on": self.on, "capped": self.capped,
+                "escape_threshold": self.escape_threshold,
+                "false_rejects_at_escape_threshold": self.false_rejects_at_escape_threshold,
+                "n_good": self.n_good, "false_reject_cap": self.false_reject_cap,
+                "escaping": list(self.escaping)}
+
+
 def calibration_threshold(val_scores: np.ndarray, val_labels: np.ndarray,
                           val_groups: Sequence[str] | None, good_index: int,
-                          escape_rate_target: float) -> tuple[float, str]:
-    """The good-class threshold and what it was calibrated on ("images" or "groups").
+                          escape_rate_target: float, max_false_reject_rate: float = 1.0,
+                          val_names: Sequence[str] | None = None) -> Calibration:
+    """The good-class threshold: the lowest that keeps the validation escape rate at or under
+    the target, but never one that rejects more than ``max_false_reject_rate`` of the good
+    validation items (:func:`indvision.metrics.false_reject_cap`).
 
     With grouped views the decision unit is the object (it passes only when every view does),
     and its label is the object's: a damaged parcel whose dent shows in one view only has
     another view that looks intact but is labelled damaged. Calibrating per image would push the
-    threshold above that clean-looking view and reject intact objects wholesale; so the escape
-    rate is held on the fused validation objects instead, as they will be decided.
+    threshold above that clean-looking view and reject intact objects wholesale; so both rates
+    are held on the fused validation objects instead, as they will be decided.
     """
-    if val_groups is None:
-        return metrics.threshold_for_escape_rate(val_scores, val_labels, good_index,
-                                                 escape_rate_target), "images"
-    names, _, fused = metrics.fuse_groups(val_scores, val_groups, good_index)
-    labels = metrics.group_true_labels(val_labels, val_groups, names, good_index)
-    return metrics.threshold_for_escape_rate(fused, labels, good_index,
-                                             escape_rate_target), "groups"
+    scores, labels = np.asarray(val_scores, dtype=np.float64), np.asarray(val_labels)
+    names = list(val_names) if val_names is not None else [str(i) for i in range(len(labels))]
+    on = "images"
+    if val_groups is not None:
+        names, _, scores = metrics.fuse_groups(scores, val_groups, good_index)
+        labels, on = metrics.group_true_labels(labels, val_groups, names, good_index), "groups"
+    labels = np.asarray(labels)
+    escape = metrics.threshold_for_escape_rate(scores, labels, good_index, escape_rate_target)
+    cap = metrics.false_reject_cap(scores, labels, good_index, max_false_reject_rate)
+    good = scores[labels == good_index, good_index]
+    threshold = escape if cap is None or cap >= escape else max(cap, 0.5)
+    passing = scores[:, good_index] >= threshold
+    escaping = tuple(names[i] for i in np.flatnonzero(passing & (labels != good_index))
+                     ) if threshold < escape else ()
+    return Calibration(threshold, on, escape, int((good < escape).sum()), int(good.size), cap,
+                       escaping)
 
 
 def calibrated(config: Config, facts: decision.Decision, val_rows: Sequence[dict[str, str]],
-               val_labels: np.ndarray, val_scores: np.ndarray) -> decision.Decision:
+               val_labels: np.ndarray, val_scores: np.ndarray
+               ) -> tuple[decision.Decision, Calibration | None]:
     """``facts`` with the threshold calibrated on these validation scores (with a good class;
-    per object when views are grouped), the decision record a model is measured under."""
-    threshold = threshold_on = None
-    if facts.good_index is not None:
-        threshold, threshold_on = calibration_threshold(
-            val_scores, val_labels, facts.groups_of(val_rows), facts.good_index,
-            config.escape_rate_target)
-    return facts.with_threshold(threshold, threshold_on, config.escape_rate_target
-                                if facts.good_index is not None else None)
+    per object when views are grouped), the decision record a model is measured under, and how
+    the threshold was found (None without a good class)."""
+    if facts.good_index is None:
+        return facts.with_threshold(None, None, None), None
+    calibration = calibration_threshold(
+        val_scores, val_labels, facts.groups_of(val_rows), facts.good_index,
+        config.escape_rate_target, config.max_false_reject_rate, [r["path"] for r in val_rows])
+    return facts.with_threshold(calibration.threshold, calibration.on,
+                                config.escape_rate_target), calibration
+
+
+def say_capped(config: Config, calibration: Calibration | None) -> None:
+    """One warning line when the false-reject cap overruled the escape-rate target."""
+    if calibration is None or not calibration.capped:
+        return
+    unit = "objects" if calibration.on == "groups" else "images"
+    shown = ", ".join(Path(n).name if calibration.on == "images" else n
+                      for n in calibration.escaping[:5])
+    more = f" and {len(calibration.escaping) - 5} more" if len(calibration.escaping) > 5 else ""
+    say(f"evaluate: warning: meeting the escape-rate target {percent(config.escape_rate_target)} "
+        f"on validation would reject {calibration.false_rejects_at_escape_threshold} of "
+        f"{calibration.n_good} good {unit} (threshold {calibration.escape_threshold:.4f}); "
+        f"capped at {calibration.threshold:.4f} by evaluate.max_false_reject_rate "
+        f"{config.max_false_reject_rate:g}, where {len(calibration.escaping)} defective "
+        f"validation {unit} pass as good — check their labels: {shown}{more}")
 
 
 def check_gate(config: Config, test: dict[str, Any], unit: str = "") -> dict[str, Any]:
@@ -191,11 +260,13 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
                                "test")
 
-    record = calibrated(config, facts, val_rows, val_labels, val_scores)
+    record, calibration = calibrated(config, facts, val_rows, val_labels, val_scores)
+    say_capped(config, calibration)
     result = _metrics(record, val_labels, val_scores, test_labels, test_scores,
                       facts.groups_of(test_rows))
     result.update({
         "escape_rate_target": config.escape_rate_target,
+        "calibration": calibration.to_dict() if calibration else None,
         "decision": (f"P({good_class}) >= threshold, else the most likely defect"
                      if good_class is not None else "arg-max"),
         "n_val": len(val_rows),
@@ -305,14 +376,16 @@ def _probe_metrics(config: Config, run: Run, facts: decision.Decision, spec: ima
                               "val (linear probe)")
     test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
                                "test (linear probe)")
-    record = calibrated(config, facts, val_rows, val_labels, val_scores)
+    record, calibration = calibrated(config, facts, val_rows, val_labels, val_scores)
     probe = _metrics(record, val_labels, val_scores, test_labels, test_scores,
                      facts.groups_of(test_rows))
     keys = ("n", "accuracy", "errors", "macro_f1", "defect_recall", "escapes", "false_rejects")
     summary: dict[str, Any] = {part: {k: probe[part].get(k) for k in keys}
                                for part in ("val", "test", "test_groups") if part in probe}
     unit = "test_groups" if "test_groups" in probe else "test"
-    summary.update(threshold=record.threshold, test_unit=unit, gained_errors={
+    summary.update(threshold=record.threshold,
+                   threshold_capped=bool(calibration and calibration.capped),
+                   test_unit=unit, gained_errors={
         "val": probe["val"]["errors"] - final["val"]["errors"],
         "test": probe[unit]["errors"] - final[unit]["errors"]})
     return summary
