@@ -26,7 +26,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchlib import finished_runs  # noqa: E402
-from indvision import atomic, decision, images, metrics, models  # noqa: E402
+from indvision import (  # noqa: E402
+    atomic,
+    calibration,
+    decision,
+    images,
+    metrics,
+    models,
+)
 from indvision.dataset import read_splits, rows_of  # noqa: E402
 from indvision.stages import evaluate  # noqa: E402
 
@@ -77,9 +84,9 @@ def rows_of_run(run: Path, rate: float) -> list[dict[str, Any]]:
             test = evaluate.score_images(models.load_model(path),
                                          [r["path"] for r in test_rows], spec, 32, "test")
         groups, paths = facts.groups_of(val_rows), [r["path"] for r in val_rows]
-        free = evaluate.calibration_threshold(val, val_labels, groups, facts.good_index,
+        free = calibration.calibrate(val, val_labels, groups, facts.good_index,
                                               facts.escape_rate_target or 0.01, 1.0, paths)
-        capped = evaluate.calibration_threshold(val, val_labels, groups, facts.good_index,
+        capped = calibration.calibrate(val, val_labels, groups, facts.good_index,
                                                 facts.escape_rate_target or 0.01, rate, paths)
         found.append({
             "run": run.name, "model": name, "unit": free.on, "val good": free.n_good,

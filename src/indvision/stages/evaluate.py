@@ -9,8 +9,8 @@ from :func:`indvision.images.load`, exactly as on the device. Decisions come fro
   *validation* split at or under ``escape_rate_target`` (with grouped views, on the validation
   *objects* as fused below: the object is the unit that is decided and labelled), but never
   one that rejects more than ``max_false_reject_rate`` of the good validation items — when that
-  cap decides, a warning names the defective validation items passing as good (see
-  :class:`Calibration`). The test split then shows what that threshold really does: defect
+  cap decides, a warning names the defective validation items passing as good
+  (:mod:`indvision.calibration`). The test split then shows what that threshold really does: defect
   recall (1 − escape rate) and false-reject rate.
 - Without one, the arg-max.
 
@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from indvision import atomic, decision, images, metrics, models, promotion
+from indvision import calibration as threshold_calibration
 from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
@@ -103,97 +104,19 @@ class Config:
             raise ValueError(f"misclassified_max must be 0 or more, got {self.misclassified_max}")
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """How the good-class threshold was chosen on validation (``metrics.json`` ``calibration``).
-
-    ``escape_threshold`` is what ``escape_rate_target`` alone asks for; ``false_reject_cap`` the
-    highest threshold that rejects at most ``max_false_reject_rate`` of the good validation
-    items. When the cap is lower it wins (``capped``), and ``escaping`` names the defective
-    validation items that then pass as good: the images to look at first (often a label
-    mistake, sometimes a defect the model cannot see)."""
-
-    threshold: float
-    on: str  # "images" or "groups"
-    escape_threshold: float
-    false_rejects_at_escape_threshold: int
-    n_good: int
-    false_reject_cap: float | None = None
-    escaping: tuple[str, ...] = ()
-
-    @property
-    def capped(self) -> bool:
-        return self.threshold < self.escape_threshold
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "on": self.on, "capped": self.capped,
-                "escape_threshold": self.escape_threshold,
-                "false_rejects_at_escape_threshold": self.false_rejects_at_escape_threshold,
-                "n_good": self.n_good, "false_reject_cap": self.false_reject_cap,
-                "escaping": list(self.escaping)}
-
-
-def calibration_threshold(val_scores: np.ndarray, val_labels: np.ndarray,
-                          val_groups: Sequence[str] | None, good_index: int,
-                          escape_rate_target: float, max_false_reject_rate: float = 1.0,
-                          val_names: Sequence[str] | None = None) -> Calibration:
-    """The good-class threshold: the lowest that keeps the validation escape rate at or under
-    the target, but never one that rejects more than ``max_false_reject_rate`` of the good
-    validation items (:func:`indvision.metrics.false_reject_cap`).
-
-    With grouped views the decision unit is the object (it passes only when every view does),
-    and its label is the object's: a damaged parcel whose dent shows in one view only has
-    another view that looks intact but is labelled damaged. Calibrating per image would push the
-    threshold above that clean-looking view and reject intact objects wholesale; so both rates
-    are held on the fused validation objects instead, as they will be decided.
-    """
-    scores, labels = np.asarray(val_scores, dtype=np.float64), np.asarray(val_labels)
-    names = list(val_names) if val_names is not None else [str(i) for i in range(len(labels))]
-    on = "images"
-    if val_groups is not None:
-        names, _, scores = metrics.fuse_groups(scores, val_groups, good_index)
-        labels, on = metrics.group_true_labels(labels, val_groups, names, good_index), "groups"
-    labels = np.asarray(labels)
-    escape = metrics.threshold_for_escape_rate(scores, labels, good_index, escape_rate_target)
-    cap = metrics.false_reject_cap(scores, labels, good_index, max_false_reject_rate)
-    good = scores[labels == good_index, good_index]
-    threshold = escape if cap is None or cap >= escape else max(cap, 0.5)
-    passing = scores[:, good_index] >= threshold
-    escaping = tuple(names[i] for i in np.flatnonzero(passing & (labels != good_index))
-                     ) if threshold < escape else ()
-    return Calibration(threshold, on, escape, int((good < escape).sum()), int(good.size), cap,
-                       escaping)
-
-
 def calibrated(config: Config, facts: decision.Decision, val_rows: Sequence[dict[str, str]],
                val_labels: np.ndarray, val_scores: np.ndarray
-               ) -> tuple[decision.Decision, Calibration | None]:
+               ) -> tuple[decision.Decision, threshold_calibration.Calibration | None]:
     """``facts`` with the threshold calibrated on these validation scores (with a good class;
     per object when views are grouped), the decision record a model is measured under, and how
     the threshold was found (None without a good class)."""
     if facts.good_index is None:
         return facts.with_threshold(None, None, None), None
-    calibration = calibration_threshold(
+    calibration = threshold_calibration.calibrate(
         val_scores, val_labels, facts.groups_of(val_rows), facts.good_index,
         config.escape_rate_target, config.max_false_reject_rate, [r["path"] for r in val_rows])
     return facts.with_threshold(calibration.threshold, calibration.on,
                                 config.escape_rate_target), calibration
-
-
-def say_capped(config: Config, calibration: Calibration | None) -> None:
-    """One warning line when the false-reject cap overruled the escape-rate target."""
-    if calibration is None or not calibration.capped:
-        return
-    unit = "objects" if calibration.on == "groups" else "images"
-    shown = ", ".join(Path(n).name if calibration.on == "images" else n
-                      for n in calibration.escaping[:5])
-    more = f" and {len(calibration.escaping) - 5} more" if len(calibration.escaping) > 5 else ""
-    say(f"evaluate: warning: meeting the escape-rate target {percent(config.escape_rate_target)} "
-        f"on validation would reject {calibration.false_rejects_at_escape_threshold} of "
-        f"{calibration.n_good} good {unit} (threshold {calibration.escape_threshold:.4f}); "
-        f"capped at {calibration.threshold:.4f} by evaluate.max_false_reject_rate "
-        f"{config.max_false_reject_rate:g}, where {len(calibration.escaping)} defective "
-        f"validation {unit} pass as good — check their labels: {shown}{more}")
 
 
 def check_gate(config: Config, test: dict[str, Any], unit: str = "") -> dict[str, Any]:
@@ -261,7 +184,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                                "test")
 
     record, calibration = calibrated(config, facts, val_rows, val_labels, val_scores)
-    say_capped(config, calibration)
+    if calibration is not None and calibration.capped:
+        say(calibration.warning(config.escape_rate_target, config.max_false_reject_rate))
     result = _metrics(record, val_labels, val_scores, test_labels, test_scores,
                       facts.groups_of(test_rows))
     result.update({
