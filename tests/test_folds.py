@@ -90,7 +90,19 @@ def test_a_failed_fold_is_recorded_and_the_others_still_run(tmp_path: Path) -> N
     assert summary["accuracy"]["mean"] == pytest.approx(1 - 5 / 60)
     assert summary["accuracy"]["std"] == pytest.approx(0.1040833, abs=1e-6)
     last = folds.table(summary).splitlines()[-1]
-    assert last.startswith("| all | | 5/60 | 0.9167 ± 0.1041") and "3 of 3 measured" in last
+    assert last.startswith("| all | | 5/60 images | 0.9167 ± 0.1041") and "3 of 3 measured" in last
+
+
+def test_a_grouped_fold_is_counted_per_object_as_its_gate_and_the_device_decide(
+        tmp_path: Path) -> None:
+    images = {"n": 60, "errors": 20, "accuracy": 0.667, "macro_f1": 0.65, "escapes": 17}
+    objects = {"n": 30, "errors": 3, "accuracy": 0.9, "macro_f1": 0.9, "escapes": 2}
+    atomic.write_json(tmp_path / "evaluate" / "metrics.json", {
+        "test": images, "test_groups": objects,
+        "probe": {"test": {**images, "errors": 25}, "test_groups": {**objects, "errors": 8}}})
+    row = folds.fold_row(0, tmp_path, "done")
+    assert (row["unit"], row["errors"], row["n"], row["probe_errors"]) == ("objects", 3, 30, 8)
+    assert "| 3/30 objects |" in folds.table(folds.summarise([row], 2))
 
 
 def test_a_fold_without_numbers_is_listed_but_not_pooled() -> None:

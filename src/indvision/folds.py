@@ -68,13 +68,17 @@ def _run_folders(folder: Path) -> set[Path]:
 
 
 def fold_row(fold: int, root: Path | None, status: str) -> dict[str, Any]:
-    """One fold's test numbers (and its probe's) from its run folder."""
+    """One fold's test numbers (and its probe's) from its run folder, in the unit the run
+    decides: per object where views are grouped (as the quality gate and the device do), else
+    per image."""
     metrics = {}
     if root is not None and (Path(root) / "evaluate" / "metrics.json").is_file():
         metrics = atomic.read_json(Path(root) / "evaluate" / "metrics.json")
-    test = metrics.get("test") or {}
-    probe = ((metrics.get("probe") or {}).get("test")) or {}
+    unit = "test_groups" if metrics.get("test_groups") else "test"
+    test = metrics.get(unit) or {}
+    probe = ((metrics.get("probe") or {}).get(unit)) or {}
     return {"fold": fold, "run": Path(root).name if root else None, "status": status,
+            "unit": "objects" if unit == "test_groups" else "images",
             "n": test.get("n"), "errors": test.get("errors"), "accuracy": test.get("accuracy"),
             "macro_f1": test.get("macro_f1"), "escapes": test.get("escapes"),
             "probe_errors": probe.get("errors"), "probe_macro_f1": probe.get("macro_f1")}
@@ -109,7 +113,7 @@ def table(summary: dict[str, Any]) -> str:
     lines = ["| fold | run | test errors | accuracy | macro-F1 | escapes | probe errors "
              "| probe macro-F1 | status |", "|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
-        errors = f"{r['errors']}/{r['n']}" if r["n"] else ""
+        errors = f"{r['errors']}/{r['n']} {r.get('unit', 'images')}" if r["n"] else ""
         lines.append(f"| {r['fold'] + 1} | {r['run'] or ''} | {errors} | "
                      f"{number(r['accuracy'])} | {number(r['macro_f1'])} | "
                      f"{number(r['escapes'])} | {number(r['probe_errors'])} | "
@@ -120,7 +124,9 @@ def table(summary: dict[str, Any]) -> str:
             s = summary[key]
             return f"{s['mean']:.4f} ± {s['std']:.4f}" if s else ""
 
-        lines.append(f"| all | | {pooled['errors']}/{pooled['n']} | {ms('accuracy')} | "
+        units = {r.get("unit", "images") for r in summary["rows"] if r["n"]}
+        lines.append(f"| all | | {pooled['errors']}/{pooled['n']} {'/'.join(sorted(units))} | "
+                     f"{ms('accuracy')} | "
                      f"{ms('macro_f1')} | {number(pooled['escapes'])} | "
                      f"{number(pooled['probe_errors'])} | "
                      f"{ms('probe_macro_f1')} | {summary['measured']} of "
