@@ -45,10 +45,24 @@ def test_one_good_looking_defect_cannot_set_the_threshold_above_every_good_part(
     assert not free.capped and free.threshold > 0.999
     assert free.false_rejects_at_escape_threshold == 20  # every good part rejected
     capped = calibrate(scores, labels, None, 0, 0.0, 0.1, names)
-    assert capped.capped and capped.threshold == pytest.approx(0.80 + 2 * 0.01)
-    assert metrics.decide(scores, 0, capped.threshold)[:20].tolist() == [1, 1] + [0] * 18
+    assert capped.false_reject_cap == pytest.approx(0.80 + 2 * 0.01)  # rejects 2 of 20 good
+    # every threshold from the next defect (0.05) up to the cap catches the same 19 defects:
+    # the lowest of them (the 0.5 floor) rejects no good part at all
+    assert capped.capped and capped.threshold == 0.5
+    assert metrics.decide(scores, 0, capped.threshold)[:20].tolist() == [0] * 20
     assert capped.escaping == ("dent/7.jpg",) and capped.n_good == 20
     assert capped.to_dict()["capped"] is True
+
+
+def test_a_capped_threshold_still_catches_every_defect_the_cap_catches():
+    scores, labels, names = one_good_looking_defect()
+    scores[25] = [0.805, 0.195]  # a defect below the cap (0.82), above the lowest good part
+    capped = calibrate(scores, labels, None, 0, 0.0, 0.1, names)
+    assert capped.capped and 0.805 < capped.threshold < 0.81
+    decided = metrics.decide(scores, 0, capped.threshold)
+    assert decided[25] == 1 and decided[27] == 0  # caught; the good-looking one still passes
+    assert decided[:20].tolist() == [1] + [0] * 19  # one false reject, not the cap's two
+    assert capped.escaping == ("dent/7.jpg",)
 
 
 def test_the_cap_leaves_a_threshold_it_does_not_bind_alone():

@@ -9,6 +9,12 @@ escape at all, so the single most good-looking defective item sets the threshold
 is a label mistake (or a defect the model cannot see) and scores 0.999 good, the threshold
 lands above every good part. The cap bounds that price, and :class:`Calibration` names the
 items that pass as good at the capped threshold, the ones to look at first.
+
+When the cap wins, the threshold is not the cap itself but the lowest threshold that lets no
+more defective validation items pass than the cap does: the escape-rate rule again, with the
+escapes the cap cannot avoid as its target. Any threshold between the next defective item's
+score and the cap catches the same defects, and the cap would reject up to the whole budget of
+good items for nothing — most where the model spreads its good scores low (label smoothing).
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ class Calibration:
     ``escape_threshold`` is what the escape-rate target alone asks for, and
     ``false_rejects_at_escape_threshold`` what it would cost among the ``n_good`` good
     validation items; ``false_reject_cap`` is the highest threshold the false-reject rule
-    allows (None: no cap). When the cap is lower it wins (``capped``), and ``escaping`` names
-    the defective validation items that pass as good at the threshold."""
+    allows (None: no cap). When the cap is lower it wins (``capped``): the threshold is then the
+    lowest one passing no more defective items than the cap, and ``escaping`` names the
+    defective validation items that pass as good at it."""
 
     threshold: float
     on: str  # "images" or "groups"
@@ -64,8 +71,9 @@ class Calibration:
         return (f"evaluate: warning: meeting the escape-rate target "
                 f"{percent(escape_rate_target)} on validation would reject "
                 f"{self.false_rejects_at_escape_threshold} of {self.n_good} good {self.unit} "
-                f"(threshold {self.escape_threshold:.4f}); capped at {self.threshold:.4f} by "
-                f"evaluate.max_false_reject_rate {max_false_reject_rate:g}, where "
+                f"(threshold {self.escape_threshold:.4f}); evaluate.max_false_reject_rate "
+                f"{max_false_reject_rate:g} caps it at {self.false_reject_cap:.4f}, and the "
+                f"threshold is {self.threshold:.4f}, the lowest that passes no more defects: "
                 f"{len(self.escaping)} defective validation {self.unit} pass as good — check "
                 f"their labels: {shown}{more}")
 
@@ -92,7 +100,12 @@ def calibrate(val_scores: np.ndarray, val_labels: np.ndarray, val_groups: Sequen
     escape = metrics.threshold_for_escape_rate(scores, labels, good_index, escape_rate_target)
     cap = metrics.false_reject_cap(scores, labels, good_index, max_false_reject_rate)
     good = scores[labels == good_index, good_index]
-    threshold = escape if cap is None or cap >= escape else max(cap, 0.5)
+    threshold = escape
+    if cap is not None and cap < escape:
+        defective = scores[labels != good_index, good_index]
+        unavoidable = int((defective >= cap).sum())  # escapes at the cap
+        threshold = metrics.threshold_for_escape_rate(scores, labels, good_index,
+                                                      unavoidable / max(defective.size, 1))
     passing = scores[:, good_index] >= threshold
     escaping = tuple(names[i] for i in np.flatnonzero(passing & (labels != good_index))
                      ) if threshold < escape else ()

@@ -9,9 +9,10 @@ from :func:`indvision.images.load`, exactly as on the device. Decisions come fro
   *validation* split at or under ``escape_rate_target`` (with grouped views, on the validation
   *objects* as fused below: the object is the unit that is decided and labelled), but never
   one that rejects more than ``max_false_reject_rate`` of the good validation items — when that
-  cap decides, a warning names the defective validation items passing as good
-  (:mod:`indvision.calibration`). The test split then shows what that threshold really does: defect
-  recall (1 − escape rate) and false-reject rate.
+  cap decides, the threshold is the lowest that passes no more defects than the cap, and a
+  warning names the defective validation items passing as good (:mod:`indvision.calibration`).
+  The test split then shows what that threshold really does: defect recall (1 − escape rate)
+  and false-reject rate.
 - Without one, the arg-max.
 
 When ingest grouped views of one object (``group_regex``), the test objects are also decided as a
