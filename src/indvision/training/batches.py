@@ -130,6 +130,28 @@ class ImageBatches(keras.utils.PyDataset):
         return x, y
 
 
+class FeatureBatches(keras.utils.PyDataset):
+    """Batches of (pooled backbone features, one-hot labels): what a ``head`` phase fits on,
+    the backbone being frozen (:func:`indvision.training.phases.head_fit`). Shuffled per
+    epoch and cut like :class:`ImageBatches` (seeded by epoch, the last partial batch dropped
+    when shuffling), so a step budget gives the same number of epochs on either."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, n_classes: int,
+                 batch_size: int, *, shuffle: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        self.features = np.asarray(features, np.float32)
+        self.labels, self.n_classes, self.batch_size = labels, n_classes, batch_size
+        self.shuffle, self.seed = shuffle, seed
+        self.set_epoch(0)
+
+    set_epoch = ImageBatches.set_epoch
+    __len__ = ImageBatches.__len__
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.features[rows], np.eye(self.n_classes, dtype=np.float32)[self.labels[rows]]
+
+
 class GroupBatches(ImageBatches):
     """Batches of objects for the any-view loss: views ``(objects, V, H, W, 3)``, targets
     ``(objects, V, classes)`` — the object's one-hot label on each real view, zeros on the
