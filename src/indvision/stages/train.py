@@ -7,7 +7,9 @@ the head's dense layer (:mod:`indvision.training.probe`) — fine-tuning begins 
 frozen-feature baseline ends (linear probe, then fine-tune: Kumar et al. 2022). The probe is
 saved as ``probe.keras``, and evaluate measures it beside the final model. With ``probe: false``
 a phase ``head`` trains the head from random instead (the backbone frozen, a higher learning
-rate). Phase ``finetune``: the top of the backbone is unfrozen and everything trains at a low
+rate: the head alone fits on the pooled features of the unaugmented images, computed once —
+:func:`indvision.training.phases.head_fit`; a child's head phase for new classes does the
+same). Phase ``finetune``: the top of the backbone is unfrozen and everything trains at a low
 learning rate, with the backbone's BatchNorm kept in inference mode (it is called with
 ``training=False`` inside the model, and its BatchNorm layers stay frozen) — the keras-io
 fine-tuning recipe. A backbone trained from scratch (``small_cnn``) has one phase, ``full``,
