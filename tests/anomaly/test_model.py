@@ -1,0 +1,78 @@
+"""The anomaly model: one Keras graph from image to score and map, the bank a constant inside,
+matching a numpy nearest-neighbour search and its own ONNX export at any batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+
+def _images(n: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.full((n, size, size, 3), 128.0, np.float32)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    from indvision.anomaly.model import (
+        build_anomaly_model,
+        build_bank,
+        good_patches,
+        patch_extractor,
+    )
+
+    keras.utils.set_random_seed(0)
+    extractor = patch_extractor("mobilenet_v2", 64, 64, "none")
+    patches = good_patches(extractor, [_images(4, 64, 1)])
+    bank = build_bank(patches, budget=200, seed=0)
+    model = build_anomaly_model(extractor, bank, threshold=float(np.median(
+        np.linalg.norm(patches[:50] - patches[:50].mean(0), axis=1))))
+    return extractor, bank, model
+
+
+@pytest.mark.slow
+def test_scores_and_maps_are_the_nearest_good_patch_distance_normalised(fitted) -> None:
+    from indvision.anomaly.bank import normalise
+
+    extractor, bank, model = fitted
+    images = _images(3, 64, 2)
+    images[2, 20:40, 20:40] = 255.0  # a bright blotch: the worst patches
+    out = model.predict(images, verbose=0)
+    patches = extractor.predict(images, verbose=0)
+    distance = np.sqrt(((patches[..., None, :] - bank) ** 2).sum(-1)).min(-1)  # brute force
+    threshold = model.get_layer("normalised").threshold
+    np.testing.assert_allclose(out["map"], normalise(distance, threshold), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(out["score"], out["map"].max(axis=(1, 2)), rtol=1e-6)
+    assert out["map"].shape == (3, *patches.shape[1:3])
+    assert out["score"][2] > out["score"][:2].max()
+    y, x = np.unravel_index(np.argmax(out["map"][2]), out["map"].shape[1:])
+    cell = 64 / out["map"].shape[1]
+    assert 20 - cell <= y * cell <= 40 and 20 - cell <= x * cell <= 40  # the peak is the blotch
+
+
+@pytest.mark.slow
+def test_the_onnx_export_matches_keras_with_a_dynamic_batch(fitted, tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    _, _, model = fitted
+    signature = (tf.TensorSpec((None, 64, 64, 3), tf.float32, name="image"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=17)
+    (tmp_path / "anomaly.onnx").write_bytes(proto.SerializeToString())
+    session = ort.InferenceSession(str(tmp_path / "anomaly.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    for n in (1, 3):
+        images = _images(n, 64, 5 + n)
+        expected = model.predict(images, verbose=0)
+        got = dict(zip(names, session.run(None, {"image": images}), strict=True))
+        score = next(v for k, v in got.items() if "score" in k)
+        heatmap = next(v for k, v in got.items() if "map" in k)
+        np.testing.assert_allclose(score, expected["score"], rtol=1e-4)
+        np.testing.assert_allclose(heatmap, expected["map"], rtol=1e-4, atol=1e-6)
