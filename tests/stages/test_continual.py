@@ -138,3 +138,28 @@ def test_a_child_with_another_input_size_is_stopped_before_training(parent_run: 
 def test_from_is_validated_with_the_pipeline(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match=r"--from .*: no such file or folder"):
         config.load_pipeline("defect", parent=str(tmp_path / "nowhere"))
+
+
+@pytest.mark.slow
+def test_a_pretrained_child_fits_its_new_head_rows_on_features_computed_once(
+        tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """A pretrained backbone's child with a new class runs a ``head`` phase before
+    fine-tuning; that phase fits the head alone on pooled features (seconds, not a pass of
+    the backbone per step) and hands its best epoch to ``finetune``."""
+    write_pipeline(tmp_path / "tiny.yaml", PIPELINE.replace(
+        "backbone: small_cnn, weights: none",
+        "backbone: mobilenet_v3_small, weights: none, alpha: 0.75, finetune_steps: 8, "
+        "child_head_steps: 12, unfreeze_top_layers: 10, tensorboard: false"))
+    parent_data = make_tree(tmp_path / "parent_data", classes=("ok", "scratch"), per_class=20)
+    assert run(tmp_path, parent_data) == 0
+    parent = newest(tmp_path, set())
+    new = make_tree(tmp_path / "new_data", classes=("spot",), per_class=20, seed=4)
+    capfd.readouterr()
+    run(tmp_path, new, parent)  # promoted or not: the phases are what is checked
+    child = newest(tmp_path, {parent})
+    out = capfd.readouterr().out
+    assert "train: head: pooled features of" in out
+    info = atomic.read_json(child / "train" / "train_info.json")
+    assert list(info["phases"]) == ["head", "finetune"]
+    assert info["phases"]["head"]["epochs_run"] >= 1
+    assert atomic.read_json(child / "ingest" / "classes.json") == ["ok", "scratch", "spot"]
