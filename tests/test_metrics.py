@@ -39,6 +39,15 @@ def test_classification_metrics_match_a_hand_computed_confusion_matrix():
     assert "defect_recall" not in result
 
 
+def test_macro_f1_averages_the_classes_a_split_holds_or_predicts():
+    # a child's own test split: its new class alone, every image right
+    alone = metrics.classification_metrics([2, 2, 2], [2, 2, 2], CLASSES)
+    assert alone["macro_f1"] == pytest.approx(1.0) and alone["accuracy"] == 1.0
+    # a class predicted but never true is a mistake that counts (its F1 is 0)
+    wrong = metrics.classification_metrics([2, 2, 2, 2], [2, 2, 2, 0], CLASSES)
+    assert wrong["macro_f1"] == pytest.approx((0 + 2 * 0.75 / 1.75) / 2)
+
+
 def test_classification_metrics_with_a_good_class_count_escapes_and_false_rejects():
     result = metrics.classification_metrics(Y_TRUE, Y_PRED, CLASSES, good_class="a")
     # 6 defective (b, c) items predicted b, b, a, c, c, b: one escape (passed as a)

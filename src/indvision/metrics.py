@@ -114,7 +114,11 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
                            good_class: str | None = None) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix.
 
-    ``confusion[i][j]`` counts items of true class ``i`` predicted as ``j``. With a good class,
+    ``confusion[i][j]`` counts items of true class ``i`` predicted as ``j``. Macro-F1 averages
+    the classes that occur in the split or its predictions (scikit-learn's default label set):
+    a child's own test split may hold its new class alone, and the classes it does not hold
+    have no F1 to average — counted as 0 they made 30 right answers out of 30 a macro-F1 of
+    0.167. With a good class,
     also ``defect_recall`` (defective items flagged as any defect: 1 − escape rate) and
     ``false_reject_rate`` (good items flagged as defective).
     """
@@ -133,11 +137,13 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
         per_class[name] = {"precision": float(precision), "recall": float(recall),
                            "f1": float(f1), "support": int(actual)}
     n = int(y_true.size)
+    seen = [name for i, name in enumerate(classes)
+            if confusion[i, :].sum() or confusion[:, i].sum()]
     result: dict[str, Any] = {
         "n": n,
         "accuracy": float((y_true == y_pred).mean()) if n else 0.0,
         "errors": int((y_true != y_pred).sum()),
-        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])) if n_classes else 0.0,
+        "macro_f1": float(np.mean([per_class[name]["f1"] for name in seen])) if seen else 0.0,
         "per_class": per_class,
         "confusion": confusion.tolist(),
         "classes": list(classes),
