@@ -81,7 +81,7 @@ def test_the_head_starts_from_the_probe_and_a_probe_only_model_is_the_probe(
         tmp_path: Path) -> None:
     import keras
 
-    from indvision.training.phases import probe_features
+    from indvision.training.phases import pooled_features
 
     run = _ingested(tmp_path)
     cfg = _settings(finetune_steps=0)
@@ -102,7 +102,7 @@ def test_the_head_starts_from_the_probe_and_a_probe_only_model_is_the_probe(
     splits = load_splits(cfg, classes, dataset.rows_of(rows, "train"),
                          dataset.rows_of(rows, "val"), len(rows))
     feed = Feed.build(cfg, len(classes), splits, None, None)
-    features = probe_features(probe_model, feed)
+    features = pooled_features(probe_model, feed)
     groups = np.array([r["group"] for r in feed.train.rows])
     refit = fit_probe(features, feed.train.labels, len(classes), groups, feed.class_weight,
                       seed=run.seed)

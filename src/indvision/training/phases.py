@@ -164,7 +164,7 @@ def start_from_probe(model: Any, feed: Feed, out: Path, state: dict[str, Any],
     if record and (out / PROBE_HEAD).is_file():
         head.set_weights(records.load_arrays(out / PROBE_HEAD))
         return
-    features = probe_features(model, feed)
+    features = pooled_features(model, feed)
     groups = np.array([row.get("group") or row["path"] for row in feed.train.rows])
     say(f"train: linear probe: logistic regression on {features.shape[1]} frozen features "
           f"of {len(features)} training images")
@@ -181,7 +181,7 @@ def start_from_probe(model: Any, feed: Feed, out: Path, state: dict[str, Any],
           f"{probe.info['seconds']:.1f} s")
 
 
-def probe_features(model: Any, feed: Feed, split: Split | None = None) -> np.ndarray:
+def pooled_features(model: Any, feed: Feed, split: Split | None = None) -> np.ndarray:
     """The head's input (pooled backbone features) for every unaugmented image of ``split``
     (the training split by default)."""
     extractor = keras.Model(model.inputs, model.get_layer(models.HEAD_INPUT_LAYER).input)
@@ -206,9 +206,9 @@ def head_fit(model: Any, feed: Feed, seed: int) -> Fit:
     head = model.get_layer(models.HEAD_LAYER)(model.get_layer(models.HEAD_INPUT_LAYER)(features))
     trainer = keras.Model(features, head, name=f"{model.name}_head")
     size = feed.config.batch_size
-    train = FeatureBatches(probe_features(model, feed), feed.train.labels, feed.n_classes, size,
+    train = FeatureBatches(pooled_features(model, feed), feed.train.labels, feed.n_classes, size,
                            shuffle=True, seed=seed)
-    val = (FeatureBatches(probe_features(model, feed, feed.val), feed.val.labels,
+    val = (FeatureBatches(pooled_features(model, feed, feed.val), feed.val.labels,
                           feed.n_classes, size) if feed.val_data is not None else None)
     say(f"train: head: pooled features of {len(feed.train.labels)} training and "
         f"{len(feed.val.labels)} validation images, computed once in "
