@@ -58,7 +58,31 @@ class Split:
         return [r["path"] for r in self.rows]
 
 
-class ImageBatches(keras.utils.PyDataset):
+class SeededBatches(keras.utils.PyDataset):
+    """The order every batch feed shares: ``shuffle`` gives a new seeded permutation per epoch
+    (:meth:`set_epoch`) and drops the last partial batch, so BatchNorm never sees a batch of
+    one and a step budget means the same epochs whatever is fed. Subclasses set ``labels``,
+    ``batch_size``, ``shuffle`` and ``seed``, then call ``set_epoch(0)``."""
+
+    labels: np.ndarray
+    batch_size: int
+    shuffle: bool
+    seed: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        n = len(self.labels)
+        self.order = (np.random.default_rng([self.seed, epoch]).permutation(n)
+                      if self.shuffle else np.arange(n))
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        if self.shuffle and n >= self.batch_size:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
+
+
+class ImageBatches(SeededBatches):
     """Batches of (float32 0..255 images, one-hot labels) of a split, from its cached uint8
     pixels (or read from disk when ``split.pixels`` is None).
 
@@ -78,18 +102,6 @@ class ImageBatches(keras.utils.PyDataset):
         self.shuffle, self.augmentation, self.seed = shuffle, augmentation, seed
         self._local = threading.local()
         self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        n = len(self.labels)
-        self.order = (np.random.default_rng([self.seed, epoch]).permutation(n)
-                      if self.shuffle else np.arange(n))
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        if self.shuffle and n >= self.batch_size:
-            return n // self.batch_size
-        return math.ceil(n / self.batch_size)
 
     def _compose(self) -> Any:
         compose = getattr(self._local, "compose", None)
@@ -130,11 +142,10 @@ class ImageBatches(keras.utils.PyDataset):
         return x, y
 
 
-class FeatureBatches(keras.utils.PyDataset):
+class FeatureBatches(SeededBatches):
     """Batches of (pooled backbone features, one-hot labels): what a ``head`` phase fits on,
-    the backbone being frozen (:func:`indvision.training.phases.head_fit`). Shuffled per
-    epoch and cut like :class:`ImageBatches` (seeded by epoch, the last partial batch dropped
-    when shuffling), so a step budget gives the same number of epochs on either."""
+    the backbone being frozen (:func:`indvision.training.phases.head_fit`), in the same
+    seeded order as :class:`ImageBatches`."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, n_classes: int,
                  batch_size: int, *, shuffle: bool = False, seed: int = 0) -> None:
@@ -143,9 +154,6 @@ class FeatureBatches(keras.utils.PyDataset):
         self.labels, self.n_classes, self.batch_size = labels, n_classes, batch_size
         self.shuffle, self.seed = shuffle, seed
         self.set_epoch(0)
-
-    set_epoch = ImageBatches.set_epoch
-    __len__ = ImageBatches.__len__
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
