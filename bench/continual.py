@@ -150,17 +150,29 @@ def add_class(args: argparse.Namespace) -> list[list[str]]:
             "parent": lambda o=out, s=seed: run_pipeline(o / "lineage", old, s),
         })
         parent = Path(runs["parent"])
-        runs.update(load_or_run(out / "runs.json", {
+        jobs = {
             "b": lambda o=out, s=seed, p=parent: run_pipeline(
                 o / "lineage", new, s, "--from", str(p), "--set", "ingest.replay=false"),
             "c": lambda o=out, s=seed, p=parent: run_pipeline(o / "lineage", new, s,
                                                               "--from", str(p)),
-        }))
-        rows += add_class_rows(seed, held, {k: Path(v) for k, v in runs.items()})
+        }
+        if args.child_set:
+            jobs = {child_key(args.child_set): lambda o=out, s=seed, p=parent: run_pipeline(
+                o / "lineage", new, s, "--from", str(p),
+                *[arg for setting in args.child_set for arg in ("--set", setting)])}
+        runs.update(load_or_run(out / "runs.json", jobs))
+        rows += add_class_rows(seed, held, {k: Path(v) for k, v in runs.items()},
+                               list(jobs))
     return rows
 
 
-def add_class_rows(seed: int, held: str, runs: dict[str, Path]) -> list[list[str]]:
+def child_key(settings: list[str]) -> str:
+    """The runs.json key (and row name) of a (c) child run with extra settings."""
+    return "(c) --from, replay, " + " ".join(settings)
+
+
+def add_class_rows(seed: int, held: str, runs: dict[str, Path],
+                   children: list[str]) -> list[list[str]]:
     scratch = test_predictions(runs["a"])
     a_seconds = train_seconds(runs["a"])
     parent_errors, parent_n = counts(test_predictions(runs["parent"]))
@@ -169,8 +181,9 @@ def add_class_rows(seed: int, held: str, runs: dict[str, Path]) -> list[list[str
               f"{a_seconds:.0f}", "1.00", ""],
              [str(seed), "parent (without the new class)", cell((parent_errors, parent_n)),
               "—", "—", f"{train_seconds(runs['parent']):.0f}", "", ""]]
-    for key, name in (("b", "(b) --from, new class only, no replay"),
-                      ("c", "(c) --from, replay")):
+    names = {"b": "(b) --from, new class only, no replay", "c": "(c) --from, replay"}
+    for key in children:
+        name = names.get(key, key)
         child = child_numbers(runs[key])
         old, own = child["old"], child["own"]
         overall = ((old[0] or 0) + own[0], (old[1] or 0) + own[1])
@@ -258,6 +271,9 @@ def main() -> None:
                         "(default: the last in name order)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=ROOT / "exports" / "bench_continual")
+    parser.add_argument("--child-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="add-class: run (c) with these settings instead of (b) and (c), "
+                        "a row of its own beside (a) and the parent (repeatable)")
     args = parser.parse_args()
     args.out = args.out.resolve()
     rows = add_class(args) if args.experiment == "add-class" else more_data(args)

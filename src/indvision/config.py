@@ -36,6 +36,7 @@ STAGES: dict[str, str] = {
     "ingest": "indvision.stages.ingest",
     "augment": "indvision.stages.augment",
     "train": "indvision.stages.train",
+    "fit": "indvision.stages.fit",
     "evaluate": "indvision.stages.evaluate",
     "export": "indvision.stages.export",
     "verify": "indvision.stages.verify",

@@ -30,6 +30,7 @@ from typing import Any
 
 from indvision import atomic
 from indvision.errors import IndvisionError, did_you_mean
+from indvision.runners import MapRunner as MapRunner  # re-exported: load_map_runner's
 from indvision.runners import Runner as Runner  # re-exported: what load_runner returns
 
 RUNNERS_PACKAGE = "indvision.runners"  # a runtime name is a module in this package
@@ -95,6 +96,12 @@ FORMATS: dict[str, ExportFormat] = {
                      "quantise badly stay float"),
     )
 }
+#: Runtimes a model kind cannot use although its file's format can, and why: verify holds a
+#: file to its format's runners less these, and the edge refuses them for that kind.
+KIND_EXCLUDED_RUNTIMES: dict[str, dict[str, str]] = {
+    "anomaly": {"opencv": "OpenCV 5.0's dnn cannot run the nearest-patch graph (a shape "
+                          "assertion in forwardGraph)"},
+}
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(r for f in FORMATS.values() for r in f.runners))
 DEFAULT_MODEL = FORMATS["onnx"].filename
 MODEL_JSON = "model.json"
@@ -107,6 +114,12 @@ class GateLimits:
     float_max_abs_diff: float = 1e-4
     int8_accuracy_budget: float = 0.5  # accuracy points (percent) int8 may lose
     int8_min_agreement: float = 0.99
+
+
+def runners_for(fmt: ExportFormat, model_kind: str = "classifier") -> tuple[str, ...]:
+    """The runtimes that run ``fmt`` files of this model kind (the first is the default)."""
+    excluded = KIND_EXCLUDED_RUNTIMES.get(model_kind, {})
+    return tuple(r for r in fmt.runners if r not in excluded)
 
 
 def get_format(key: str) -> ExportFormat:
@@ -212,3 +225,21 @@ def load_runner(path: str | Path, threads: int | None = None, spin_wait: bool = 
                              f"on {', '.join(fmt.runners)}){did_you_mean(runtime, fmt.runners)}")
     module = importlib.import_module(f"{RUNNERS_PACKAGE}.{runtime}")
     return module.load(path, threads, spin_wait)
+
+
+def load_map_runner(path: str | Path, threads: int | None = None, spin_wait: bool = True,
+                    runtime: str | None = None) -> MapRunner:
+    """Like :func:`load_runner`, for a model whose second output is a map: batch →
+    (probabilities, maps). Only runtimes whose module has ``load_maps`` can (onnxruntime)."""
+    path = Path(path)
+    if not path.is_file():
+        raise IndvisionError(f"{path}: model file not found")
+    fmt = format_for_file(path.name)
+    runtime = runtime or fmt.runtime
+    module = importlib.import_module(f"{RUNNERS_PACKAGE}.{runtime}")
+    if runtime not in fmt.runners or not hasattr(module, "load_maps"):
+        able = [r for r in fmt.runners
+                if hasattr(importlib.import_module(f"{RUNNERS_PACKAGE}.{r}"), "load_maps")]
+        raise IndvisionError(f"{path}: runtime '{runtime}' cannot compute maps for "
+                             f"{fmt.key} files; use {', '.join(able) or 'model.onnx'}")
+    return module.load_maps(path, threads, spin_wait)

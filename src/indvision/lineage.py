@@ -185,7 +185,7 @@ def open_parent(given: str | Path) -> Parent:
                              "(made before indvision kept them, or export.keep_per_class 0); "
                              "retrain it once, then start children from the new run")
     try:
-        model = run.artifact("train", "model")
+        model = run.artifact(run.model_stage, "model")
         bundle = run.artifact("export", "bundle")
         keep = run.artifact("export", "keep")
         classes = atomic.read_json(run.artifact("ingest", "classes"))

@@ -110,6 +110,21 @@ def false_reject_cap(scores: np.ndarray, labels: np.ndarray, good_index: int,
     return float(good_scores[allowed])  # the `allowed` lowest sit below it
 
 
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
+    """Area under the ROC curve: the chance that a random positive (defective) item scores
+    higher than a random negative one, ties counting half (Mann–Whitney U from average
+    ranks). None unless both kinds are present."""
+    values = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]  # tied values share their mean rank
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
                            good_class: str | None = None) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix.

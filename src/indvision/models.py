@@ -463,6 +463,7 @@ def load_model(path: str | Path) -> keras.Model:
     import keras
 
     from indvision import layers  # noqa: F401  (registers the layers)
+    from indvision.anomaly import model as _anomaly  # noqa: F401  (the anomaly model's layers)
 
     return keras.models.load_model(str(path), compile=False)
 

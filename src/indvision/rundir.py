@@ -101,6 +101,14 @@ class Run:
         return int(self.manifest["seed"])
 
     @property
+    def model_stage(self) -> str:
+        """The stage that made this run's model: ``fit`` (an anomaly model fitted on good
+        images) where the pipeline has one, else ``train``. Evaluate, export and verify read
+        the model and its ``input_spec`` from it."""
+        stages = (self.manifest.get("config") or {}).get("stages") or {}
+        return "fit" if "fit" in stages or "fit" in self.manifest["stages"] else "train"
+
+    @property
     def exports_dir(self) -> Path:
         """``exports/<pipeline>/``: where ``latest.json`` lives."""
         return self.root.parent

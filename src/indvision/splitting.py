@@ -11,6 +11,10 @@ class's objects. Then, by rank in that order:
   exactly once; validation is the first ``val_fraction`` of the remaining objects (of the whole
   class, as in the usual split) and train the rest.
 
+``fitted_classes`` (an anomaly model's good class): the other classes get no training split;
+their objects go to test and validation in the proportion ``test_fraction : val_fraction``,
+test first, so a defect folder never reaches fitting.
+
 ``max_train_per_class`` keeps at most that many training objects of a class and cuts validation
 in the same proportion (the left-out ones are :data:`UNUSED`); test is the same as without it.
 """
@@ -54,7 +58,8 @@ def split_ranks(n: int, val_fraction: float, test_fraction: float,
 
 def assign_splits(items: list[Splittable], val_fraction: float, test_fraction: float,
                   seed: int, max_train_per_class: int | None = None,
-                  folds: int | None = None, fold: int = 0) -> None:
+                  folds: int | None = None, fold: int = 0,
+                  fitted_classes: set[str] | None = None) -> None:
     """Set ``item.split`` on every item; whole groups go to one split (see the module doc).
 
     Raises :class:`IndvisionError` when ``folds`` would leave a class without a test,
@@ -77,10 +82,20 @@ def assign_splits(items: list[Splittable], val_fraction: float, test_fraction: f
             raise IndvisionError(f"class '{label}' has {len(names)} objects: too few for "
                                  f"{folds} folds (each fold needs a test, a validation and a "
                                  f"training object of every class); use fewer folds")
+        if fitted_classes is not None and label not in fitted_classes:
+            ranks = held_out_ranks(len(names), val_fraction, test_fraction)
         kept = _subsample(ranks, max_train_per_class)
         for rank, index in enumerate(order):
             for member in groups[names[index]]:
                 member.split = kept[rank]
+
+
+def held_out_ranks(n: int, val_fraction: float, test_fraction: float) -> list[str]:
+    """The splits of a class never fitted on: test and validation only, in proportion."""
+    n_test = round(n * test_fraction / (val_fraction + test_fraction))
+    if n >= 2:
+        n_test = min(max(n_test, 1), n - 1)
+    return ["test"] * n_test + ["val"] * (n - n_test)
 
 
 def _subsample(ranks: list[str], max_train: int | None) -> list[str]:

@@ -3,10 +3,15 @@
 Image (0–255, NHWC) → the backbone's own scaling → features at two depths (``FEATURE_LAYERS``,
 one row per backbone) → each averaged over a ``neighbourhood`` × ``neighbourhood`` window
 (locally aware patches: a patch sees its neighbours) → the deeper map resized to the shallower
-one's grid and concatenated → each patch's Euclidean distance to its nearest bank patch
+one's grid and concatenated → a fixed random projection to ``projection_dim`` dimensions
+(Johnson–Lindenstrauss: distances kept within a few per cent, the bank and every distance 2.6×
+cheaper) → each patch's Euclidean distance to its nearest bank patch
 (:class:`NearestPatchDistance`) → normalised so the raw threshold sits at 0.5
-(:class:`NormalisedScore`, :func:`indvision.anomaly.bank.normalise`). Outputs: ``score`` (the
-worst patch, per image) and ``map`` (every patch's normalised distance on the patch grid).
+(:class:`NormalisedScore`, :func:`indvision.anomaly.bank.normalise`). Outputs, in this order:
+``probabilities`` ``(B, 2)``, [P(good), P(anomaly)] with P(anomaly) the worst patch's
+normalised distance — the shape every classifier bundle has, so evaluate, export, verify and
+the edge decide it as they decide a classifier (good when P(good) >= 0.5) — and ``map``
+``(B, h, w)``, every patch's normalised distance on the patch grid.
 
 Everything is plain Keras ops (matmul, min, max, resize, average pooling), so tf2onnx and LiteRT
 convert it with a dynamic batch and the edge runtime needs no TensorFlow.
@@ -102,19 +107,23 @@ class NormalisedScore(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="indvision")
 class WorstPatch(keras.layers.Layer):
-    """The image score: its worst (highest) patch, ``(B, h, w)`` → ``(B,)``."""
+    """The image's probabilities from its worst (highest) patch: ``(B, h, w)`` → ``(B, 2)``,
+    [1 − worst, worst] — P(good) and P(anomaly)."""
 
     def call(self, patch_scores: Any) -> Any:
-        return keras.ops.max(patch_scores, axis=(1, 2))
+        worst = keras.ops.max(patch_scores, axis=(1, 2))[:, None]
+        return keras.ops.concatenate([1.0 - worst, worst], axis=-1)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        return (input_shape[0],)
+        return (input_shape[0], 2)
 
 
 def patch_extractor(backbone: str, height: int, width: int, weights: str,
-                    neighbourhood: int = 3) -> keras.Model:
+                    neighbourhood: int = 3, projection_dim: int | None = 128,
+                    seed: int = 0) -> keras.Model:
     """Image (0–255) → locally aware patch features ``(B, h, w, D)`` on the shallow layer's
-    grid, from the backbone's ``FEATURE_LAYERS``."""
+    grid, from the backbone's ``FEATURE_LAYERS``, projected to ``projection_dim`` dimensions
+    by a seeded Gaussian matrix (None, or a dimension at least the features', keeps them)."""
     if backbone not in FEATURE_LAYERS:
         raise IndvisionError(f"anomaly: backbone '{backbone}' has no feature layers; "
                              f"choose one of {sorted(FEATURE_LAYERS)}")
@@ -133,7 +142,15 @@ def patch_extractor(backbone: str, height: int, width: int, weights: str,
     grid = pooled[0].shape[1:3]
     aligned = [pooled[0]] + [keras.layers.Resizing(grid[0], grid[1], interpolation="bilinear")(m)
                              for m in pooled[1:]]
-    return keras.Model(image, keras.layers.Concatenate()(aligned), name="patches")
+    patches = keras.layers.Concatenate()(aligned)
+    dims = patches.shape[-1]
+    if projection_dim is not None and projection_dim < dims:
+        project = keras.layers.Dense(projection_dim, use_bias=False, trainable=False,
+                                     name="projection")
+        patches = project(patches)
+        matrix = np.random.default_rng(seed).standard_normal((dims, projection_dim))
+        project.set_weights([(matrix / np.sqrt(projection_dim)).astype(np.float32)])
+    return keras.Model(image, patches, name="patches")
 
 
 def good_patches(extractor: keras.Model, batches: Iterable[np.ndarray]) -> np.ndarray:
@@ -153,15 +170,25 @@ def build_bank(patches: np.ndarray, budget: int, seed: int) -> np.ndarray:
 
 def build_anomaly_model(extractor: keras.Model, bank: np.ndarray,
                         threshold: float) -> keras.Model:
-    """The fitted model: ``score`` (B,) and ``map`` (B, h, w) on the patch grid, both
-    normalised (threshold 0.5). The map stays on the grid: resizing it to the input is display
-    work the runtime does (:func:`indvision.anomaly.bank.upsample_map`), and a resize inside the
-    graph is where TensorFlow and ONNX disagree (0.4 % on a 4× bilinear resize, measured)."""
+    """The fitted model: outputs ``[probabilities (B, 2), map (B, h, w)]`` on the patch grid,
+    normalised (the raw ``threshold`` at 0.5). The map stays on the grid: resizing it to the
+    input is display work the runtime does (:func:`indvision.anomaly.bank.upsample_map`), and
+    a resize inside the graph is where TensorFlow and ONNX disagree (0.4 % on a 4× bilinear
+    resize, measured)."""
     image = extractor.input
     nearest = NearestPatchDistance(bank.shape[0], bank.shape[1], name="nearest_patch")
     distances = nearest(extractor.output)
     nearest.set_bank(bank)
     normalised = NormalisedScore(threshold, name="normalised")(distances)
-    score = WorstPatch(name="score")(normalised)
+    probabilities = WorstPatch(name="probabilities")(normalised)
     heatmap = keras.layers.Identity(name="map")(normalised)
-    return keras.Model(image, {"score": score, "map": heatmap}, name="anomaly")
+    return keras.Model(image, [probabilities, heatmap], name="anomaly")
+
+
+def raw_model(extractor: keras.Model, bank: np.ndarray) -> keras.Model:
+    """Image → each patch's raw distance to its nearest bank patch ``(B, h, w)``: what the
+    threshold is calibrated on, before it is known."""
+    nearest = NearestPatchDistance(bank.shape[0], bank.shape[1], name="nearest_patch")
+    distances = nearest(extractor.output)
+    nearest.set_bank(bank)
+    return keras.Model(extractor.input, distances, name="raw_anomaly")

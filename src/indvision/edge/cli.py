@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(predict)
     _add_collect(predict)
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    predict.add_argument("--heatmaps", metavar="DIR",
+                         help="write each image's map on the image as the model saw it, "
+                              "<name>.heatmap.png in DIR (bundles with a map output: anomaly "
+                              "models); colour scale fixed, the threshold in its middle")
     _add_objects(predict)
     evaluate = add("evaluate", "metrics on a folder-per-class tree")
     evaluate.add_argument("data_dir", metavar="DATA_DIR")
@@ -259,10 +263,13 @@ def _predict_command(classifier: EdgeClassifier, args: argparse.Namespace) -> in
                                                       interval=args.progress_every)
     collector = _collector(classifier, args)
     emit = _collecting(_emit_line, collector)
+    heatmaps = _heatmap_dir(classifier, args.heatmaps)
     if classifier.group_regex and not args.per_image:
+        if heatmaps is not None:
+            raise IndvisionError("--heatmaps works per image: add --per-image")
         failures = predict_objects(classifier, paths, emit, progress=progress)
     else:
-        failures = predict_files(classifier, paths, emit, progress=progress)
+        failures = predict_files(classifier, paths, emit, progress=progress, heatmaps=heatmaps)
     if progress is not None:
         progress.close()
     if collector is not None:
@@ -272,6 +279,24 @@ def _predict_command(classifier: EdgeClassifier, args: argparse.Namespace) -> in
               "(see their 'error' lines)", file=sys.stderr)
         return 1
     return 0
+
+
+def _heatmap_dir(classifier: EdgeClassifier, folder: str | None) -> Path | None:
+    """The ``--heatmaps`` folder, created and checked writable before any work."""
+    if folder is None:
+        return None
+    if "map" not in ((classifier.meta.get("anomaly") or {}).get("outputs") or ()):
+        raise IndvisionError(f"--heatmaps: {classifier.bundle} has no map output (anomaly "
+                             "bundles have one)")
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IndvisionError(f"--heatmaps {path}: cannot create it ({exc.strerror or exc})"
+                             ) from None
+    if not os.access(path, os.W_OK):
+        raise IndvisionError(f"--heatmaps {path}: not writable")
+    return path
 
 
 def _evaluate_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:

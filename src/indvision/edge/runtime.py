@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from indvision import atomic, formats, images, metrics
+from indvision import heatmaps as heatmaps_mod
 from indvision.decision import Decision
 from indvision.edge.objects import fuse_objects
 from indvision.edge.progress import Progress
@@ -81,8 +82,17 @@ class EdgeClassifier:
         self.threshold: float | None = self.decision.threshold
         self.group_regex: str | None = group_regex or self.decision.group_regex
         self.views_per_object = _views_per_object(self.bundle, raw)
-        self.runtime = runtime or self.format.runtime  # one of the format row's runners
+        self.model_kind: str = str(self.meta.get("model_kind", "classifier"))
+        usable = formats.runners_for(self.format, self.model_kind)
+        self.runtime = runtime or usable[0]  # one of the format row's runners
+        if self.runtime not in usable and self.runtime in self.format.runners:
+            raise IndvisionError(f"{self.bundle / model}: runtime '{self.runtime}' cannot run "
+                                 f"{self.model_kind} models: "
+                                 f"{formats.KIND_EXCLUDED_RUNTIMES[self.model_kind][self.runtime]}"
+                                 f"; use {', '.join(usable)}")
         self._run = formats.load_runner(self.bundle / model, threads, spin_wait, self.runtime)
+        self._runner_args = (threads, spin_wait)
+        self._run_maps: formats.MapRunner | None = None  # made when a map is first asked for
 
     @property
     def verified(self) -> bool:
@@ -101,15 +111,33 @@ class EdgeClassifier:
         """Probabilities (``N x C``) for a batch already prepared with :meth:`load`."""
         return self._run(batch)
 
-    def predict(self, x: ImageInput | Sequence[ImageInput]) -> dict[str, Any] | list[dict]:
+    def scores_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and maps (``N x h x w``, normalised: 0.5 at the threshold) for a
+        prepared batch, in one pass; only for a bundle whose model has a map output."""
+        if self._run_maps is None:
+            if "map" not in ((self.meta.get("anomaly") or {}).get("outputs") or ()):
+                raise IndvisionError(f"{self.bundle}: this bundle's model has no map output "
+                                     "(only anomaly bundles have maps so far)")
+            self._run_maps = formats.load_map_runner(self.bundle / self.model_file,
+                                                     *self._runner_args, runtime=self.runtime)
+        return self._run_maps(batch)
+
+    def predict(self, x: ImageInput | Sequence[ImageInput],
+                heatmap: bool = False) -> dict[str, Any] | list[dict]:
         """Predict one image (path or RGB uint8 array) → a dict; a list or N x H x W x 3
-        batch → a list of dicts ``{"label", "score", "scores": {class: prob}}``."""
+        batch → a list of dicts ``{"label", "score", "scores": {class: prob}}``. With
+        ``heatmap`` each also has ``"map"``: the model's map (``h x w`` float32, 0.5 at the
+        threshold; :func:`indvision.heatmaps.overlay` draws it on the image)."""
         single = isinstance(x, (str, os.PathLike)) or (isinstance(x, np.ndarray) and x.ndim <= 3)
         items = [x] if single else list(x)
         if not items:
             return []
-        probs = self.scores(np.stack([self.load(item) for item in items]))
-        results = self.results(probs)
+        batch = np.stack([self.load(item) for item in items])
+        if heatmap:
+            probs, maps = self.scores_and_maps(batch)
+            results = [dict(r, map=m) for r, m in zip(self.results(probs), maps, strict=True)]
+        else:
+            results = self.results(self.scores(batch))
         return results[0] if single else results
 
     def results(self, probs: np.ndarray) -> list[dict[str, Any]]:
@@ -217,9 +245,14 @@ def image_files(paths: Sequence[str | os.PathLike]) -> Iterator[Path]:
 
 
 def score_files(classifier: EdgeClassifier, paths: Sequence[str | os.PathLike],
-                batch_size: int = 32) -> Iterator[tuple[Any, np.ndarray | str]]:
+                batch_size: int = 32, maps: bool = False
+                ) -> Iterator[tuple[Any, np.ndarray | str]]:
     """``(path, scores row)`` per file in the given order (paths as given), or
-    ``(path, error text)`` for a file that cannot be read; ``batch_size`` files at a time."""
+    ``(path, error text)`` for a file that cannot be read; ``batch_size`` files at a time.
+    With ``maps``, ``(path, (scores row, map, model input))`` for the files that load."""
+    if maps:
+        yield from _score_files_with_maps(classifier, paths, batch_size)
+        return
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         loaded: dict[int, np.ndarray] = {}
@@ -235,20 +268,58 @@ def score_files(classifier: EdgeClassifier, paths: Sequence[str | os.PathLike],
             yield path, (rows[index] if index in rows else errors[index])
 
 
+def _score_files_with_maps(classifier: EdgeClassifier, paths: Sequence[str | os.PathLike],
+                           batch_size: int) -> Iterator[tuple[Any, Any]]:
+    for start in range(0, len(paths), batch_size):
+        chunk, loaded, errors = paths[start:start + batch_size], {}, {}
+        for index, path in enumerate(chunk):
+            try:
+                loaded[index] = classifier.load(path)
+            except IndvisionError as exc:
+                errors[index] = getattr(exc, "reason", str(exc))
+        found = {}
+        if loaded:
+            probs, grids = classifier.scores_and_maps(np.stack(list(loaded.values())))
+            found = {index: (probs[k], grids[k], loaded[index])
+                     for k, index in enumerate(loaded)}
+        for index, path in enumerate(chunk):
+            yield path, (found[index] if index in found else errors[index])
+
+
 def predict_files(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emit,
-                  batch_size: int = 32, progress: Progress | None = None) -> int:
+                  batch_size: int = 32, progress: Progress | None = None,
+                  heatmaps: Path | None = None) -> int:
     """Predict files in batches, emitting one result (or error) per file in the given order;
-    returns the number of files that could not be read. ``progress`` counts each file."""
+    returns the number of files that could not be read. ``progress`` counts each file. With
+    ``heatmaps`` (a folder), each image's map overlay is written there as a PNG, named in its
+    result's ``heatmap``."""
     failures = 0
-    for path, row in score_files(classifier, paths, batch_size):
+    names: set[str] = set()
+    for path, row in score_files(classifier, paths, batch_size, maps=heatmaps is not None):
         if progress is not None:
             progress.update()
         if isinstance(row, str):
             failures += 1
             emit({"path": str(path), "error": row})
+        elif heatmaps is not None:
+            probs, grid, image = row
+            target = heatmaps / _unique_name(Path(path).stem, names)
+            heatmaps_mod.write_overlay(target, image, grid)
+            emit({"path": str(path), **classifier.results(probs[None])[0],
+                  "heatmap": str(target)})
         else:
             emit({"path": str(path), **classifier.results(row[None])[0]})
     return failures
+
+
+def _unique_name(stem: str, taken: set[str]) -> str:
+    """``<stem>.heatmap.png``, numbered when two images share a stem."""
+    name, n = f"{stem}.heatmap.png", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}.heatmap.png"
+    taken.add(name)
+    return name
 
 
 def predict_objects(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emit,

@@ -15,6 +15,10 @@ import numpy as np
 #: A loaded model: a batch ``N x H x W x 3`` (uint8 or float32, values 0..255) → ``N x C``
 #: float32 probabilities.
 Runner = Callable[[np.ndarray], np.ndarray]
+#: A model with a map as its second output (an anomaly model): batch → (probabilities
+#: ``N x C``, maps ``N x h x w``), both float32. A runtime module offers ``load_maps`` where it
+#: can run one.
+MapRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def as_batch(batch: np.ndarray) -> np.ndarray:

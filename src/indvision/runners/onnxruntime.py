@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from indvision.errors import IndvisionError
-from indvision.runners import Runner, as_batch
+from indvision.runners import MapRunner, Runner, as_batch
 
 
-def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runner:
-    """An onnxruntime CPU session for ``path``; sessions are safe to call from several threads.
-
-    ``spin_wait=False`` makes idle worker threads sleep instead of busy-waiting (see
-    :func:`indvision.formats.load_runner`).
-    """
+def _session(path: Path, threads: int | None, spin_wait: bool) -> Any:
+    """An onnxruntime CPU session; ``spin_wait=False`` makes idle worker threads sleep instead
+    of busy-waiting (see :func:`indvision.formats.load_runner`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -25,14 +23,37 @@ def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runn
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(path), sess_options=options,
-                                       providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), sess_options=options,
+                                    providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise IndvisionError(f"{path}: onnxruntime cannot load it ({exc})") from None
+
+
+def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runner:
+    """Probabilities (the model's first output) from a session; sessions are safe to call
+    from several threads. A model's other outputs (a map) are not computed."""
+    session = _session(path, threads, spin_wait)
     input_name = session.get_inputs()[0].name
+    first = [session.get_outputs()[0].name]
 
     def run(batch: np.ndarray) -> np.ndarray:
         batch = as_batch(batch).astype(np.float32, copy=False)
-        return session.run(None, {input_name: batch})[0].astype(np.float32, copy=False)
+        return session.run(first, {input_name: batch})[0].astype(np.float32, copy=False)
+
+    return run
+
+
+def load_maps(path: Path, threads: int | None = None, spin_wait: bool = True) -> MapRunner:
+    """Probabilities and the map (the model's second output) in one pass."""
+    session = _session(path, threads, spin_wait)
+    input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    if len(names) < 2:
+        raise IndvisionError(f"{path}: the model has no map output (only {names})")
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = as_batch(batch).astype(np.float32, copy=False)
+        probs, maps = session.run(names[:2], {input_name: batch})
+        return probs.astype(np.float32, copy=False), maps.astype(np.float32, copy=False)
 
     return run

@@ -166,6 +166,10 @@ def _check_splits(val_rows: Sequence[dict[str, str]], test_rows: Sequence[dict[s
 
 def run(config: Config, run: Run) -> dict[str, Path]:
     """Score val and test, decide, measure, write the report; fail when the gate is not met."""
+    if run.model_stage == "fit":  # an anomaly model: its threshold is inside it already
+        from indvision.anomaly.evaluation import evaluate
+
+        return evaluate(config, run, OUTPUT_FILES)
     out = run.stage_dir("evaluate")
     classes: list[str] = atomic.read_json(run.artifact("ingest", "classes"))
     ingest_report = atomic.read_json(run.artifact("ingest", "report"))
@@ -177,8 +181,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     val_labels = _label_indices(val_rows, classes)
     test_labels = _label_indices(test_rows, classes)
 
-    spec = images.InputSpec.from_dict(atomic.read_json(run.artifact("train", "input_spec")))
-    model_path = run.artifact("train", "model")
+    spec = images.InputSpec.from_dict(
+        atomic.read_json(run.artifact(run.model_stage, "input_spec")))
+    model_path = run.artifact(run.model_stage, "model")
     model = _load_model(model_path, spec, len(classes))
     val_scores = score_images(model, [r["path"] for r in val_rows], spec, config.batch_size, "val")
     test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
@@ -187,7 +192,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     record, calibration = calibrated(config, facts, val_rows, val_labels, val_scores)
     if calibration is not None and calibration.capped:
         say(calibration.warning(config.escape_rate_target, config.max_false_reject_rate))
-    result = _metrics(record, val_labels, val_scores, test_labels, test_scores,
+    result = decision_metrics(record, val_labels, val_scores, test_labels, test_scores,
                       facts.groups_of(test_rows))
     result.update({
         "escape_rate_target": config.escape_rate_target,
@@ -253,7 +258,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     return paths
 
 
-def _metrics(record: decision.Decision, val_labels: np.ndarray, val_scores: np.ndarray,
+def decision_metrics(record: decision.Decision, val_labels: np.ndarray, val_scores: np.ndarray,
              test_labels: np.ndarray, test_scores: np.ndarray,
              test_groups: list[str] | None) -> dict[str, Any]:
     """Validation and test metrics under ``record`` (per object too when grouped), and what
@@ -302,7 +307,7 @@ def _probe_metrics(config: Config, run: Run, facts: decision.Decision, spec: ima
     test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
                                "test (linear probe)")
     record, calibration = calibrated(config, facts, val_rows, val_labels, val_scores)
-    probe = _metrics(record, val_labels, val_scores, test_labels, test_scores,
+    probe = decision_metrics(record, val_labels, val_scores, test_labels, test_scores,
                      facts.groups_of(test_rows))
     keys = ("n", "accuracy", "errors", "macro_f1", "defect_recall", "escapes", "false_rejects")
     summary: dict[str, Any] = {part: {k: probe[part].get(k) for k in keys}
@@ -340,7 +345,7 @@ def _promotion(config: Config, run: Run, model: Any, record: decision.Decision,
     parent_run = Run.open(Path(parent["run_dir"]))
     parent_record = decision.read_for_run(parent_run)
     parent_spec = images.InputSpec.from_dict(
-        atomic.read_json(parent_run.artifact("train", "input_spec")))
+        atomic.read_json(parent_run.artifact(parent_run.model_stage, "input_spec")))
     atomic.check_sha256(parent["model"], parent["model_sha256"],
                         run.artifact("ingest", "parent"))
     parent_model = _load_model(Path(parent["model"]), parent_spec, len(parent["classes"]))

@@ -138,8 +138,9 @@ _check_option_table()
 
 def run(config: Config, run: Run) -> dict[str, Path]:
     """Convert the trained model to every configured format and publish ``bundle/``."""
-    model_path = run.artifact("train", "model")
-    spec = images.InputSpec.from_dict(atomic.read_json(run.artifact("train", "input_spec")))
+    model_path = run.artifact(run.model_stage, "model")
+    spec = images.InputSpec.from_dict(
+        atomic.read_json(run.artifact(run.model_stage, "input_spec")))
     classes = atomic.read_json(run.artifact("ingest", "classes"))
     ingest_report = atomic.read_json(run.artifact("ingest", "report"))
     evaluation = (atomic.read_json(run.artifact("evaluate", "metrics"))
@@ -158,6 +159,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                    else _calibration_images(run, spec, 4))
 
     meta = model_metadata(run, spec, classes, ingest_report, evaluation, config)
+    meta.update(_model_kind(run, model))
     meta["provenance"]["keras_model_sha256"] = atomic.sha256_file(model_path)
     bundle = run.root / BUNDLE
     _remove_stale_tmp(run.root)
@@ -229,6 +231,20 @@ def model_metadata(run: Run, spec: images.InputSpec, classes: list[str],
     }
 
 
+def _model_kind(run: Run, model: Any) -> dict[str, Any]:
+    """``model_kind`` (``classifier`` or ``anomaly``) and, for an anomaly model, what fit
+    recorded: the raw threshold and the rule that chose it, both rules' answers, the bank and
+    the map's grid (the map is the model's second output)."""
+    if run.model_stage != "fit":
+        return {"model_kind": "classifier"}
+    fit = atomic.read_json(run.artifact("fit", "report"))
+    return {"model_kind": "anomaly", "anomaly": {
+        "threshold": fit["threshold"], "bank_size": fit["bank_size"],
+        "feature_layers": fit["feature_layers"], "dims": fit["dims"],
+        "map_grid": [int(d) for d in model.outputs[1].shape[1:3]],
+        "outputs": ["probabilities", "map"]}}
+
+
 def _lineage(run: Run) -> dict[str, Any] | None:
     """A child's parent, as ``model.json`` records it (``edge info`` follows the chain);
     None for a run trained from its backbone's weights."""
@@ -255,6 +271,8 @@ def _self_check(model: Any, path: Path, batch: np.ndarray) -> str:
     """Run the written file once through its edge runner; full parity is verify's job."""
     probs = formats.load_runner(path)(batch)
     reference = model.predict(batch.astype(np.float32), verbose=0)
+    if isinstance(reference, (list, tuple)):  # an anomaly model: probabilities, then the map
+        reference = reference[0]
     if probs.shape != reference.shape or not np.all(np.isfinite(probs)):
         raise IndvisionError(f"{path.name}: the exported file returns shape {probs.shape} "
                              f"(expected {reference.shape}) or non-finite values")

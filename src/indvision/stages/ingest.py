@@ -33,6 +33,7 @@ Outputs: ``splits.csv`` (path, label, split, group, sha256, width, height), ``cl
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -102,6 +103,11 @@ class Config:
     # A child replays its parent's kept exemplars (see the module docstring). False trains on
     # --data alone: naive fine-tuning, which forgets — for comparison, not for the line.
     replay: bool = True
+    # Anomaly models (pipelines/anomaly.yaml): only the good class is split into train,
+    # validation and test; every other folder is a defect type and goes to validation and test
+    # only (never to fitting), in the proportion val_fraction : test_fraction. The good class
+    # alone is enough. classes.json is then the model's: [<good class>, "anomaly"].
+    good_only: bool = False
 
     def __post_init__(self) -> None:
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
@@ -126,6 +132,12 @@ class Config:
         if self.max_train_per_class is not None and self.max_train_per_class < 1:
             raise ValueError("max_train_per_class must be at least 1 (or null: keep all)")
         names = self.good_class_candidates
+        if self.good_only and self.good_class is None:
+            raise ValueError("good_only needs a good class (ingest.good_class: auto or a name): "
+                             "it is the class the anomaly model is fitted on")
+        if self.good_only and self.parent is not None:
+            raise ValueError("--from starts a child classifier; an anomaly model (good_only) "
+                             "is fitted again from its good images instead")
         if self.good_class is not None and not names:
             raise ValueError("good_class is an empty list; name at least one class, or use null "
                              "for arg-max decisions")
@@ -163,9 +175,11 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     group_by = dataset.assign_groups(kept, config.group_regex)
     _check_grouping(kept, config.group_regex, group_by, source)
     classes = _check_classes(kept, rejected, config.min_per_class, source,
-                             parent.classes if parent else ())
+                             parent.classes if parent else (), config.good_only)
+    fitted = ({metrics.resolve_good_class(config.good_class, classes, key="ingest.good_class")}
+              if config.good_only else None)
     splitting.assign_splits(kept, config.val_fraction, config.test_fraction, run.seed,
-                            config.max_train_per_class, config.folds, config.fold)
+                            config.max_train_per_class, config.folds, config.fold, fitted)
     subsampled = len(kept)
     kept = [i for i in kept if i.split != splitting.UNUSED]
     subsampled -= len(kept)
@@ -177,6 +191,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
             say("ingest: replay off: the child trains on --data alone and will forget what "
                 "it does not see")
     record = _decision(config, classes, group_by, [i.group for i in kept])
+    if config.good_only:
+        record = _good_only_record(record, source)
     if parent is not None and parent.good_class is not None \
             and record.good_class != parent.good_class:
         raise IndvisionError(f"the parent run {parent.run_id} decides with good class "
@@ -195,7 +211,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         "splits": _write_csv(out / "splits.csv", list(SPLIT_COLUMNS),
                              [[i.path, i.label, i.split, i.group, i.sha256, i.width, i.height]
                               for i in kept]),
-        "classes": atomic.write_json(out / "classes.json", classes),
+        "classes": atomic.write_json(out / "classes.json", list(record.classes)),
         decision.ARTIFACT: atomic.write_json(out / "decision.json", record.to_dict()),
         "report": atomic.write_json(out / "ingest_report.json", report),
         "rejected": _write_csv(out / "rejected.csv", ["path", "label", "reason"], rejected),
@@ -339,6 +355,20 @@ def _decision(config: Config, classes: list[str], group_by: str | None,
                           if group_by else None))
 
 
+def _good_only_record(record: decision.Decision, source: Path) -> decision.Decision:
+    """The decision record of an anomaly model: its classes are [good, anomaly] (the dataset's
+    other folders are defect types); a dataset with no good class cannot fit one."""
+    from indvision import anomaly
+
+    if record.good_class is None:
+        raise IndvisionError(f"{source}: ingest.good_only needs a good class, and none of "
+                             f"{', '.join(record.classes)} is one; name it in ingest.good_class")
+    if anomaly.ANOMALY in record.classes:
+        raise IndvisionError(f"{source}: a folder is named '{anomaly.ANOMALY}', the name an "
+                             "anomaly model gives everything not good; rename it")
+    return dataclasses.replace(record, classes=tuple(anomaly.model_classes(record.good_class)))
+
+
 def _resolve_source(config: Config, run: Run) -> Path:
     if config.source is None:
         from indvision import synth
@@ -359,9 +389,10 @@ def _resolve_source(config: Config, run: Run) -> Path:
 
 
 def _check_classes(items: list[Item], rejected: list, min_per_class: int,
-                   source: Path, parent_classes: list[str] | tuple[str, ...] = ()) -> list[str]:
+                   source: Path, parent_classes: list[str] | tuple[str, ...] = (),
+                   good_only: bool = False) -> list[str]:
     """The classes of ``items`` (sorted); each needs ``min_per_class`` images, and with the
-    parent's classes there must be two at least."""
+    parent's classes there must be two at least (one, the good class, for ``good_only``)."""
     counts = Counter(i.label for i in items)
     rejected_counts = Counter(r[1] for r in rejected)
     too_few = {c: n for c, n in counts.items() if n < min_per_class}
@@ -372,7 +403,7 @@ def _check_classes(items: list[Item], rejected: list, min_per_class: int,
         detail = ", ".join(f"'{c}' has {n}" for c, n in sorted(too_few.items()))
         raise IndvisionError(f"{source}: too few usable images ({detail}; need at least "
                              f"{min_per_class} per class; see rejected.csv reasons above)")
-    if len(set(counts) | set(parent_classes)) < 2:
+    if len(set(counts) | set(parent_classes)) < (1 if good_only else 2):
         raise IndvisionError(f"{source}: need at least two classes with images, found "
                              f"{sorted(counts) or 'none'}")
     return sorted(counts)

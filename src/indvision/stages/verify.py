@@ -99,6 +99,10 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     rows = rows_of(read_splits(run.artifact("ingest", "splits")), "test")
     if not rows:
         raise IndvisionError("ingest/splits.csv has no test images to verify on")
+    anomaly_model = bundle_meta.get("model_kind") == "anomaly"
+    if anomaly_model:  # defect folders are all the 'anomaly' class
+        rows = [{**r, "label": r["label"] if r["label"] == good_class else classes[1]}
+                for r in rows]
     unknown = sorted({r["label"] for r in rows} - set(classes))
     if unknown:
         raise IndvisionError(f"test labels {unknown} are not classes of the bundle {classes}")
@@ -109,7 +113,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
           + f", {len(files)} model files")
     batch = np.stack([images.load(r["path"], spec) for r in rows])
 
-    keras_probs = _keras_probs(run.artifact("train", "model"), batch, config.batch_size)
+    keras_probs, keras_maps = _keras_outputs(run.artifact(run.model_stage, "model"), batch,
+                                             config.batch_size)
     keras_decisions = record.decide(keras_probs)
     limits = config.limits()
     report: dict[str, Any] = {
@@ -125,11 +130,15 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                   "decision_accuracy": _accuracy(keras_decisions, labels)},
         "formats": {},
     }
-    reference = Reference(batch, keras_probs, labels, good_index, threshold, groups)
+    reference = Reference(batch, keras_probs, labels, good_index, threshold, groups,
+                          str(bundle_meta.get("model_kind", "classifier")))
     run_failures = []
     for name, entry in files.items():
         fmt = formats.FORMATS[entry["format"]]
         parity = verify_file(bundle / name, fmt, entry, reference, config)
+        if anomaly_model and keras_maps is not None:
+            parity["maps"] = verify_maps(bundle / name, fmt, entry, parity, batch, keras_maps,
+                                         config)
         report["formats"][fmt.key] = parity
         if not parity["shippable"] and fmt.gate.fails_run:
             run_failures.append(f"{name}: {'; '.join(parity['failures'])}")
@@ -173,6 +182,7 @@ class Reference:
     good_index: int | None
     threshold: float | None
     groups: list[str] | None  # object of each image, when the bundle decides per object
+    model_kind: str = "classifier"
 
 
 def verify_file(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
@@ -186,8 +196,9 @@ def verify_file(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
     it is the default.
     """
     started = time.perf_counter()
+    runners = formats.runners_for(fmt, reference.model_kind)
     runtimes = {runtime: _verify_runtime(path, fmt, runtime, reference, config)
-                for runtime in fmt.runners}
+                for runtime in runners}
     parity = dict(runtimes[fmt.runtime])
     failures = [failure if runtime == fmt.runtime else f"{runtime}: {failure}"
                 for runtime, numbers in runtimes.items() for failure in numbers["failures"]]
@@ -196,7 +207,7 @@ def verify_file(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
                   gate_rule=fmt.gate.rule, passed=shippable, failures=failures,
                   shippable=shippable, seconds=round(time.perf_counter() - started, 2),
                   runtimes=runtimes)
-    entry.update(verified=True, shippable=shippable, runners=list(fmt.runners),
+    entry.update(verified=True, shippable=shippable, runners=list(runners),
                  parity={k: parity[k] for k in ("agreement", "max_abs_diff", "accuracy",
                                                 "accuracy_drop_points")})
     if shippable:
@@ -278,10 +289,35 @@ def _accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(predicted) == labels).mean()) if len(labels) else 0.0
 
 
-def _keras_probs(model_path: Path, batch: np.ndarray, batch_size: int) -> np.ndarray:
+def _keras_outputs(model_path: Path, batch: np.ndarray, batch_size: int
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Keras' probabilities, and its maps where the model has them (an anomaly model)."""
     model = models.load_model(model_path)
-    return np.asarray(model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0),
-                      dtype=np.float32)
+    out = model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
+    if isinstance(out, (list, tuple)):
+        return np.asarray(out[0], dtype=np.float32), np.asarray(out[1], dtype=np.float32)
+    return np.asarray(out, dtype=np.float32), None
+
+
+def verify_maps(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
+                parity: dict[str, Any], batch: np.ndarray, keras_maps: np.ndarray,
+                config: Config) -> dict[str, Any]:
+    """An anomaly model's maps from the file (on a runtime that computes them) against
+    Keras': a float file's every map value within ``float_max_abs_diff`` (maps are normalised
+    scores, 0.5 at the threshold), else the file fails its gate like a wrong probability."""
+    runner = formats.load_map_runner(path)
+    maps = np.concatenate([runner(batch[i:i + config.batch_size])[1]
+                           for i in range(0, len(batch), config.batch_size)])
+    diff = float(np.abs(maps - keras_maps).max()) if maps.shape == keras_maps.shape else np.inf
+    numbers = {"max_abs_diff": diff, "shape": list(maps.shape)}
+    if fmt.kind == "float" and not diff <= config.float_max_abs_diff:
+        failure = (f"maps differ from Keras by up to {diff:.2g} (allowed "
+                   f"{config.float_max_abs_diff:g})")
+        parity["failures"].append(failure)
+        parity.update(passed=False, shippable=False)
+        entry.update(shippable=False, reason=f"{fmt.gate.name} gate failed: {failure}")
+    say(f"verify: {path.name} maps: max |Δ| {diff:.2g} over {len(maps)} images")
+    return numbers
 
 
 def _run_in_batches(runner: formats.Runner, batch: np.ndarray, batch_size: int) -> np.ndarray:

@@ -1,0 +1,103 @@
+"""The anomaly model's threshold on raw patch distances, chosen on the validation split.
+
+Two rules, both recorded in ``fit/fit_report.json`` and ``model.json``:
+
+- **good quantile** (no defective validation image — the usual case on a new line): the lowest
+  raw threshold that rejects at most ``floor(false_reject_target × n)`` of the ``n`` good
+  validation images, i.e. their ``1 − false_reject_target`` quantile taken at a score.
+- **escape rate** (defective validation images exist): the classifiers' rule
+  (:func:`indvision.calibration.calibrate`: the escape-rate target, capped by the false-reject
+  budget), applied to ``P(good) = 0.5 + 0.5 / (1 + raw)``, a strictly decreasing map of the raw
+  distance into (0.5, 1] — so the rule, its cap and the warning naming the defects that pass
+  are the classifiers' own, and its threshold maps back to a raw distance exactly.
+
+An image is good when its raw worst-patch distance is at most the threshold; the model then
+normalises distances so that threshold sits at 0.5 (:func:`indvision.anomaly.bank.normalise`).
+Numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indvision import calibration
+from indvision.errors import IndvisionError
+
+GOOD_QUANTILE = "good quantile"
+ESCAPE_RATE = "escape rate"
+
+
+@dataclass(frozen=True)
+class RawThreshold:
+    """The chosen raw threshold, the rule that chose it, and the other rule's answer."""
+
+    threshold: float
+    rule: str
+    good_quantile: float
+    escape_rate: float | None = None
+    calibration: dict[str, Any] | None = field(default=None)
+    warning: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"raw_threshold": self.threshold, "rule": self.rule,
+                "by_rule": {GOOD_QUANTILE: self.good_quantile, ESCAPE_RATE: self.escape_rate},
+                "calibration": self.calibration}
+
+
+def good_quantile(good_raw: np.ndarray, false_reject_target: float) -> float:
+    """The lowest raw threshold rejecting at most ``floor(target × n)`` good images."""
+    scores = np.sort(np.asarray(good_raw, dtype=np.float64))
+    if scores.size == 0:
+        raise IndvisionError("anomaly threshold: no good validation image to calibrate on")
+    allowed = int(np.floor(false_reject_target * scores.size + 1e-9))
+    return float(scores[max(scores.size - 1 - allowed, 0)])
+
+
+def as_good_probability(raw: np.ndarray) -> np.ndarray:
+    """``0.5 + 0.5 / (1 + raw)``: raw distance → a P(good) in (0.5, 1], strictly decreasing."""
+    return 0.5 + 0.5 / (1.0 + np.maximum(np.asarray(raw, dtype=np.float64), 0.0))
+
+
+def from_good_probability(threshold: float) -> float:
+    """The raw distance a P(good) threshold of :func:`as_good_probability` stands for."""
+    return 1.0 / (2.0 * threshold - 1.0) - 1.0
+
+
+def choose(raw: np.ndarray, is_defect: np.ndarray, names: Sequence[str],
+           false_reject_target: float, escape_rate_target: float,
+           max_false_reject_rate: float) -> RawThreshold:
+    """The threshold for these validation scores by the rule in the module doc."""
+    raw, is_defect = np.asarray(raw, dtype=np.float64), np.asarray(is_defect, dtype=bool)
+    quantile = good_quantile(raw[~is_defect], false_reject_target)
+    if not is_defect.any():
+        return RawThreshold(quantile, GOOD_QUANTILE, quantile)
+    probabilities = as_good_probability(raw)
+    scores = np.stack([probabilities, 1.0 - probabilities], axis=1)
+    found = calibration.calibrate(scores, is_defect.astype(int), None, 0, escape_rate_target,
+                                  max_false_reject_rate, names)
+    if found.threshold <= 0.5:  # the target lets every defect pass: no escape-rate answer
+        return RawThreshold(quantile, GOOD_QUANTILE, quantile, None, found.to_dict())
+    escape = from_good_probability(found.threshold)
+    warning = _capped_warning(found, escape_rate_target, max_false_reject_rate, escape)
+    return RawThreshold(escape, ESCAPE_RATE, quantile, escape, found.to_dict(), warning)
+
+
+def _capped_warning(found: calibration.Calibration, escape_rate_target: float,
+                    max_false_reject_rate: float, raw: float) -> str | None:
+    """The console line when the false-reject cap decided, in raw distances."""
+    if not found.capped:
+        return None
+    shown = ", ".join(Path(n).name for n in found.escaping[:5])
+    more = f" and {len(found.escaping) - 5} more" if len(found.escaping) > 5 else ""
+    return (f"fit: warning: meeting the escape-rate target {escape_rate_target:.1%} on "
+            f"validation would reject {found.false_rejects_at_escape_threshold} of "
+            f"{found.n_good} good images (raw threshold "
+            f"{from_good_probability(found.escape_threshold):.4g}); fit.max_false_reject_rate "
+            f"{max_false_reject_rate:g} caps it at raw {raw:.4g}, the highest that passes no "
+            f"more defects: {len(found.escaping)} defective validation images pass as good — "
+            f"check them: {shown}{more}")
