@@ -26,7 +26,7 @@ TINY_CLASSES = ("ok", "scratch", "spot")
 #: test using one is marked ``slow``, so ``pytest -m "not slow"`` trains nothing.
 TRAINING_FIXTURES = frozenset({"trained_run", "fresh_trained_run", "grouped_trained_run",
                                "full_run", "real_run", "train_args", "parent_run",
-                               "grown_child"})
+                               "grown_child", "fitted_anomaly_run", "anomaly_full_run"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

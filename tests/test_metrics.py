@@ -153,3 +153,13 @@ def test_fuse_groups_without_good_class_averages_and_handles_no_items():
     assert (names, chosen.size, fused.shape) == ([], 0, (0, 2))
 
 
+
+
+def test_auroc_is_the_chance_a_defect_outscores_a_good_item_ties_counting_half() -> None:
+    from indvision.metrics import auroc
+
+    assert auroc([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1]) == 1.0
+    assert auroc([0.4, 0.3, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert auroc([0.1, 0.5, 0.5, 0.4], [0, 1, 0, 1]) == 0.625  # sklearn's figure
+    assert auroc([0.5, 0.5], [0, 1]) == 0.5
+    assert auroc([0.1, 0.2], [0, 0]) is None  # no defect: undefined, not a number

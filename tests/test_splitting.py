@@ -86,3 +86,12 @@ def test_a_class_too_small_for_the_folds_is_one_clear_error() -> None:
     with pytest.raises(IndvisionError, match="class 'rare' has 3 objects: too few for 5 folds"):
         splitting.assign_splits(objects({"rare": 3, "ok": 50}), 0.15, 0.15, seed=1,
                                 folds=5, fold=0)
+
+
+def test_a_class_never_fitted_on_goes_to_test_and_validation_only() -> None:
+    from indvision.splitting import held_out_ranks
+
+    assert held_out_ranks(10, 0.15, 0.15) == ["test"] * 5 + ["val"] * 5
+    assert held_out_ranks(7, 0.1, 0.3) == ["test"] * 5 + ["val"] * 2
+    assert held_out_ranks(2, 0.15, 0.15) == ["test", "val"]  # one of each when it can
+    assert held_out_ranks(1, 0.15, 0.15) == ["test"]

@@ -93,8 +93,7 @@ def assign_splits(items: list[Splittable], val_fraction: float, test_fraction: f
 def held_out_ranks(n: int, val_fraction: float, test_fraction: float) -> list[str]:
     """The splits of a class never fitted on: test and validation only, in proportion."""
     n_test = round(n * test_fraction / (val_fraction + test_fraction))
-    if n >= 2:
-        n_test = min(max(n_test, 1), n - 1)
+    n_test = min(max(n_test, 1), n - 1) if n >= 2 else n  # one of each where there are two
     return ["test"] * n_test + ["val"] * (n - n_test)
 
 

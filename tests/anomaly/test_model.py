@@ -27,7 +27,7 @@ def fitted():
     )
 
     keras.utils.set_random_seed(0)
-    extractor = patch_extractor("mobilenet_v2", 64, 64, "none")
+    extractor = patch_extractor("mobilenet_v2", 64, 64, "none", projection_dim=None)
     patches = good_patches(extractor, [_images(4, 64, 1)])
     bank = build_bank(patches, budget=200, seed=0)
     model = build_anomaly_model(extractor, bank, threshold=float(np.median(
@@ -42,16 +42,17 @@ def test_scores_and_maps_are_the_nearest_good_patch_distance_normalised(fitted) 
     extractor, bank, model = fitted
     images = _images(3, 64, 2)
     images[2, 20:40, 20:40] = 255.0  # a bright blotch: the worst patches
-    out = model.predict(images, verbose=0)
+    probabilities, maps = model.predict(images, verbose=0)
     patches = extractor.predict(images, verbose=0)
     distance = np.sqrt(((patches[..., None, :] - bank) ** 2).sum(-1)).min(-1)  # brute force
     threshold = model.get_layer("normalised").threshold
-    np.testing.assert_allclose(out["map"], normalise(distance, threshold), rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(out["score"], out["map"].max(axis=(1, 2)), rtol=1e-6)
-    assert out["map"].shape == (3, *patches.shape[1:3])
-    assert out["score"][2] > out["score"][:2].max()
-    y, x = np.unravel_index(np.argmax(out["map"][2]), out["map"].shape[1:])
-    cell = 64 / out["map"].shape[1]
+    np.testing.assert_allclose(maps, normalise(distance, threshold), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(probabilities[:, 1], maps.max(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    assert maps.shape == (3, *patches.shape[1:3])
+    assert probabilities[2, 1] > probabilities[:2, 1].max()
+    y, x = np.unravel_index(np.argmax(maps[2]), maps.shape[1:])
+    cell = 64 / maps.shape[1]
     assert 20 - cell <= y * cell <= 40 and 20 - cell <= x * cell <= 40  # the peak is the blotch
 
 
@@ -67,12 +68,19 @@ def test_the_onnx_export_matches_keras_with_a_dynamic_batch(fitted, tmp_path: Pa
     (tmp_path / "anomaly.onnx").write_bytes(proto.SerializeToString())
     session = ort.InferenceSession(str(tmp_path / "anomaly.onnx"),
                                    providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
     for n in (1, 3):
         images = _images(n, 64, 5 + n)
-        expected = model.predict(images, verbose=0)
-        got = dict(zip(names, session.run(None, {"image": images}), strict=True))
-        score = next(v for k, v in got.items() if "score" in k)
-        heatmap = next(v for k, v in got.items() if "map" in k)
-        np.testing.assert_allclose(score, expected["score"], rtol=1e-4)
-        np.testing.assert_allclose(heatmap, expected["map"], rtol=1e-4, atol=1e-6)
+        probabilities, maps = model.predict(images, verbose=0)
+        got_probabilities, got_maps = session.run(None, {"image": images})  # in this order
+        np.testing.assert_allclose(got_probabilities, probabilities, rtol=1e-4)
+        np.testing.assert_allclose(got_maps, maps, rtol=1e-4, atol=1e-6)
+
+
+def test_the_projection_is_seeded_and_keeps_distances_roughly() -> None:
+    from indvision.anomaly.model import patch_extractor
+
+    a = patch_extractor("mobilenet_v2", 64, 64, "none", projection_dim=32, seed=4)
+    b = patch_extractor("mobilenet_v2", 64, 64, "none", projection_dim=32, seed=4)
+    np.testing.assert_array_equal(a.get_layer("projection").get_weights()[0],
+                                  b.get_layer("projection").get_weights()[0])
+    assert a.output.shape[-1] == 32

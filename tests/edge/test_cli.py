@@ -225,3 +225,12 @@ def test_cli_predict_collects_into_label_folders_with_the_bundles_run(
         assert row["reason"] == "sample" and row["bundle_run"] == run_id
         assert row["file"].split("/")[0] == predicted[row["source"]] == row["label"]
         assert (keep / row["file"]).read_bytes() == Path(row["source"]).read_bytes()
+
+
+def test_cli_heatmaps_on_a_bundle_without_maps_is_one_error_line(bundle: Path, eval_tree: Path,
+                                                                 tmp_path: Path) -> None:
+    image = next((eval_tree / "ok").iterdir())
+    result = run_cli("predict", str(bundle), str(image), "--heatmaps", str(tmp_path / "maps"))
+    assert result.returncode != 0
+    assert "has no map output" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""

@@ -208,3 +208,39 @@ def test_max_train_per_class_shrinks_train_and_val_and_keeps_the_test_split(
 def test_max_train_per_class_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_train_per_class"):
         ingest.Config(max_train_per_class=0)
+
+
+# ----------------------------------------------------------------------------- good only
+
+
+def test_good_only_keeps_defect_folders_out_of_training(tmp_path: Path, tiny_tree: Path) -> None:
+    _run, outputs = run_ingest(tmp_path, tiny_tree, good_class="ok", good_only=True)
+    rows = read_csv(outputs["splits"])
+    assert {r["label"] for r in rows if r["split"] == "train"} == {"ok"}
+    for label in ("scratch", "spot"):  # 16 each: test and validation only, in proportion
+        splits = [r["split"] for r in rows if r["label"] == label]
+        assert len(splits) == 16 and set(splits) == {"val", "test"}
+        assert abs(splits.count("test") - splits.count("val")) <= 1
+    assert json.loads(outputs["classes"].read_text()) == ["ok", "anomaly"]
+    record = json.loads(outputs["decision"].read_text())
+    assert record["classes"] == ["ok", "anomaly"] and record["good_class"] == "ok"
+    report = json.loads(outputs["report"].read_text())
+    assert report["counts"]["test"]["scratch"] >= 1  # the report keeps the defect types
+
+
+def test_good_only_works_with_no_defect_image_at_all(tmp_path: Path, tiny_tree: Path) -> None:
+    shutil.rmtree(tiny_tree / "scratch")
+    shutil.rmtree(tiny_tree / "spot")
+    _run, outputs = run_ingest(tmp_path, tiny_tree, good_only=True)  # good_class: auto
+    rows = read_csv(outputs["splits"])
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    assert json.loads(outputs["classes"].read_text()) == ["ok", "anomaly"]
+
+
+def test_good_only_without_a_good_class_is_one_clear_error(tmp_path: Path,
+                                                           tiny_tree: Path) -> None:
+    shutil.move(tiny_tree / "ok", tiny_tree / "plain")
+    with pytest.raises(IndvisionError, match="good_only needs a good class"):
+        run_ingest(tmp_path, tiny_tree, good_only=True)
+    with pytest.raises(ValueError, match="good_only needs a good class"):
+        ingest.Config(good_only=True, good_class=None)

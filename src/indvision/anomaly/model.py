@@ -38,6 +38,10 @@ FEATURE_LAYERS: dict[str, tuple[str, str]] = {
 }
 
 
+#: The fitted model's distance floor, as a share of its raw threshold (normalised: 0.005).
+FLOOR_SHARE = 0.01
+
+
 @keras.saving.register_keras_serializable(package="indvision")
 class NearestPatchDistance(keras.layers.Layer):
     """Each patch's distance to its nearest row of the bank: ``(B, h, w, D)`` → ``(B, h, w)``.
@@ -48,11 +52,15 @@ class NearestPatchDistance(keras.layers.Layer):
     expansion cancels for a patch close to the bank, and uncentred ReLU features have ``|p|²``
     in the thousands, which made runtimes disagree by 0.5 % on near-good patches. (The exact
     ``|p − m|`` of the nearest row needs ``argmin``, which Keras builds with a ``Bitcast``
-    that ONNX does not have.)"""
+    that ONNX does not have.) Distances below ``floor`` read as ``floor``: where a patch
+    matches a bank patch almost exactly, the expansion's rounding (about 1e-7 of ``|p|²``)
+    is all that is left and its square root differs between runtimes by more than the parity
+    gate allows (2.6e-4 measured on a training image); the fitted model sets the floor to
+    :data:`FLOOR_SHARE` of its threshold — a patch that close is a perfect match either way."""
 
-    def __init__(self, bank_size: int, dims: int, **kwargs: Any) -> None:
+    def __init__(self, bank_size: int, dims: int, floor: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.bank_size, self.dims = int(bank_size), int(dims)
+        self.bank_size, self.dims, self.floor = int(bank_size), int(dims), float(floor)
 
     def build(self, input_shape: Any) -> None:
         self.bank = self.add_weight(shape=(self.bank_size, self.dims), initializer="zeros",
@@ -73,13 +81,14 @@ class NearestPatchDistance(keras.layers.Layer):
         patch_squared = ops.sum(ops.square(patches), axis=-1, keepdims=True)
         cross = ops.matmul(patches, ops.transpose(self.bank))
         squared = patch_squared - 2.0 * cross + bank_squared
-        return ops.sqrt(ops.maximum(ops.min(squared, axis=-1), 0.0))
+        return ops.sqrt(ops.maximum(ops.min(squared, axis=-1), self.floor ** 2))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape[:-1])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "bank_size": self.bank_size, "dims": self.dims}
+        return {**super().get_config(), "bank_size": self.bank_size, "dims": self.dims,
+                "floor": self.floor}
 
 
 @keras.saving.register_keras_serializable(package="indvision")
@@ -176,7 +185,8 @@ def build_anomaly_model(extractor: keras.Model, bank: np.ndarray,
     a resize inside the graph is where TensorFlow and ONNX disagree (0.4 % on a 4× bilinear
     resize, measured)."""
     image = extractor.input
-    nearest = NearestPatchDistance(bank.shape[0], bank.shape[1], name="nearest_patch")
+    nearest = NearestPatchDistance(bank.shape[0], bank.shape[1], FLOOR_SHARE * threshold,
+                                   name="nearest_patch")
     distances = nearest(extractor.output)
     nearest.set_bank(bank)
     normalised = NormalisedScore(threshold, name="normalised")(distances)

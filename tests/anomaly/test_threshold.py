@@ -1,0 +1,56 @@
+"""The anomaly threshold on raw distances: a good quantile without defects, the classifiers'
+escape-rate rule with them, mapped back to a raw distance exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indvision.anomaly import threshold
+from indvision.anomaly.bank import normalise
+from indvision.errors import IndvisionError
+
+
+def test_without_defects_the_threshold_rejects_the_target_share_of_good_images() -> None:
+    good = np.arange(1.0, 201.0)  # 200 good validation scores
+    chosen = threshold.choose(good, np.zeros(200, bool), [str(i) for i in range(200)],
+                              false_reject_target=0.01, escape_rate_target=0.01,
+                              max_false_reject_rate=0.1)
+    assert chosen.rule == threshold.GOOD_QUANTILE and chosen.escape_rate is None
+    assert chosen.threshold == 198.0  # 2 of 200 (1 %) above it, rejected
+    assert (good > chosen.threshold).sum() == 2
+    assert threshold.good_quantile(good[:50], 0.01) == 50.0  # 0.5 image: none may go
+
+
+def test_with_defects_the_escape_rate_rule_decides_in_raw_distances() -> None:
+    good = np.linspace(1.0, 2.0, 100)
+    defects = np.linspace(2.5, 9.0, 100)
+    raw = np.concatenate([good, defects])
+    is_defect = np.r_[np.zeros(100, bool), np.ones(100, bool)]
+    chosen = threshold.choose(raw, is_defect, [str(i) for i in range(200)], 0.01, 0.01, 0.1)
+    assert chosen.rule == threshold.ESCAPE_RATE
+    # 1 % of 100 defects may pass: the lowest defect (2.5) does, the second (~2.566) must not
+    assert 2.5 <= chosen.threshold < defects[1]
+    assert (raw[is_defect] <= chosen.threshold).sum() == 1
+    assert (raw[~is_defect] > chosen.threshold).sum() == 0
+    assert chosen.good_quantile == pytest.approx(good[-2])  # the other rule's answer, kept
+
+
+def test_a_good_looking_defect_is_capped_and_named() -> None:
+    good = np.linspace(1.0, 2.0, 100)
+    raw = np.r_[good, 0.5, np.linspace(3.0, 4.0, 50)]  # one defect closer than every good part
+    is_defect = np.r_[np.zeros(100, bool), np.ones(51, bool)]
+    names = [f"g{i}" for i in range(100)] + ["odd.png"] + [f"d{i}" for i in range(50)]
+    chosen = threshold.choose(raw, is_defect, names, 0.01, 0.01, 0.1)
+    assert chosen.warning is not None and "odd.png" in chosen.warning
+    assert 2.0 <= chosen.threshold < 3.0  # no good part rejected, every other defect caught
+
+
+def test_the_raw_threshold_becomes_one_half_after_normalising() -> None:
+    for raw_threshold in (0.3, 7.0, 1234.5):
+        assert float(normalise(raw_threshold, raw_threshold)) == 0.5
+    probability = threshold.as_good_probability(np.array([0.0, 3.0, 1e6]))
+    assert probability[0] == 1.0 and probability[-1] > 0.5
+    assert threshold.from_good_probability(float(probability[1])) == pytest.approx(3.0)
+    with pytest.raises(IndvisionError, match="no good validation image"):
+        threshold.good_quantile(np.array([]), 0.01)
