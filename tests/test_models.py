@@ -193,6 +193,9 @@ def test_offline_imagenet_fails_fast_naming_the_weights_fix(
     assert "--set train.weights=PATH" in message and "weights: PATH" in message
     assert models.WEIGHTS_DIR_ENV in message
     assert "\n" not in message
+    with pytest.raises(IndvisionError) as caught:  # the anomaly fit stage names its own key
+        models.build_backbone("mobilenet_v3_small", 32, 32, "imagenet", setting="fit.weights")
+    assert "--set fit.weights=PATH" in str(caught.value) and "under fit:" in str(caught.value)
 
 
 def test_efficientnet_local_imagenet_adds_keras_stddev_scaling() -> None:

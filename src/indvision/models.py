@@ -189,13 +189,14 @@ def find_local_imagenet(backbone: str, alpha: float = 1.0, size: int = 224,
     return None
 
 
-def offline_message(backbone: str, alpha: float, size: int, reason: str) -> str:
+def offline_message(backbone: str, alpha: float, size: int, reason: str,
+                    setting: str = "train.weights") -> str:
     """The fix for a missing ImageNet download (an air-gapped machine is a normal user)."""
     names = imagenet_file_names(backbone, alpha, size)[:2]
     searched = ", ".join(str(d) for d in weight_dirs())
     return (f"weights: imagenet for {backbone} needs a download and this machine looks offline "
-            f"({reason}); fix: give a local weights file with `--set train.weights=PATH` "
-            f"(or `weights: PATH` under train: in the pipeline YAML), or put "
+            f"({reason}); fix: give a local weights file with `--set {setting}=PATH` "
+            f"(or `weights: PATH` under {setting.split('.')[0]}: in the pipeline YAML), or put "
             f"{' or '.join(names)} in a folder listed in ${WEIGHTS_DIR_ENV} "
             f"(searched: {searched})")
 
@@ -246,24 +247,25 @@ def _keras_backbone(row: Backbone, height: int, width: int, alpha: float,
 
 
 def build_backbone(backbone: str, height: int, width: int, weights: str = "none",
-                   alpha: float = 1.0) -> tuple[keras.Model, WeightsSource]:
+                   alpha: float = 1.0, setting: str = "train.weights"
+                   ) -> tuple[keras.Model, WeightsSource]:
     """The backbone alone (input: its own scaled image; output: pooled features).
 
     Returns the model and where its weights came from. Raises :class:`IndvisionError` for
-    weights that cannot be found or do not fit.
+    weights that cannot be found or do not fit, naming ``setting`` (the stage's weights key).
     """
     row = get_backbone(backbone)
     try:
         check_choice(backbone, alpha, "none")
     except ValueError as exc:
-        raise IndvisionError(f"train: {exc}") from None
+        raise IndvisionError(f"{setting.split('.')[0]}: {exc}") from None
     if weights == "none":
         model = (_small_cnn(height, width, alpha) if row.constructor is None
                  else _keras_backbone(row, height, width, alpha, None))
         return model, WeightsSource("none")
     if weights == "imagenet":
         if not row.pretrainable:
-            raise IndvisionError(f"train.weights: {backbone} has no ImageNet weights; "
+            raise IndvisionError(f"{setting}: {backbone} has no ImageNet weights; "
                                  "use weights: none or a weights file")
         local = find_local_imagenet(backbone, alpha, height)
         if local is not None:
@@ -277,14 +279,14 @@ def build_backbone(backbone: str, height: int, width: int, weights: str = "none"
         except Exception as exc:  # Keras raises a bare Exception("URL fetch failure ...")
             if "URL fetch failure" in str(exc) or isinstance(
                     exc, (OSError, urllib.error.URLError, TimeoutError)):
-                raise IndvisionError(offline_message(backbone, alpha, height,
-                                                     _first_line(exc))) from None
-            raise IndvisionError(f"train.weights: imagenet weights for {backbone} failed to "
+                raise IndvisionError(offline_message(backbone, alpha, height, _first_line(exc),
+                                                     setting)) from None
+            raise IndvisionError(f"{setting}: imagenet weights for {backbone} failed to "
                                  f"load: {_first_line(exc)}") from None
         return model, WeightsSource("imagenet-keras")
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise IndvisionError(f"train.weights: no such file {path}; give 'none', 'imagenet' or "
+        raise IndvisionError(f"{setting}: no such file {path}; give 'none', 'imagenet' or "
                              "the path of a weights file")
     model = (_small_cnn(height, width, alpha) if row.constructor is None
              else _keras_backbone(row, height, width, alpha, None))

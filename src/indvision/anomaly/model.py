@@ -139,7 +139,7 @@ def patch_extractor(backbone: str, height: int, width: int, weights: str,
     if neighbourhood < 1 or neighbourhood % 2 == 0:
         raise IndvisionError(f"anomaly: the neighbourhood must be an odd number ≥ 1, got "
                              f"{neighbourhood}")
-    net, _ = models.build_backbone(backbone, height, width, weights)
+    net, _ = models.build_backbone(backbone, height, width, weights, setting="fit.weights")
     features = keras.Model(net.input, [net.get_layer(name).output
                                        for name in FEATURE_LAYERS[backbone]], name="features")
     features.trainable = False
