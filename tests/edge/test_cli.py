@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from indvision import edge, metrics
+from indvision import atomic, edge, metrics
 from indvision.edge import EdgeClassifier
-from tests.edge.conftest import VIEWS_REGEX, grouped_bundle, run_cli, write_views
+from tests.edge.conftest import VIEWS_REGEX, grouped_bundle, read_json, run_cli, write_views
 from tests.stages.conftest import verified_run  # noqa: F401
 
 
@@ -229,8 +230,48 @@ def test_cli_predict_collects_into_label_folders_with_the_bundles_run(
 
 def test_cli_heatmaps_on_a_bundle_without_maps_is_one_error_line(bundle: Path, eval_tree: Path,
                                                                  tmp_path: Path) -> None:
+    old = tmp_path / "old_bundle"  # a bundle exported before maps: no 'map' in model.json
+    shutil.copytree(bundle, old)
+    meta = read_json(old / "model.json")
+    meta.pop("map")
+    atomic.write_json(old / "model.json", meta)
+    atomic.write_sha256_sidecar(old / "model.json")
     image = next((eval_tree / "ok").iterdir())
-    result = run_cli("predict", str(bundle), str(image), "--heatmaps", str(tmp_path / "maps"))
+    result = run_cli("predict", str(old), str(image), "--heatmaps", str(tmp_path / "maps"))
     assert result.returncode != 0
     assert "has no map output" in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_cli_predict_writes_the_decided_class_activation_maps(bundle: Path, eval_tree: Path,
+                                                              tmp_path: Path) -> None:
+    images = sorted((eval_tree / "spot").iterdir())[:3]
+    result = run_cli("predict", str(bundle), *map(str, images), "--heatmaps",
+                     str(tmp_path / "maps"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(line["heatmap"]).name for line in lines] == [
+        f"{p.stem}.heatmap.png" for p in images]
+    for line in lines:
+        assert cv2.imread(line["heatmap"]).shape[:2] == (40, 40)  # the model's input size
+    expected = EdgeClassifier(bundle).predict([str(p) for p in images])
+    assert [line["label"] for line in lines] == [e["label"] for e in expected]
+
+
+def test_classifier_maps_match_keras_and_follow_the_decided_class(verified_run: Path,  # noqa: F811
+                                                                  bundle: Path,
+                                                                  eval_tree: Path) -> None:
+    from indvision import cam, metrics, models
+
+    classifier = EdgeClassifier(bundle)
+    paths = [str(p) for p in sorted((eval_tree / "scratch").iterdir())[:4]]
+    results = classifier.predict(paths, heatmap=True)
+    batch = np.stack([classifier.load(p) for p in paths]).astype(np.float32)
+    probabilities, heat = cam.with_heatmap(models.load_model(
+        verified_run / "train" / "model.keras")).predict(batch, verbose=0)
+    decided = metrics.decide(probabilities, classifier.good_index, classifier.threshold)
+    for result, grid, index in zip(results, heat, decided, strict=True):
+        assert result["label"] == classifier.classes[index]
+        np.testing.assert_allclose(result["map"], grid[..., index], atol=1e-5)
+    parity = read_json(verified_run / "verify" / "parity.json")["formats"]
+    assert parity["onnx"]["maps"]["max_abs_diff"] <= 1e-4

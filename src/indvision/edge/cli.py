@@ -170,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--heatmaps", metavar="DIR",
                          help="write each image's map on the image as the model saw it, "
-                              "<name>.heatmap.png in DIR (bundles with a map output: anomaly "
-                              "models); colour scale fixed, the threshold in its middle")
+                              "<name>.heatmap.png in DIR: a classifier's class-activation "
+                              "map of the decided class, an anomaly model's anomaly map; "
+                              "colour scale fixed to 0-1 on every frame")
     _add_objects(predict)
     evaluate = add("evaluate", "metrics on a folder-per-class tree")
     evaluate.add_argument("data_dir", metavar="DATA_DIR")
@@ -285,9 +286,9 @@ def _heatmap_dir(classifier: EdgeClassifier, folder: str | None) -> Path | None:
     """The ``--heatmaps`` folder, created and checked writable before any work."""
     if folder is None:
         return None
-    if "map" not in ((classifier.meta.get("anomaly") or {}).get("outputs") or ()):
-        raise IndvisionError(f"--heatmaps: {classifier.bundle} has no map output (anomaly "
-                             "bundles have one)")
+    if not classifier.has_maps:
+        raise IndvisionError(f"--heatmaps: {classifier.bundle} has no map output; export it "
+                             "again with this version")
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)

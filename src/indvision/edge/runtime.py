@@ -111,16 +111,26 @@ class EdgeClassifier:
         """Probabilities (``N x C``) for a batch already prepared with :meth:`load`."""
         return self._run(batch)
 
+    @property
+    def has_maps(self) -> bool:
+        """Whether the bundle's model has a map output (bundles exported since issue 18)."""
+        return bool(self.meta.get("map"))
+
     def scores_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and maps (``N x h x w``, normalised: 0.5 at the threshold) for a
-        prepared batch, in one pass; only for a bundle whose model has a map output."""
+        """Probabilities and the decided class's map (``N x h x w``, values 0–1) for a
+        prepared batch, in one pass: an anomaly model's anomaly map (0.5 at the threshold),
+        a classifier's class-activation map of the class it decided."""
         if self._run_maps is None:
-            if "map" not in ((self.meta.get("anomaly") or {}).get("outputs") or ()):
-                raise IndvisionError(f"{self.bundle}: this bundle's model has no map output "
-                                     "(only anomaly bundles have maps so far)")
+            if not self.has_maps:
+                raise IndvisionError(f"{self.bundle}: this bundle's model has no map output; "
+                                     "export it again with this version for heatmaps")
             self._run_maps = formats.load_map_runner(self.bundle / self.model_file,
                                                      *self._runner_args, runtime=self.runtime)
-        return self._run_maps(batch)
+        probs, maps = self._run_maps(batch)
+        if maps.ndim == 4:  # class-activation maps, one per class: the decided class's
+            decided = metrics.decide(probs, self.good_index, self.threshold)
+            maps = maps[np.arange(len(maps)), :, :, decided]
+        return probs, maps
 
     def predict(self, x: ImageInput | Sequence[ImageInput],
                 heatmap: bool = False) -> dict[str, Any] | list[dict]:

@@ -27,3 +27,13 @@ def as_batch(batch: np.ndarray) -> np.ndarray:
     if batch.ndim != 4 or batch.shape[-1] != 3:
         raise ValueError(f"expected a batch N x H x W x 3, got shape {batch.shape}")
     return batch
+
+
+def split_outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A model's outputs as (probabilities, map or None), whatever order a converter gave
+    them: probabilities are the ``N x C`` output, the map the other (``N x h x w`` for an
+    anomaly model, ``N x h x w x C`` class-activation maps for a classifier)."""
+    ranked = sorted(range(len(outputs)), key=lambda i: np.ndim(outputs[i]) != 2)
+    probabilities = outputs[ranked[0]]
+    rest = [outputs[i] for i in ranked[1:]]
+    return probabilities, (rest[0] if rest else None)

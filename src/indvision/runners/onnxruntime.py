@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from indvision.errors import IndvisionError
-from indvision.runners import MapRunner, Runner, as_batch
+from indvision.runners import MapRunner, Runner, as_batch, split_outputs
 
 
 def _session(path: Path, threads: int | None, spin_wait: bool) -> Any:
@@ -29,12 +29,19 @@ def _session(path: Path, threads: int | None, spin_wait: bool) -> Any:
         raise IndvisionError(f"{path}: onnxruntime cannot load it ({exc})") from None
 
 
+def _probability_output(session: Any) -> str:
+    """The name of the ``N x C`` output (a model may also have a map output)."""
+    outputs = session.get_outputs()
+    return next((o.name for o in outputs if len(o.shape) == 2), outputs[0].name)
+
+
 def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runner:
-    """Probabilities (the model's first output) from a session; sessions are safe to call
-    from several threads. A model's other outputs (a map) are not computed."""
+    """Probabilities (the ``N x C`` output) from a session; sessions are safe to call from
+    several threads. Only what the probabilities need is asked for: a map output costs
+    nothing unless :func:`load_maps` asks for it too."""
     session = _session(path, threads, spin_wait)
     input_name = session.get_inputs()[0].name
-    first = [session.get_outputs()[0].name]
+    first = [_probability_output(session)]
 
     def run(batch: np.ndarray) -> np.ndarray:
         batch = as_batch(batch).astype(np.float32, copy=False)
@@ -53,7 +60,7 @@ def load_maps(path: Path, threads: int | None = None, spin_wait: bool = True) ->
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = as_batch(batch).astype(np.float32, copy=False)
-        probs, maps = session.run(names[:2], {input_name: batch})
+        probs, maps = split_outputs(session.run(names, {input_name: batch}))
         return probs.astype(np.float32, copy=False), maps.astype(np.float32, copy=False)
 
     return run

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from indvision.errors import IndvisionError
-from indvision.runners import Runner, as_batch
+from indvision.runners import Runner, as_batch, split_outputs
 
 
 def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runner:
@@ -36,6 +36,7 @@ def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runn
     if net.empty():
         raise IndvisionError(f"{path}: OpenCV (cv2.dnn {cv2.__version__}) read an empty network")
     lock = threading.Lock()
+    names = list(net.getUnconnectedOutLayersNames())
 
     def run(batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(as_batch(batch), dtype=np.float32)
@@ -44,7 +45,8 @@ def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runn
             batch = np.zeros((1, *batch.shape[1:]), np.float32)
         with lock:  # setInput and forward share the net's state
             net.setInput(batch)
-            out = np.array(net.forward(), dtype=np.float32)
+            outputs = [np.asarray(o) for o in net.forward(names)]
+        out = np.array(split_outputs(outputs)[0], dtype=np.float32)  # a map output is skipped
         out = out.reshape(len(batch), -1)
         return out[:0] if empty else out
 

@@ -232,8 +232,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     curves_png = (run.artifact("train", "curves").read_bytes()
                   if run.has_artifact("train", "curves") else None)
     wrong = misclassified_items(test_rows, test_labels, test_pred, test_scores, classes, good_index)
-    cards = [dict(card, png=thumbnail_png(card["path"], spec))
-             for card in wrong[:config.misclassified_max]]
+    cards = cards_with_maps(model, wrong[:config.misclassified_max], spec, classes)
     crop = f", crop {spec.crop}" if spec.crop else ""
     if spec.colour_window:
         crop += f", colour window {spec.colour_window}"
@@ -427,6 +426,21 @@ def score_images(model: Any, paths: Sequence[str], spec: images.InputSpec, batch
         raise IndvisionError("the model's outputs are not probabilities (each row must sum to "
                              "1): the model convention needs a softmax last layer; re-run train")
     return scores
+
+
+def cards_with_maps(model: Any, wrong: Sequence[dict[str, Any]], spec: images.InputSpec,
+                    classes: Sequence[str]) -> list[dict[str, Any]]:
+    """The report's cards of wrong decisions, each image with the class-activation map of the
+    class it was wrongly given drawn on it (:mod:`indvision.cam`, as the edge draws it)."""
+    if not wrong:
+        return []
+    from indvision import cam, heatmaps
+
+    batch = np.stack([images.load(card["path"], spec) for card in wrong])
+    _, heat = cam.with_heatmap(model).predict(batch.astype(np.float32), verbose=0)
+    return [dict(card, png=heatmaps.png_bytes(heatmaps.overlay(
+                image, grid[..., classes.index(card["predicted"])])))
+            for card, image, grid in zip(wrong, batch, heat, strict=True)]
 
 
 def _label_indices(rows: Sequence[dict[str, str]], classes: Sequence[str]) -> np.ndarray:

@@ -149,7 +149,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         raise IndvisionError(f"evaluate/metrics.json classes {evaluation.get('classes')} differ "
                              f"from ingest/classes.json {classes}; re-run evaluate")
 
-    model = models.load_model(model_path)
+    from indvision import cam
+
+    model = cam.with_heatmap(models.load_model(model_path))  # the map: the bundle's 2nd output
     _check_model(model, spec, classes, model_path)
     needs_calibration = any("calibration_images" in formats.FORMATS[k].options
                             for k in config.formats)
@@ -232,17 +234,21 @@ def model_metadata(run: Run, spec: images.InputSpec, classes: list[str],
 
 
 def _model_kind(run: Run, model: Any) -> dict[str, Any]:
-    """``model_kind`` (``classifier`` or ``anomaly``) and, for an anomaly model, what fit
-    recorded: the raw threshold and the rule that chose it, both rules' answers, the bank and
-    the map's grid (the map is the model's second output)."""
+    """``model_kind`` (``classifier`` or ``anomaly``), ``map`` (the model's second output:
+    its kind and grid) and, for an anomaly model, what fit recorded: the raw threshold and the
+    rule that chose it, both rules' answers and the bank."""
+    grid = [int(d) for d in model.outputs[1].shape[1:3]]
     if run.model_stage != "fit":
-        return {"model_kind": "classifier"}
+        return {"model_kind": "classifier", "map": {
+            "kind": "class_activation", "grid": grid,
+            "values": "each patch's probability of each class (the head on that patch "
+                      "alone); the edge shows the decided class's"}}
     fit = atomic.read_json(run.artifact("fit", "report"))
-    return {"model_kind": "anomaly", "anomaly": {
-        "threshold": fit["threshold"], "bank_size": fit["bank_size"],
-        "feature_layers": fit["feature_layers"], "dims": fit["dims"],
-        "map_grid": [int(d) for d in model.outputs[1].shape[1:3]],
-        "outputs": ["probabilities", "map"]}}
+    return {"model_kind": "anomaly",
+            "map": {"kind": "anomaly", "grid": grid,
+                    "values": "each patch's anomaly score, normalised: 0.5 at the threshold"},
+            "anomaly": {"threshold": fit["threshold"], "bank_size": fit["bank_size"],
+                        "feature_layers": fit["feature_layers"], "dims": fit["dims"]}}
 
 
 def _lineage(run: Run) -> dict[str, Any] | None:

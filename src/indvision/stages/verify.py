@@ -136,7 +136,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     for name, entry in files.items():
         fmt = formats.FORMATS[entry["format"]]
         parity = verify_file(bundle / name, fmt, entry, reference, config)
-        if anomaly_model and keras_maps is not None:
+        if keras_maps is not None:
             parity["maps"] = verify_maps(bundle / name, fmt, entry, parity, batch, keras_maps,
                                          config)
         report["formats"][fmt.key] = parity
@@ -291,8 +291,10 @@ def _accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
 
 def _keras_outputs(model_path: Path, batch: np.ndarray, batch_size: int
                    ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Keras' probabilities, and its maps where the model has them (an anomaly model)."""
-    model = models.load_model(model_path)
+    """Keras' probabilities and maps (the model with its map, as export wrote it)."""
+    from indvision import cam
+
+    model = cam.with_heatmap(models.load_model(model_path))
     out = model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
     if isinstance(out, (list, tuple)):
         return np.asarray(out[0], dtype=np.float32), np.asarray(out[1], dtype=np.float32)
@@ -302,9 +304,10 @@ def _keras_outputs(model_path: Path, batch: np.ndarray, batch_size: int
 def verify_maps(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
                 parity: dict[str, Any], batch: np.ndarray, keras_maps: np.ndarray,
                 config: Config) -> dict[str, Any]:
-    """An anomaly model's maps from the file (on a runtime that computes them) against
-    Keras': a float file's every map value within ``float_max_abs_diff`` (maps are normalised
-    scores, 0.5 at the threshold), else the file fails its gate like a wrong probability."""
+    """The file's maps (its default runtime) against Keras': a float file's every map value
+    within ``float_max_abs_diff`` (maps are probabilities or normalised scores, 0–1), else the
+    file fails its gate like a wrong probability; an int8 file's are recorded, not gated (its
+    gate is on decisions)."""
     runner = formats.load_map_runner(path)
     maps = np.concatenate([runner(batch[i:i + config.batch_size])[1]
                            for i in range(0, len(batch), config.batch_size)])
