@@ -172,7 +172,7 @@ def child_key(settings: list[str]) -> str:
 
 
 def add_class_rows(seed: int, held: str, runs: dict[str, Path],
-                   children: list[str]) -> list[list[str]]:
+                   children: tuple[str, ...] | list[str] = ("b", "c")) -> list[list[str]]:
     scratch = test_predictions(runs["a"])
     a_seconds = train_seconds(runs["a"])
     parent_errors, parent_n = counts(test_predictions(runs["parent"]))

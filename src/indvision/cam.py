@@ -29,7 +29,8 @@ def has_map(model: keras.Model) -> bool:
 
 
 def with_heatmap(model: keras.Model) -> keras.Model:
-    """``model`` with outputs ``[probabilities, heatmap]`` (see the module doc)."""
+    """``model`` with outputs ``[probabilities, heatmap]`` (see the module doc). Raises
+    :class:`IndvisionError` for a model of another structure (no map can be built)."""
     if has_map(model):
         return model
     image = keras.Input(tuple(model.inputs[0].shape[1:]), name="image")
@@ -58,6 +59,11 @@ def heat_model(model: keras.Model) -> keras.Model:
 def class_activation(classifier: keras.Model) -> keras.Model:
     """Image → ``(B, h, w, C)``: the classifier's dense softmax head on each position of its
     backbone's last feature map (before the global average pooling)."""
+    names = {layer.name for layer in classifier.layers}
+    if not {models.BACKBONE_LAYER, models.HEAD_LAYER} <= names:
+        raise IndvisionError(f"{classifier.name}: not an indvision classifier (no "
+                             f"'{models.BACKBONE_LAYER}' and '{models.HEAD_LAYER}' layers), so "
+                             "no class-activation map can be built for it")
     backbone = classifier.get_layer(models.BACKBONE_LAYER)
     if not isinstance(backbone.layers[-1], keras.layers.GlobalAveragePooling2D):
         raise IndvisionError(f"{classifier.name}: the backbone does not end in global average "
@@ -77,3 +83,12 @@ def class_activation(classifier: keras.Model) -> keras.Model:
     kernel, bias = head.get_weights()
     per_position.set_weights([kernel[None, None], bias])
     return keras.Model(image, heat, name=f"{classifier.name}_cam")
+
+
+def with_heatmap_if_possible(model: keras.Model) -> tuple[keras.Model, str | None]:
+    """:func:`with_heatmap`, or ``model`` itself and the reason where no map can be built
+    (a model of another structure: its bundle has no map output, and says so)."""
+    try:
+        return with_heatmap(model), None
+    except IndvisionError as exc:
+        return model, str(exc)

@@ -437,7 +437,11 @@ def cards_with_maps(model: Any, wrong: Sequence[dict[str, Any]], spec: images.In
     from indvision import cam, heatmaps
 
     batch = np.stack([images.load(card["path"], spec) for card in wrong])
-    _, heat = cam.with_heatmap(model).predict(batch.astype(np.float32), verbose=0)
+    with_map, no_map = cam.with_heatmap_if_possible(model)
+    if no_map:  # a model of another structure: plain thumbnails, and the reason on the console
+        say(f"evaluate: the report's images have no maps: {no_map}")
+        return [dict(card, png=thumbnail_png(card["path"], spec)) for card in wrong]
+    _, heat = with_map.predict(batch.astype(np.float32), verbose=0)
     return [dict(card, png=heatmaps.png_bytes(heatmaps.overlay(
                 image, grid[..., classes.index(card["predicted"])])))
             for card, image, grid in zip(wrong, batch, heat, strict=True)]

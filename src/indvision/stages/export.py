@@ -151,7 +151,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 
     from indvision import cam
 
-    model = cam.with_heatmap(models.load_model(model_path))  # the map: the bundle's 2nd output
+    model, no_map = cam.with_heatmap_if_possible(models.load_model(model_path))
+    if no_map:
+        say(f"export: no map output: {no_map}")
     _check_model(model, spec, classes, model_path)
     needs_calibration = any("calibration_images" in formats.FORMATS[k].options
                             for k in config.formats)
@@ -237,6 +239,8 @@ def _model_kind(run: Run, model: Any) -> dict[str, Any]:
     """``model_kind`` (``classifier`` or ``anomaly``), ``map`` (the model's second output:
     its kind and grid) and, for an anomaly model, what fit recorded: the raw threshold and the
     rule that chose it, both rules' answers and the bank."""
+    if len(model.outputs) < 2:
+        return {"model_kind": "classifier", "map": None}
     grid = [int(d) for d in model.outputs[1].shape[1:3]]
     if run.model_stage != "fit":
         return {"model_kind": "classifier", "map": {

@@ -294,7 +294,7 @@ def _keras_outputs(model_path: Path, batch: np.ndarray, batch_size: int
     """Keras' probabilities and maps (the model with its map, as export wrote it)."""
     from indvision import cam
 
-    model = cam.with_heatmap(models.load_model(model_path))
+    model, _ = cam.with_heatmap_if_possible(models.load_model(model_path))  # as export did
     out = model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
     if isinstance(out, (list, tuple)):
         return np.asarray(out[0], dtype=np.float32), np.asarray(out[1], dtype=np.float32)
