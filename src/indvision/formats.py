@@ -96,12 +96,6 @@ FORMATS: dict[str, ExportFormat] = {
                      "quantise badly stay float"),
     )
 }
-#: Runtimes a model kind cannot use although its file's format can, and why: verify holds a
-#: file to its format's runners less these, and the edge refuses them for that kind.
-KIND_EXCLUDED_RUNTIMES: dict[str, dict[str, str]] = {
-    "anomaly": {"opencv": "OpenCV 5.0's dnn cannot run the nearest-patch graph (a shape "
-                          "assertion in forwardGraph)"},
-}
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(r for f in FORMATS.values() for r in f.runners))
 DEFAULT_MODEL = FORMATS["onnx"].filename
 MODEL_JSON = "model.json"
@@ -114,12 +108,6 @@ class GateLimits:
     float_max_abs_diff: float = 1e-4
     int8_accuracy_budget: float = 0.5  # accuracy points (percent) int8 may lose
     int8_min_agreement: float = 0.99
-
-
-def runners_for(fmt: ExportFormat, model_kind: str = "classifier") -> tuple[str, ...]:
-    """The runtimes that run ``fmt`` files of this model kind (the first is the default)."""
-    excluded = KIND_EXCLUDED_RUNTIMES.get(model_kind, {})
-    return tuple(r for r in fmt.runners if r not in excluded)
 
 
 def get_format(key: str) -> ExportFormat:

@@ -83,4 +83,5 @@ def test_the_projection_is_seeded_and_keeps_distances_roughly() -> None:
     b = patch_extractor("mobilenet_v2", 64, 64, "none", projection_dim=32, seed=4)
     np.testing.assert_array_equal(a.get_layer("projection").get_weights()[0],
                                   b.get_layer("projection").get_weights()[0])
+    assert a.get_layer("projection").get_weights()[0].shape[:2] == (1, 1)  # a 1x1 convolution
     assert a.output.shape[-1] == 32

@@ -154,3 +154,34 @@ def test_watch_video_stays_per_frame_with_a_group_rule(classifier: EdgeClassifie
     assert edge.watch(classifier, str(path), lines.append,
                       objects=ObjectRule(VIEWS_REGEX, views=2)) == 3
     assert [line["frame"] for line in lines] == [0, 1, 2]
+
+
+def test_watch_writes_heatmaps_for_folder_images_and_video_frames(classifier: EdgeClassifier,
+                                                                  eval_tree: Path,
+                                                                  tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for source in sorted((eval_tree / "spot").iterdir())[:2]:
+        shutil.copy(source, folder / source.name)
+    lines: list[dict] = []
+    edge.watch(classifier, str(folder), lines.append, interval=0.01, max_frames=2,
+               heatmaps=tmp_path / "maps")
+    assert [Path(line["heatmap"]).name for line in lines] == ["000_a.heatmap.png",
+                                                              "001_a.heatmap.png"]
+    plain = classifier.predict([line["path"] for line in lines])
+    assert [line["scores"] for line in lines] == [p["scores"] for p in plain]
+    video = tmp_path / "line.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for _ in range(2):
+        writer.write(np.full((48, 64, 3), 120, np.uint8))
+    writer.release()
+    frames: list[dict] = []
+    edge.watch(classifier, str(video), frames.append, heatmaps=tmp_path / "maps")
+    assert [Path(f["heatmap"]).name for f in frames] == ["frame_000000.heatmap.png",
+                                                         "frame_000001.heatmap.png"]
+    assert all(cv2.imread(f["heatmap"]).shape[:2] == (40, 40) for f in frames)
+    with pytest.raises(IndvisionError, match="per image"):
+        edge.watch(classifier, str(folder), frames.append,
+                   objects=ObjectRule(VIEWS_REGEX, 2, None), heatmaps=tmp_path / "maps")

@@ -1,4 +1,5 @@
-"""Evaluate an anomaly model (the ``fit`` stage's): what evaluate writes for a classifier, plus
+"""The evaluate stage's path for an anomaly model (the ``fit`` stage's; the stage dispatches
+here and this module uses the stage's own helpers): what evaluate writes for a classifier, plus
 image AUROC, recall per defect folder, the score histograms with the threshold drawn, what each
 threshold rule would have done on test, and the worst cases with their maps.
 

@@ -50,7 +50,8 @@ class NearestPatchDistance(keras.layers.Layer):
     are expanded as ``|p|² − 2 p·m + |m|²`` so the work is one matmul, clipped at 0 before the
     square root. Patches and bank are first centred on the bank's mean (``centre``): the
     expansion cancels for a patch close to the bank, and uncentred ReLU features have ``|p|²``
-    in the thousands, which made runtimes disagree by 0.5 % on near-good patches. (The exact
+    in the thousands, which made runtimes disagree by 0.5 % on near-good patches. The cross
+    term ``p·m`` is a 1x1 convolution whose kernel is the bank. (The exact
     ``|p − m|`` of the nearest row needs ``argmin``, which Keras builds with a ``Bitcast``
     that ONNX does not have.) Distances below ``floor`` read as ``floor``: where a patch
     matches a bank patch almost exactly, the expansion's rounding (about 1e-7 of ``|p|²``)
@@ -79,7 +80,10 @@ class NearestPatchDistance(keras.layers.Layer):
         patches = patches - self.centre
         bank_squared = ops.sum(ops.square(self.bank), axis=-1)
         patch_squared = ops.sum(ops.square(patches), axis=-1, keepdims=True)
-        cross = ops.matmul(patches, ops.transpose(self.bank))
+        # every patch against every bank row: a 1x1 convolution with the bank as its kernel
+        # (a matmul on the 4-D patches is what OpenCV's dnn cannot run)
+        kernel = ops.reshape(ops.transpose(self.bank), (1, 1, self.dims, self.bank_size))
+        cross = ops.conv(patches, kernel)
         squared = patch_squared - 2.0 * cross + bank_squared
         return ops.sqrt(ops.maximum(ops.min(squared, axis=-1), self.floor ** 2))
 
@@ -154,11 +158,12 @@ def patch_extractor(backbone: str, height: int, width: int, weights: str,
     patches = keras.layers.Concatenate()(aligned)
     dims = patches.shape[-1]
     if projection_dim is not None and projection_dim < dims:
-        project = keras.layers.Dense(projection_dim, use_bias=False, trainable=False,
-                                     name="projection")
+        # a 1x1 convolution, not a dense layer: the same numbers, and OpenCV's dnn runs it
+        project = keras.layers.Conv2D(projection_dim, 1, use_bias=False, trainable=False,
+                                      name="projection")
         patches = project(patches)
         matrix = np.random.default_rng(seed).standard_normal((dims, projection_dim))
-        project.set_weights([(matrix / np.sqrt(projection_dim)).astype(np.float32)])
+        project.set_weights([(matrix / np.sqrt(projection_dim)).astype(np.float32)[None, None]])
     return keras.Model(image, patches, name="patches")
 
 

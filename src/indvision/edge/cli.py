@@ -118,6 +118,15 @@ def _add_progress(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--progress-every", type=float, default=10.0, metavar="S",
                      help="off a terminal: seconds between progress lines (default 10)")
 
+def _add_heatmaps(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--heatmaps", metavar="DIR",
+                     help="write each image's map on the image as the model saw it, "
+                          "<name>.heatmap.png in DIR (frames: frame_<n>.heatmap.png): a "
+                          "classifier's class-activation map of the decided class, an anomaly "
+                          "model's anomaly map; colour scale fixed to 0-1 on every frame; "
+                          "per image (with a group rule: --per-image)")
+
+
 def _add_collect(sub: argparse.ArgumentParser) -> None:
     """--collect and its bounds (predict, watch): see indvision.edge.collect."""
     defaults = CollectConfig()
@@ -168,11 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(predict)
     _add_collect(predict)
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    predict.add_argument("--heatmaps", metavar="DIR",
-                         help="write each image's map on the image as the model saw it, "
-                              "<name>.heatmap.png in DIR: a classifier's class-activation "
-                              "map of the decided class, an anomaly model's anomaly map; "
-                              "colour scale fixed to 0-1 on every frame")
+    _add_heatmaps(predict)
     _add_objects(predict)
     evaluate = add("evaluate", "metrics on a folder-per-class tree")
     evaluate.add_argument("data_dir", metavar="DATA_DIR")
@@ -206,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "views)")
     _add_objects(watch_cmd)
     _add_collect(watch_cmd)
+    _add_heatmaps(watch_cmd)
     watch_cmd.add_argument("--views", type=int, default=None, metavar="N",
                            help="with a group rule: an object is complete with N views "
                                 "(default: model.json's decision.views_per_object)")
@@ -337,12 +343,13 @@ def _watch_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:
     if rule is None and not args.per_image and (args.views or args.object_timeout):
         raise IndvisionError("--views and --object-timeout need a group rule: --group-regex, "
                              "or decision.group_regex in model.json")
+    heatmaps = _heatmap_dir(classifier, args.heatmaps)
     collector = _collector(classifier, args)
     try:
         watch(classifier, args.source, _collecting(_emit_line, collector), args.interval,
               args.max_frames, rule,
               keep_frame=(lambda result, rgb: collector.offer(result, image=rgb))
-              if collector is not None else None)
+              if collector is not None else None, heatmaps=heatmaps)
     except KeyboardInterrupt:
         pass
     finally:

@@ -82,14 +82,9 @@ class EdgeClassifier:
         self.threshold: float | None = self.decision.threshold
         self.group_regex: str | None = group_regex or self.decision.group_regex
         self.views_per_object = _views_per_object(self.bundle, raw)
+        #: ``classifier`` or ``anomaly`` (classes [good, anomaly], fitted on good images)
         self.model_kind: str = str(self.meta.get("model_kind", "classifier"))
-        usable = formats.runners_for(self.format, self.model_kind)
-        self.runtime = runtime or usable[0]  # one of the format row's runners
-        if self.runtime not in usable and self.runtime in self.format.runners:
-            raise IndvisionError(f"{self.bundle / model}: runtime '{self.runtime}' cannot run "
-                                 f"{self.model_kind} models: "
-                                 f"{formats.KIND_EXCLUDED_RUNTIMES[self.model_kind][self.runtime]}"
-                                 f"; use {', '.join(usable)}")
+        self.runtime = runtime or self.format.runtime  # one of the format row's runners
         self._run = formats.load_runner(self.bundle / model, threads, spin_wait, self.runtime)
         self._runner_args = (threads, spin_wait)
         self._run_maps: formats.MapRunner | None = None  # made when a map is first asked for
@@ -136,8 +131,8 @@ class EdgeClassifier:
                 heatmap: bool = False) -> dict[str, Any] | list[dict]:
         """Predict one image (path or RGB uint8 array) → a dict; a list or N x H x W x 3
         batch → a list of dicts ``{"label", "score", "scores": {class: prob}}``. With
-        ``heatmap`` each also has ``"map"``: the model's map (``h x w`` float32, 0.5 at the
-        threshold; :func:`indvision.heatmaps.overlay` draws it on the image)."""
+        ``heatmap`` each also has ``"map"`` (``h x w`` float32, 0–1; see
+        :meth:`scores_and_maps`; :func:`indvision.heatmaps.overlay` draws it on the image)."""
         single = isinstance(x, (str, os.PathLike)) or (isinstance(x, np.ndarray) and x.ndim <= 3)
         items = [x] if single else list(x)
         if not items:
@@ -313,7 +308,7 @@ def predict_files(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emit,
             emit({"path": str(path), "error": row})
         elif heatmaps is not None:
             probs, grid, image = row
-            target = heatmaps / _unique_name(Path(path).stem, names)
+            target = heatmaps / unique_heatmap_name(Path(path).stem, names)
             heatmaps_mod.write_overlay(target, image, grid)
             emit({"path": str(path), **classifier.results(probs[None])[0],
                   "heatmap": str(target)})
@@ -322,7 +317,7 @@ def predict_files(classifier: EdgeClassifier, paths: Sequence[Path], emit: Emit,
     return failures
 
 
-def _unique_name(stem: str, taken: set[str]) -> str:
+def unique_heatmap_name(stem: str, taken: set[str]) -> str:
     """``<stem>.heatmap.png``, numbered when two images share a stem."""
     name, n = f"{stem}.heatmap.png", 1
     while name in taken:

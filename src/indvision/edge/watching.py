@@ -13,6 +13,10 @@
   ``{"path", "error"}`` line.
 - Video file / camera index: one line per frame (or per ``interval`` seconds). Frames have no
   file names, so a group rule does not apply to streams: they are always per frame.
+
+With ``heatmaps`` (a folder; images and frames, not objects) each prediction's map is drawn
+on the image as the model saw it and written there (``<name>.heatmap.png``, frames as
+``frame_<index>.heatmap.png``), named in the line's ``heatmap``.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from indvision import heatmaps as heatmap_files
 from indvision import images
 from indvision.edge.objects import ObjectRule, PendingObjects, View, decide_object
-from indvision.edge.runtime import EdgeClassifier, Emit, image_files
+from indvision.edge.runtime import EdgeClassifier, Emit, image_files, unique_heatmap_name
 from indvision.errors import IndvisionError
 
 TIMEOUT_POLLS = 3  # an object's default timeout, in poll intervals
@@ -35,32 +40,45 @@ TIMEOUT_POLLS = 3  # an object's default timeout, in poll intervals
 
 def watch(classifier: EdgeClassifier, source: str, emit: Emit, interval: float | None = None,
           max_frames: int | None = None, objects: ObjectRule | None = None,
-          keep_frame: Callable[[dict[str, Any], np.ndarray], Any] | None = None) -> int:
+          keep_frame: Callable[[dict[str, Any], np.ndarray], Any] | None = None,
+          heatmaps: Path | None = None) -> int:
     """Predict what arrives at ``source`` (folder, video file or camera index) until
     ``max_frames`` predictions (images or frames), the end of a video, or Ctrl-C; returns
     that count. ``objects``: emit one line per object for a folder (see the module docstring;
     :func:`indvision.edge.objects.object_rule` makes one from the bundle's group rule).
-    ``keep_frame(result, rgb)``: called after each stream frame's line (``--collect``)."""
+    ``keep_frame(result, rgb)``: called after each stream frame's line (``--collect``).
+    ``heatmaps``: a folder for each prediction's map overlay (not with ``objects``)."""
+    if heatmaps is not None and objects is not None:
+        raise IndvisionError("--heatmaps works per image: add --per-image")
     if source.isdigit():
         return _watch_stream(classifier, int(source), emit, interval or 0.0, max_frames, True,
-                             keep_frame)
+                             keep_frame, heatmaps)
     path = Path(source)
     if path.is_dir():
         interval = 1.0 if interval is None else interval
         if objects is not None:
             return _watch_objects(classifier, path, emit, interval, max_frames, objects)
-        return _watch_folder(classifier, path, emit, interval, max_frames)
+        return _watch_folder(classifier, path, emit, interval, max_frames, heatmaps=heatmaps)
     if path.is_file():
         return _watch_stream(classifier, str(path), emit, interval or 0.0, max_frames, False,
-                             keep_frame)
+                             keep_frame, heatmaps)
     raise IndvisionError(f"{source}: not a folder, video file or camera index")
 
 
+def _with_heatmap(result: dict[str, Any], image: np.ndarray, grid: np.ndarray,
+                  heatmaps: Path, name: str, taken: set[str]) -> dict[str, Any]:
+    """``result`` with ``heatmap``: the overlay written under ``heatmaps``."""
+    target = heatmaps / unique_heatmap_name(name, taken)
+    heatmap_files.write_overlay(target, image, grid)
+    return {**result, "heatmap": str(target)}
+
+
 def _arrivals(classifier: EdgeClassifier, folder: Path, interval: float,
-              retries: int = 3) -> Iterator[tuple[Path, np.ndarray | str] | None]:
-    """Poll ``folder`` for ever: ``(path, scores row)`` once per new image, ``(path, error)``
-    for one that still does not decode after ``retries`` polls with the same size and time,
-    and None at the end of each poll (before sleeping ``interval``)."""
+              retries: int = 3, maps: bool = False) -> Iterator[tuple[Path, Any] | None]:
+    """Poll ``folder`` for ever: ``(path, scores row)`` once per new image (with ``maps``:
+    ``(path, (scores row, map, model input))``), ``(path, error)`` for one that still does not
+    decode after ``retries`` polls with the same size and time, and None at the end of each
+    poll (before sleeping ``interval``)."""
     done: set[Path] = set()
     attempts: dict[Path, tuple[int, tuple[int, int]]] = {}
     while True:
@@ -68,7 +86,7 @@ def _arrivals(classifier: EdgeClassifier, folder: Path, interval: float,
             if path in done:
                 continue
             try:
-                row: np.ndarray | str = classifier.scores(classifier.load(path)[None])[0]
+                row: Any = _score(classifier, classifier.load(path), maps)
             except images.ImageError as exc:
                 stat = path.stat() if path.exists() else None
                 signature = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
@@ -84,16 +102,31 @@ def _arrivals(classifier: EdgeClassifier, folder: Path, interval: float,
         time.sleep(interval)
 
 
+def _score(classifier: EdgeClassifier, image: np.ndarray, maps: bool) -> Any:
+    """One prepared image's scores row, or (scores row, map, image) with ``maps``."""
+    if not maps:
+        return classifier.scores(image[None])[0]
+    probs, grids = classifier.scores_and_maps(image[None])
+    return probs[0], grids[0], image
+
+
 def _watch_folder(classifier: EdgeClassifier, folder: Path, emit: Emit, interval: float,
-                  max_frames: int | None, retries: int = 3) -> int:
+                  max_frames: int | None, retries: int = 3,
+                  heatmaps: Path | None = None) -> int:
     """Poll ``folder``; predict each image file once: one line per image."""
-    count = 0
-    for arrival in _arrivals(classifier, folder, interval, retries):
+    count, taken = 0, set()
+    for arrival in _arrivals(classifier, folder, interval, retries, heatmaps is not None):
         if arrival is None:
             continue
         path, row = arrival
-        emit({"path": str(path), "error": row} if isinstance(row, str)
-             else {"path": str(path), **classifier.results(row[None])[0]})
+        if isinstance(row, str):
+            emit({"path": str(path), "error": row})
+        elif heatmaps is not None:
+            probs, grid, image = row
+            emit(_with_heatmap({"path": str(path), **classifier.results(probs[None])[0]},
+                               image, grid, heatmaps, path.stem, taken))
+        else:
+            emit({"path": str(path), **classifier.results(row[None])[0]})
         count += 1
         if max_frames is not None and count >= max_frames:
             return count
@@ -136,8 +169,10 @@ def _watch_objects(classifier: EdgeClassifier, folder: Path, emit: Emit, interva
 
 def _watch_stream(classifier: EdgeClassifier, source: int | str, emit: Emit, interval: float,
                   max_frames: int | None, is_camera: bool,
-                  keep_frame: Callable[[dict[str, Any], np.ndarray], Any] | None = None) -> int:
+                  keep_frame: Callable[[dict[str, Any], np.ndarray], Any] | None = None,
+                  heatmaps: Path | None = None) -> int:
     """One prediction per frame (or per ``interval`` seconds; frames between are dropped)."""
+    taken: set[str] = set()
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
         raise IndvisionError(f"{source}: OpenCV cannot open this "
@@ -160,7 +195,14 @@ def _watch_stream(classifier: EdgeClassifier, source: int | str, emit: Emit, int
                 continue
             last = clock
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # OpenCV frames are BGR; the model: RGB
-            result = {"frame": frame_index, "time_s": round(clock, 3), **classifier.predict(rgb)}
+            if heatmaps is None:
+                result = {"frame": frame_index, "time_s": round(clock, 3),
+                          **classifier.predict(rgb)}
+            else:
+                probs, grid, image = _score(classifier, classifier.load(rgb), True)
+                result = _with_heatmap({"frame": frame_index, "time_s": round(clock, 3),
+                                        **classifier.results(probs[None])[0]}, image, grid,
+                                       heatmaps, f"frame_{frame_index:06d}", taken)
             emit(result)
             if keep_frame is not None:
                 keep_frame(result, rgb)

@@ -130,8 +130,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                   "decision_accuracy": _accuracy(keras_decisions, labels)},
         "formats": {},
     }
-    reference = Reference(batch, keras_probs, labels, good_index, threshold, groups,
-                          str(bundle_meta.get("model_kind", "classifier")))
+    reference = Reference(batch, keras_probs, labels, good_index, threshold, groups)
     run_failures = []
     for name, entry in files.items():
         fmt = formats.FORMATS[entry["format"]]
@@ -182,7 +181,6 @@ class Reference:
     good_index: int | None
     threshold: float | None
     groups: list[str] | None  # object of each image, when the bundle decides per object
-    model_kind: str = "classifier"
 
 
 def verify_file(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
@@ -196,9 +194,8 @@ def verify_file(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
     it is the default.
     """
     started = time.perf_counter()
-    runners = formats.runners_for(fmt, reference.model_kind)
     runtimes = {runtime: _verify_runtime(path, fmt, runtime, reference, config)
-                for runtime in runners}
+                for runtime in fmt.runners}
     parity = dict(runtimes[fmt.runtime])
     failures = [failure if runtime == fmt.runtime else f"{runtime}: {failure}"
                 for runtime, numbers in runtimes.items() for failure in numbers["failures"]]
@@ -207,7 +204,7 @@ def verify_file(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
                   gate_rule=fmt.gate.rule, passed=shippable, failures=failures,
                   shippable=shippable, seconds=round(time.perf_counter() - started, 2),
                   runtimes=runtimes)
-    entry.update(verified=True, shippable=shippable, runners=list(runners),
+    entry.update(verified=True, shippable=shippable, runners=list(fmt.runners),
                  parity={k: parity[k] for k in ("agreement", "max_abs_diff", "accuracy",
                                                 "accuracy_drop_points")})
     if shippable:
@@ -311,11 +308,13 @@ def verify_maps(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
     runner = formats.load_map_runner(path)
     maps = np.concatenate([runner(batch[i:i + config.batch_size])[1]
                            for i in range(0, len(batch), config.batch_size)])
-    diff = float(np.abs(maps - keras_maps).max()) if maps.shape == keras_maps.shape else np.inf
-    numbers = {"max_abs_diff": diff, "shape": list(maps.shape)}
-    if fmt.kind == "float" and not diff <= config.float_max_abs_diff:
+    same_shape = maps.shape == keras_maps.shape
+    diff = float(np.abs(maps - keras_maps).max()) if same_shape and len(maps) else 0.0
+    numbers = {"max_abs_diff": diff if same_shape else None, "shape": list(maps.shape)}
+    if not same_shape or (fmt.kind == "float" and not diff <= config.float_max_abs_diff):
         failure = (f"maps differ from Keras by up to {diff:.2g} (allowed "
-                   f"{config.float_max_abs_diff:g})")
+                   f"{config.float_max_abs_diff:g})" if same_shape else
+                   f"maps have shape {maps.shape}, Keras' {keras_maps.shape}")
         parity["failures"].append(failure)
         parity.update(passed=False, shippable=False)
         entry.update(shippable=False, reason=f"{fmt.gate.name} gate failed: {failure}")
