@@ -54,3 +54,14 @@ def test_the_raw_threshold_becomes_one_half_after_normalising() -> None:
     assert threshold.from_good_probability(float(probability[1])) == pytest.approx(3.0)
     with pytest.raises(IndvisionError, match="no good validation image"):
         threshold.good_quantile(np.array([]), 0.01)
+
+
+def test_the_fit_input_is_never_larger_than_the_images() -> None:
+    from indvision.stages.fit import Config, input_size
+
+    config = Config(height=224, width=224)
+    assert input_size(config, [(300, 300)] * 5) == (224, 224)  # casting: shrunk to 224
+    assert input_size(config, [(128, 128)] * 4 + [(400, 400)]) == (128, 128)  # the median
+    assert input_size(config, [(130, 97)]) == (128, 96)  # whole patches: multiples of 8
+    assert input_size(config, [(10, 10)]) == (32, 32)  # a floor for the backbone
+    assert input_size(config, []) == (224, 224)

@@ -41,7 +41,7 @@ class Config:
 
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"  # local mirror first (INDVISION_WEIGHTS_DIR, ../shared/weights)
-    height: int = 224
+    height: int = 224  # at most: smaller training images are not upsampled (see input_size)
     width: int = 224
     resize: str = "area"
     neighbourhood: int = 3  # a patch is averaged over this many patches a side (odd)
@@ -70,6 +70,23 @@ class Config:
         return images.InputSpec(self.height, self.width, self.resize)
 
 
+#: The input is a multiple of this (MobileNetV2's block_6 has stride 8: whole patches).
+SIZE_STEP = 8
+
+
+def input_size(config: Config, sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """``(height, width)`` of the model input: the configured size, or the training images'
+    median size where that is smaller, rounded down to a multiple of :data:`SIZE_STEP` —
+    never upsampled. Upsampling adds no detail and blurs the patches the bank compares: the
+    128 px synthetic parts at 224 px gave AUROC 0.887, at 128 px 0.962."""
+    if not sizes:
+        return config.height, config.width
+    heights, widths = zip(*sizes, strict=True)
+    native = [int(np.median(heights)), int(np.median(widths))]
+    return tuple(max(SIZE_STEP * 4, min(wanted, SIZE_STEP * (side // SIZE_STEP)))
+                 for wanted, side in zip((config.height, config.width), native, strict=True))
+
+
 def check(config: Config, run: Run) -> None:
     """Before fitting: an anomaly model needs a good-only ingest and good training images."""
     record = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest",
@@ -92,8 +109,13 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                                                                        decision.ARTIFACT)))
     rows = read_splits(run.artifact("ingest", "splits"))
     train_rows, val_rows = rows_of(rows, "train"), rows_of(rows, "val")
-    spec = config.input_spec
-    extractor = anomaly_model.patch_extractor(config.backbone, config.height, config.width,
+    height, width = input_size(config, [(int(r["height"]), int(r["width"])) for r in train_rows
+                                        if r.get("height") and r.get("width")])
+    spec = images.InputSpec(height, width, config.resize)
+    if (height, width) != (config.height, config.width):
+        say(f"fit: input {width}x{height}, the training images' median size (at most "
+            f"{config.width}x{config.height}: images are not upsampled)")
+    extractor = anomaly_model.patch_extractor(config.backbone, height, width,
                                               config.weights, config.neighbourhood,
                                               config.projection_dim, run.seed)
     started = time.perf_counter()
