@@ -1,9 +1,10 @@
 """Heatmap overlays: a model's map on the image as the model saw it (numpy and OpenCV only).
 
-Maps come normalised (an anomaly model's patch scores: 0.5 is the bundle's threshold), so the
-colour scale is anchored to the threshold, not stretched per image: the same colour means the
-same evidence on every frame — green-yellow at the threshold, red well above it, blue for
-patches that look like the good training parts.
+Maps come on a fixed 0–1 scale — an anomaly model's normalised patch scores (0.5 is the
+bundle's threshold), a classifier's per-patch probability of the decided class
+(:mod:`indvision.cam`) — so the colours are fixed too, not stretched per image: the same colour
+means the same evidence on every frame. For an anomaly map green-yellow is the threshold, red
+well above it and blue a patch like the good training parts.
 """
 
 from __future__ import annotations
