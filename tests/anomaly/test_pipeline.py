@@ -26,7 +26,7 @@ stages:
   ingest: {good_class: ok, good_only: true}
   fit: {weights: none, height: 64, width: 64, bank_size: 400}
   evaluate: {}
-  export: {formats: [onnx], keep_per_class: 0}
+  export: {formats: [onnx, tflite], keep_per_class: 0}
   verify: {}
 """
 
@@ -66,8 +66,11 @@ def test_the_exported_model_matches_keras_on_scores_and_maps(fitted_anomaly_run)
     from indvision import models
 
     run = fitted_anomaly_run
-    parity = json.loads((run.root / "verify" / "parity.json").read_text())["formats"]["onnx"]
-    assert parity["max_abs_diff"] <= 1e-4 and parity["maps"]["max_abs_diff"] <= 1e-4
+    formats = json.loads((run.root / "verify" / "parity.json").read_text())["formats"]
+    for key in ("onnx", "tflite"):  # every float file, scores and maps
+        assert formats[key]["max_abs_diff"] <= 1e-4 and formats[key]["shippable"], key
+        assert formats[key]["maps"]["max_abs_diff"] <= 1e-4, key
+    parity = formats["onnx"]
     for runtime in ("onnxruntime", "opencv"):  # the nearest-patch graph runs on both
         assert parity["runtimes"][runtime]["passed"] is True, runtime
     edge = EdgeClassifier(run.root / "bundle")

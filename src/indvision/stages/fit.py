@@ -115,6 +115,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     if (height, width) != (config.height, config.width):
         say(f"fit: input {width}x{height}, the training images' median size (at most "
             f"{config.width}x{config.height}: images are not upsampled)")
+    import keras
+
+    keras.utils.set_random_seed(run.seed)  # weights "none" initialise randomly: repeatable
     extractor = anomaly_model.patch_extractor(config.backbone, height, width,
                                               config.weights, config.neighbourhood,
                                               config.projection_dim, run.seed)
