@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,33 +39,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import load_avg, read_json  # noqa: E402
+import benchlib  # noqa: E402
+from benchlib import link_tree, load_avg, read_json  # noqa: E402
 
 
 def run_anomaly(out: Path, data: Path, seed: int, *extra: str) -> Path:
     """Run the anomaly pipeline; return its run folder (whatever its exit status)."""
-    folder = out / "anomaly"
-    before = set(folder.glob("*/manifest.json")) if folder.is_dir() else set()
-    command = [sys.executable, "-m", "indvision.pipeline", "anomaly", "--data", str(data),
-               "--out", str(out), "--set", f"seed={seed}", *extra]
-    print("$", " ".join(command), flush=True)
-    status = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.DEVNULL).returncode
-    new = sorted(p.parent for p in set(folder.glob("*/manifest.json")) - before)
-    if not new:
-        raise SystemExit(f"no run folder appeared under {folder} (exit {status})")
-    print(f"  -> {new[-1]} (exit {status})", flush=True)
-    return new[-1]
-
-
-def link_tree(target: Path, folders: dict[str, list[Path]]) -> Path:
-    for label, files in folders.items():
-        (target / label).mkdir(parents=True, exist_ok=True)
-        for file in files:
-            link = target / label / file.name
-            if not link.exists():
-                link.symlink_to(Path(file).resolve())
-    return target
+    return benchlib.run_pipeline("anomaly", out, data, seed, *extra)
 
 
 def good_folder(data: Path) -> str:

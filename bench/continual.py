@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,38 +45,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import load_avg, read_json  # noqa: E402
+import benchlib  # noqa: E402
+from benchlib import link_tree, load_avg, read_json  # noqa: E402
 
 PIPELINE = "defect"
 FAST = ["--set", "export.formats=[onnx]"]
 
 
 def run_pipeline(out: Path, data: Path, seed: int, *extra: str) -> Path:
-    """Run the defect pipeline and return the new run folder (exit 1, not promoted, is an
-    answer too: the run folder is returned either way)."""
-    folder = out / PIPELINE
-    before = set(folder.glob("*/manifest.json")) if folder.is_dir() else set()
-    command = [sys.executable, "-m", "indvision.pipeline", PIPELINE, "--data", str(data),
-               "--out", str(out), "--set", f"seed={seed}", *FAST, *extra]
-    print("$", " ".join(command), flush=True)
-    status = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.DEVNULL).returncode
-    new = sorted(p.parent for p in set(folder.glob("*/manifest.json")) - before)
-    if not new:
-        raise SystemExit(f"no run folder appeared under {folder} (exit {status})")
-    print(f"  -> {new[-1]} (exit {status})", flush=True)
-    return new[-1]
-
-
-def link_tree(target: Path, folders: dict[str, list[Path]]) -> Path:
-    """A folder-per-class tree of symbolic links (``class`` → its files)."""
-    for label, files in folders.items():
-        (target / label).mkdir(parents=True, exist_ok=True)
-        for file in files:
-            link = target / label / file.name
-            if not link.exists():
-                link.symlink_to(file.resolve())
-    return target
+    """Run the defect pipeline (ONNX export only) and return the new run folder (exit 1, not
+    promoted, is an answer too: the run folder is returned either way)."""
+    return benchlib.run_pipeline(PIPELINE, out, data, seed, *FAST, *extra)
 
 
 def class_files(data: Path) -> dict[str, list[Path]]:

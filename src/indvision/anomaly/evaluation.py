@@ -98,11 +98,7 @@ def evaluate(config: Any, run: Run, output_files: dict[str, str]) -> dict[str, P
                                               histogram_png(val_probs, val_labels, test_probs,
                                                             test_labels, good)))
     say(summary_line(result))
-    if not result["gate"]["passed"]:
-        raise IndvisionError("quality gate failed: " + "; ".join(result["gate"]["failures"])
-                             + f". See {paths['report']}")
-    for note in result["gate"]["notes"]:
-        say(f"evaluate: warning: {note}")
+    stage.enforce_gate(result["gate"], paths["report"])
     return paths
 
 

@@ -249,17 +249,23 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     say(summary_line(result))
     if "promotion" in result:
         say(promotion_line(result["promotion"]))
-    if not result["gate"]["passed"]:
-        raise IndvisionError("quality gate failed: " + "; ".join(result["gate"]["failures"])
-                             + f". See {paths['report']}")
-    for note in result["gate"]["notes"]:
-        say(f"evaluate: warning: {note}")
+    enforce_gate(result["gate"], paths["report"])
     return paths
 
 
+def enforce_gate(gate: dict[str, Any], report: Path) -> None:
+    """Fail the stage when the quality gate failed (after the report is written: it says
+    why), else say the gate's notes."""
+    if not gate["passed"]:
+        raise IndvisionError("quality gate failed: " + "; ".join(gate["failures"])
+                             + f". See {report}")
+    for note in gate["notes"]:
+        say(f"evaluate: warning: {note}")
+
+
 def decision_metrics(record: decision.Decision, val_labels: np.ndarray, val_scores: np.ndarray,
-             test_labels: np.ndarray, test_scores: np.ndarray,
-             test_groups: list[str] | None) -> dict[str, Any]:
+                     test_labels: np.ndarray, test_scores: np.ndarray,
+                     test_groups: list[str] | None) -> dict[str, Any]:
     """Validation and test metrics under ``record`` (per object too when grouped), and what
     the threshold costs or buys against plain arg-max."""
     classes, good_class = list(record.classes), record.good_class
