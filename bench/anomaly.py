@@ -3,6 +3,7 @@
     python bench/anomaly.py --data ../shared/data/casting --seeds 1 2 3
     python bench/anomaly.py --data ../shared/data/casting --seeds 1 --budgets 1000 4000
     python bench/anomaly.py --data ../shared/data/casting --seeds 1 --speed exports/defect
+    python bench/anomaly.py --data ../shared/data/casting --seeds 1 --supervised
 
 For each seed, two runs of ``pipelines/anomaly.yaml`` (only ``--data`` and the seed set):
 
@@ -17,9 +18,12 @@ Both share the good split (ingest orders each class by the seed and its name alo
 image AUROC, defect recall and false-reject rate at the bundle's threshold (errors in
 brackets), fit seconds (patches + coreset), the ONNX file's size. ``--budgets`` adds good-only
 runs with other bank sizes (``fit.bank_size``). ``--speed CLASSIFIER_BUNDLE`` times the first
-anomaly bundle against that classifier bundle in the same process, interleaved (p50 of one
-image, onnxruntime, in alternating blocks of calls), and the anomaly bundle with and without its
-map.
+anomaly bundle against that classifier bundle in the same process (p50 of one image,
+onnxruntime, in alternating blocks of calls), and the anomaly bundle with and without its map.
+``--supervised`` also trains the supervised ``defect`` pipeline (first seed) and scores every
+model on *its* test split: its good and defect test images, which the anomaly runs never fitted
+on (ingest puts the first ranks of each class's seeded order in test, in both pipelines; the
+anomaly runs' test defects include these), beside its linear probe (frozen features).
 
 Runs go to ``--out`` (default ``exports/bench_anomaly``); ``<out>/runs.json`` records them, so
 the same command again re-prints the table without fitting again.
@@ -90,6 +94,63 @@ def row_numbers(run: Path, tree: Path) -> dict[str, Any]:
             "onnx_mb": (run / "bundle" / "model.onnx").stat().st_size / 1e6}
 
 
+def bundle_numbers(bundle: Path, tree: Path) -> dict[str, Any]:
+    """AUROC of 1 − P(good), and recall / false rejects at the bundle's own threshold."""
+    from indvision import metrics
+    from indvision.edge import EdgeClassifier
+    from indvision.edge.evaluate import evaluate_tree, predict_tree
+
+    classifier = EdgeClassifier(bundle)
+    found = predict_tree(classifier, tree) if classifier.model_kind == "classifier" else None
+    report = evaluate_tree(classifier, tree, predictions=found)
+    if found is not None:
+        report["auroc"] = metrics.auroc(1 - found.scores[:, classifier.good_index],
+                                        found.labels != classifier.good_index)
+    return report
+
+
+def probe_numbers(run: Path, tree: Path, good: str) -> dict[str, Any]:
+    """The supervised run's linear probe: AUROC of its scores on ``tree``, and recall / false
+    rejects at its own calibrated threshold (evaluate's ``metrics.json`` ``probe``)."""
+    from indvision import images, metrics, models
+
+    spec = images.InputSpec.from_dict(read_json(run / "train" / "input_spec.json"))
+    classes = read_json(run / "ingest" / "classes.json")
+    probe = models.load_model(run / "train" / "probe.keras")
+    paths = sorted(p for p in tree.rglob("*") if p.is_file())
+    scores = probe.predict(np.stack([images.load(p, spec) for p in paths]).astype(np.float32),
+                           verbose=0)
+    is_defect = np.array([p.parent.name != good for p in paths])
+    test = (read_json(run / "evaluate" / "metrics.json") or {})["probe"]["test"]
+    return {"auroc": metrics.auroc(1 - scores[:, classes.index(good)], is_defect),
+            "defect_recall": test["defect_recall"], "escapes": test["escapes"],
+            "false_reject_rate": test["false_reject_rate"],
+            "false_rejects": test["false_rejects"]}
+
+
+def side_by_side(runs: dict[str, str], seed: int, supervised: Path,
+                 tree: Path) -> list[list[str]]:
+    """One row per model on the supervised run's test split (its good and defect images)."""
+    good = good_folder(tree)
+    n_good = len(list((tree / good).iterdir()))
+    n_defect = sum(len(list(d.iterdir())) for d in tree.iterdir() if d.name != good)
+    models_ = [(f"anomaly, good only (seed {seed})", Path(runs[f"s{seed} good only"]) / "bundle"),
+               (f"anomaly, with defects (seed {seed})",
+                Path(runs[f"s{seed} with defects"]) / "bundle"),
+               ("supervised defect pipeline", supervised / "bundle")]
+    rows = []
+    for name, bundle in models_:
+        n = bundle_numbers(bundle, tree)
+        rows.append([name, f"{n['auroc']:.4f}",
+                     cell(n["defect_recall"], n_defect - n["escapes"], n_defect),
+                     cell(n["false_reject_rate"], n["false_rejects"], n_good)])
+    n = probe_numbers(supervised, tree, good)
+    rows.append(["linear probe (frozen features), its own threshold", f"{n['auroc']:.4f}",
+                 cell(n["defect_recall"], n_defect - n["escapes"], n_defect),
+                 cell(n["false_reject_rate"], n["false_rejects"], n_good)])
+    return rows
+
+
 def cell(rate: float | None, count: int | None, n: int | None) -> str:
     return "—" if rate is None else f"{100 * rate:.1f} % ({count}/{n})"
 
@@ -131,6 +192,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--budgets", type=int, nargs="*", default=[])
     parser.add_argument("--speed", type=Path, metavar="CLASSIFIER_BUNDLE")
+    parser.add_argument("--supervised", action="store_true",
+                        help="also train the supervised defect pipeline (first seed) and "
+                             "compare every model on its test split")
     parser.add_argument("--out", type=Path, default=ROOT / "exports" / "bench_anomaly")
     args = parser.parse_args()
     out, data = args.out.resolve(), args.data.resolve()
@@ -164,6 +228,17 @@ def main() -> None:
     print(f"\nanomaly on {data} ({load_avg()})")
     print_table(["run", "threshold rule", "bank", "image AUROC", "defect recall (caught/n)",
                  "false rejects (n)", "fit s", "ONNX MB"], rows)
+    if args.supervised:
+        seed = args.seeds[0]
+        key = f"s{seed} supervised defect"
+        if key not in runs:
+            runs[key] = str(benchlib.run_pipeline("defect", out, data, seed))
+            record.write_text(json.dumps(runs, indent=2), encoding="utf-8")
+        supervised = Path(runs[key])
+        tree = scored_tree(supervised, data, good, out / "trees" / f"s{seed}_supervised", False)
+        print(f"\nside by side on the supervised run's test split, seed {seed} ({load_avg()})")
+        print_table(["model", "image AUROC", "defect recall (caught/n)", "false rejects (n)"],
+                    side_by_side(runs, seed, supervised, tree))
     if args.speed:
         first = Path(runs[next(iter(jobs))]) / "bundle"
         print(f"\nspeed: one image, onnxruntime, 200 calls each in blocks of 50 ({load_avg()})")

@@ -241,3 +241,29 @@ def test_an_averaged_model_is_repeated_by_every_format_and_the_edge(tmp_path: Pa
     edge = EdgeClassifier(run.root / "bundle")
     edge_scores = edge.scores(np.stack([edge.load(p) for p in paths]))
     np.testing.assert_allclose(edge_scores, keras_scores, atol=1e-4)
+
+
+def test_a_float_files_maps_beyond_the_limit_fail_it_and_int8_maps_are_recorded(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from indvision import formats as formats_mod
+
+    keras_maps = np.full((3, 5, 5), 0.5, np.float32)
+    offset = {"value": 0.0}
+
+    def fake_map_runner(path, *args, **kwargs):
+        return lambda batch: (np.zeros((len(batch), 2)), keras_maps[:len(batch)] + offset["value"])
+
+    monkeypatch.setattr(formats_mod, "load_map_runner", fake_map_runner)
+    batch = np.zeros((3, 8, 8, 3), np.uint8)
+    config = verify.Config()
+    for value, kind, fails in ((5e-4, "float", False), (2e-3, "float", True),
+                               (0.3, "int8", False)):
+        offset["value"] = value
+        fmt = formats_mod.FORMATS["onnx" if kind == "float" else "tflite_int8"]
+        parity, entry = {"failures": [], "passed": True, "shippable": True}, {"shippable": True}
+        numbers = verify.verify_maps(tmp_path / fmt.filename, fmt, entry, parity, batch,
+                                     keras_maps, config)
+        assert numbers["max_abs_diff"] == pytest.approx(value, rel=1e-3)
+        assert parity["shippable"] is not fails and entry["shippable"] is not fails
+        if fails:
+            assert "verify.map_max_abs_diff" in parity["failures"][0]
