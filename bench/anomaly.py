@@ -122,9 +122,10 @@ def probe_numbers(run: Path, tree: Path, good: str) -> dict[str, Any]:
                            verbose=0)
     is_defect = np.array([p.parent.name != good for p in paths])
     test = (read_json(run / "evaluate" / "metrics.json") or {})["probe"]["test"]
+    n_good = int((~is_defect).sum())
     return {"auroc": metrics.auroc(1 - scores[:, classes.index(good)], is_defect),
             "defect_recall": test["defect_recall"], "escapes": test["escapes"],
-            "false_reject_rate": test["false_reject_rate"],
+            "false_reject_rate": test["false_rejects"] / n_good if n_good else None,
             "false_rejects": test["false_rejects"]}
 
 
