@@ -1,7 +1,9 @@
 """Keras layers indvision puts in saved models; importing this module registers them.
 
 Every ``model.keras`` that uses one needs this module imported before ``load_model``:
-:func:`indvision.models.load_model` does that, and is how every stage loads a model.
+:func:`indvision.models.load_model` does that, and is how every stage loads a model. The
+anomaly model's layers live beside it (:mod:`indvision.anomaly.model`) and are registered here
+too, at the end of this module.
 """
 
 from __future__ import annotations
@@ -27,3 +29,6 @@ class MirrorLeftRight(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
+
+
+from indvision.anomaly import model as _anomaly_layers  # noqa: E402, F401  (registers them)

@@ -249,11 +249,9 @@ def _keras_backbone(row: Backbone, height: int, width: int, alpha: float,
 def build_backbone(backbone: str, height: int, width: int, weights: str = "none",
                    alpha: float = 1.0, setting: str = "train.weights"
                    ) -> tuple[keras.Model, WeightsSource]:
-    """The backbone alone (input: its own scaled image; output: pooled features).
-
-    Returns the model and where its weights came from. Raises :class:`IndvisionError` for
-    weights that cannot be found or do not fit, naming ``setting`` (the stage's weights key).
-    """
+    """The backbone alone (input: its own scaled image; output: pooled features), and where its
+    weights came from. Raises :class:`IndvisionError`, naming ``setting`` (the stage's weights
+    key), for weights that cannot be found or do not fit."""
     row = get_backbone(backbone)
     try:
         check_choice(backbone, alpha, "none")
@@ -464,8 +462,7 @@ def load_model(path: str | Path) -> keras.Model:
     registered first, so a mirror-averaged model loads like any other."""
     import keras
 
-    from indvision import layers  # noqa: F401  (registers the layers)
-    from indvision.anomaly import model as _anomaly  # noqa: F401  (the anomaly model's layers)
+    from indvision import layers  # noqa: F401  (registers the layers, the anomaly model's too)
 
     return keras.models.load_model(str(path), compile=False)
 
