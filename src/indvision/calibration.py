@@ -19,7 +19,7 @@ good items for nothing — most where the model spreads its good scores low (lab
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,18 +64,22 @@ class Calibration:
                 "n_good": self.n_good, "false_reject_cap": self.false_reject_cap,
                 "escaping": list(self.escaping)}
 
-    def warning(self, escape_rate_target: float, max_false_reject_rate: float) -> str:
-        """The console line for a capped threshold, naming the first escaping items."""
+    def warning(self, escape_rate_target: float, max_false_reject_rate: float,
+                stage: str = "evaluate",
+                shown_as: Callable[[float], str] = lambda t: f"{t:.4f}") -> str:
+        """The console line for a capped threshold, naming the first escaping items.
+        ``stage`` owns the settings; ``shown_as`` writes a threshold in the unit its reader
+        knows (the anomaly fit shows raw distances)."""
         shown = ", ".join(Path(n).name if self.on == "images" else n for n in self.escaping[:5])
         more = f" and {len(self.escaping) - 5} more" if len(self.escaping) > 5 else ""
-        return (f"evaluate: warning: meeting the escape-rate target "
+        return (f"{stage}: warning: meeting the escape-rate target "
                 f"{percent(escape_rate_target)} on validation would reject "
                 f"{self.false_rejects_at_escape_threshold} of {self.n_good} good {self.unit} "
-                f"(threshold {self.escape_threshold:.4f}); evaluate.max_false_reject_rate "
-                f"{max_false_reject_rate:g} caps it at {self.false_reject_cap:.4f}, and the "
-                f"threshold is {self.threshold:.4f}, the lowest that passes no more defects: "
-                f"{len(self.escaping)} defective validation {self.unit} pass as good — check "
-                f"their labels: {shown}{more}")
+                f"(threshold {shown_as(self.escape_threshold)}); {stage}.max_false_reject_rate "
+                f"{max_false_reject_rate:g} caps it at {shown_as(self.false_reject_cap)}, and "
+                f"the threshold is {shown_as(self.threshold)}, passing no more defects than "
+                f"the cap: {len(self.escaping)} defective validation {self.unit} pass as good "
+                f"— check their labels: {shown}{more}")
 
 
 def calibrate(val_scores: np.ndarray, val_labels: np.ndarray, val_groups: Sequence[str] | None,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,21 +82,8 @@ def choose(raw: np.ndarray, is_defect: np.ndarray, names: Sequence[str],
     if found.threshold <= 0.5:  # the target lets every defect pass: no escape-rate answer
         return RawThreshold(quantile, GOOD_QUANTILE, quantile, None, found.to_dict())
     escape = from_good_probability(found.threshold)
-    warning = _capped_warning(found, escape_rate_target, max_false_reject_rate, escape)
+    warning = (found.warning(escape_rate_target, max_false_reject_rate, "fit",
+                             lambda t: f"{from_good_probability(t):.4g} (raw distance)")
+               if found.capped else None)
     return RawThreshold(escape, ESCAPE_RATE, quantile, escape, found.to_dict(), warning)
 
-
-def _capped_warning(found: calibration.Calibration, escape_rate_target: float,
-                    max_false_reject_rate: float, raw: float) -> str | None:
-    """The console line when the false-reject cap decided, in raw distances."""
-    if not found.capped:
-        return None
-    shown = ", ".join(Path(n).name for n in found.escaping[:5])
-    more = f" and {len(found.escaping) - 5} more" if len(found.escaping) > 5 else ""
-    return (f"fit: warning: meeting the escape-rate target {escape_rate_target:.1%} on "
-            f"validation would reject {found.false_rejects_at_escape_threshold} of "
-            f"{found.n_good} good images (raw threshold "
-            f"{from_good_probability(found.escape_threshold):.4g}); fit.max_false_reject_rate "
-            f"{max_false_reject_rate:g} caps it at raw {raw:.4g}, the highest that passes no "
-            f"more defects: {len(found.escaping)} defective validation images pass as good — "
-            f"check them: {shown}{more}")
