@@ -98,7 +98,8 @@ from indvision.edge.evaluate import evaluate_tree, predict_tree
 from indvision.edge.golden import compare_golden, golden_record, golden_summary, read_golden
 from indvision.edge.objects import check_regex, object_rule
 from indvision.edge.progress import Progress
-from indvision.edge.runtime import EdgeClassifier, image_files, predict_files, predict_objects
+from indvision.edge.runtime import EdgeClassifier, predict_files, predict_objects
+from indvision.edge.sources import expand_sources
 from indvision.edge.watching import watch
 from indvision.errors import IndvisionError
 
@@ -153,6 +154,24 @@ def _add_collect(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--collect-seed", type=int, default=None, help=argparse.SUPPRESS)
 
 
+def _add_ray(sub: argparse.ArgumentParser) -> None:
+    """--ray and its sizing (predict): see indvision.edge.scale."""
+    sub.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="score on Ray Data (pip install 'indvision[scale]'): no ADDRESS "
+                          "starts a local Ray for the job; 'auto' or ray://host:port joins a "
+                          "cluster (the bundle, images and --out on the same paths on every "
+                          "node); needs --out")
+    sub.add_argument("--out", metavar="FILE",
+                     help="with --ray: results.parquet or results.jsonl, a folder of Ray's "
+                          "part files, renamed into place when the job is done")
+    sub.add_argument("--actors", type=int, default=None, metavar="N",
+                     help="with --ray: actors, each one onnxruntime session (default: the "
+                          "cluster's CPUs // --threads, so actors x threads <= CPUs)")
+    sub.add_argument("--threads", type=int, default=1, metavar="T",
+                     help="with --ray: onnxruntime intra-op threads per actor, also the CPUs "
+                          "each actor reserves (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m indvision.edge`` parser: predict, evaluate, watch."""
     parser = argparse.ArgumentParser(prog="python -m indvision.edge", description=__doc__,
@@ -176,9 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict = add("predict", "one JSON line per image (per object with a group rule)")
     _add_progress(predict)
     _add_collect(predict)
-    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    predict.add_argument("paths", nargs="+", metavar="PATH",
+                         help="image files, folders, list files (.txt/.lst, one path a line) "
+                              "or CSVs with a 'path' column")
     _add_heatmaps(predict)
     _add_objects(predict)
+    _add_ray(predict)
     evaluate = add("evaluate", "metrics on a folder-per-class tree")
     evaluate.add_argument("data_dir", metavar="DATA_DIR")
     _add_progress(evaluate)
@@ -258,7 +280,7 @@ def _collecting(emit: Any, collector: Collector | None) -> Any:
 
 
 def _predict_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:
-    paths = list(image_files(args.paths))
+    paths = list(expand_sources(args.paths))
     if not paths:
         raise IndvisionError(f"no image files in {' '.join(args.paths)}")
     if classifier.decision.group_by == "column" and not (classifier.group_regex
@@ -358,6 +380,35 @@ def _watch_command(classifier: EdgeClassifier, args: argparse.Namespace) -> int:
     return 0
 
 
+def _ray_predict_command(args: argparse.Namespace) -> int:
+    """``predict --ray``: the same rows as ``predict``, scored on Ray Data, written to --out."""
+    from indvision.edge import scale
+
+    for flag, value in (("--collect", args.collect), ("--heatmaps", args.heatmaps)):
+        if value:
+            raise IndvisionError(f"{flag} works on the local path only, not with --ray")
+    if not args.out:
+        raise IndvisionError("--ray needs --out results.parquet or results.jsonl")
+    job = scale.Job(args.bundle, Path(args.out), args.model, args.runtime,
+                    args.allow_unshippable, args.group_regex, args.per_image,
+                    args.ray or None, args.actors, args.threads)
+    paths = list(expand_sources(args.paths))
+    if not paths:
+        raise IndvisionError(f"no image files in {' '.join(args.paths)}")
+    done = scale.run(job, paths)
+    print(f"ray: {len(paths)} images on {done['actors']} actor(s): {done['rows']} rows in "
+          f"{done['out']}, {done['errors']} unreadable", file=sys.stderr)
+    return 1 if done["errors"] else 0
+
+
+def _check_ray_flags(args: argparse.Namespace) -> None:
+    """--out, --actors and --threads mean something only with --ray."""
+    if getattr(args, "ray", None) is None and (getattr(args, "out", None)
+                                              or getattr(args, "actors", None) is not None
+                                              or getattr(args, "threads", 1) != 1):
+        raise IndvisionError("--out, --actors and --threads go with --ray")
+
+
 COMMANDS = {"predict": _predict_command, "evaluate": _evaluate_command,
             "watch": _watch_command}
 
@@ -370,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             described = bundle_info.summary(args.bundle)
             print(json.dumps(described, indent=2) if args.json else bundle_info.text(described))
             return 0
+        _check_ray_flags(args)
+        if args.command == "predict" and args.ray is not None:
+            return _ray_predict_command(args)
         classifier = EdgeClassifier(args.bundle, args.model,
                                     allow_unshippable=args.allow_unshippable,
                                     group_regex=args.group_regex,

@@ -1,0 +1,243 @@
+"""Batch inference over many images on Ray Data: ``edge predict BUNDLE SOURCE... --ray``.
+
+Re-scoring an archive (millions of frames, every night or after each new model) outgrows one
+process long before it outgrows one model. Ray Data does the distribution; this module only
+says what one actor does:
+
+- The paths (:func:`indvision.edge.runtime.expand_sources`: folders, list files, CSVs) become a
+  dataset of ``{"path"}`` rows; ``map_batches`` runs :class:`BundleScorer`, a callable class
+  holding one :class:`~indvision.edge.EdgeClassifier` (one onnxruntime session) per actor, made
+  once in ``__init__``. Each actor reserves ``threads`` CPUs and runs onnxruntime with that many
+  intra-op threads, so actors x threads never exceeds the CPUs Ray was given.
+- Every path becomes one row, decided exactly as :meth:`EdgeClassifier.predict` decides it
+  (the same :func:`indvision.edge.runtime.score_files`): ``path, label, score, scores, error``,
+  with ``error`` null for an image that was read and the others null for one that was not. A bad
+  image is a row, never a failed job.
+- With a group rule (the bundle's ``decision.group_regex`` or ``--group-regex``) the rows are
+  grouped by object after the map (``groupby("group").map_groups``) and fused by the local
+  rule (:func:`indvision.edge.objects.fuse_objects`): one row per object, ``group, label,
+  score, scores, views, decided_by``, plus one error row per unreadable view.
+- Ray's own writers write the rows (``.parquet`` or ``.jsonl``: a folder of part files) to a
+  temporary folder beside ``--out``, renamed into place when the whole job is done, so a
+  crashed job never leaves a half result under the final name.
+
+The bundle, the images and ``--out`` must be at the same paths on every node of a cluster (a
+shared filesystem); a local Ray (no address) needs nothing. Ray is an optional extra:
+``pip install 'indvision[scale]'``. TensorFlow is never imported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indvision import decision, metrics
+from indvision.edge.objects import fuse_objects
+from indvision.errors import IndvisionError
+
+#: ``--out`` suffixes: Ray Data's parquet and JSON-lines writers.
+WRITERS = (".parquet", ".jsonl")
+BATCH_SIZE = 32  # images per actor call: one onnxruntime batch, as the local predict uses
+
+
+def _ray() -> Any:
+    """The ``ray`` module, or one clear line saying how to install it."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise IndvisionError("--ray needs Ray Data: pip install 'indvision[scale]'") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Job:
+    """One batch-inference job: which bundle, where the rows go, how the work is split."""
+
+    bundle: str
+    out: Path
+    model: str | None = None
+    runtime: str | None = None
+    allow_unshippable: bool = False
+    group_regex: str | None = None
+    per_image: bool = False
+    address: str | None = None  # None: a local Ray started for the job; "auto", "ray://..."
+    actors: int | None = None  # None: the cluster's CPUs // threads
+    threads: int = 1  # onnxruntime intra-op threads (and CPUs reserved) per actor
+
+    def __post_init__(self) -> None:
+        if self.out.suffix not in WRITERS:
+            raise IndvisionError(f"--out {self.out}: name it .parquet or .jsonl (Ray writes a "
+                                 "folder of part files under that name)")
+        if self.out.exists():
+            raise IndvisionError(f"--out {self.out}: already exists; choose a new name (results "
+                                 "are never overwritten)")
+        if self.threads < 1 or (self.actors is not None and self.actors < 1):
+            raise IndvisionError("--threads and --actors must be at least 1")
+
+
+def schema(classes: Sequence[str], objects: bool) -> Any:
+    """The rows' Arrow schema, fixed up front so every block (even all-error ones) agrees."""
+    import pyarrow as pa
+
+    scores = pa.struct([(name, pa.float64()) for name in classes])
+    fields = [("path", pa.string()), ("label", pa.string()), ("score", pa.float64()),
+              ("scores", scores), ("error", pa.string())]
+    if objects:
+        fields += [("group", pa.string()), ("probs", pa.list_(pa.float64())),
+                   ("order", pa.int64())]
+    return pa.schema(fields)
+
+
+class BundleScorer:
+    """Ray Data callable class: one :class:`EdgeClassifier` per actor, a batch of paths in,
+    a table of result rows out (:func:`schema`)."""
+
+    def __init__(self, bundle: str, model: str | None, runtime: str | None,
+                 allow_unshippable: bool, threads: int, group_regex: str | None) -> None:
+        from indvision.edge.runtime import EdgeClassifier
+
+        self.classifier = EdgeClassifier(bundle, model, allow_unshippable=allow_unshippable,
+                                         threads=threads, runtime=runtime,
+                                         group_regex=group_regex)
+        self.group_regex = group_regex
+        self.schema = schema(self.classifier.classes, objects=group_regex is not None)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        import pyarrow as pa
+
+        from indvision.edge.runtime import score_files
+
+        rows = []
+        scored = score_files(self.classifier, [str(p) for p in batch["path"]],
+                             batch_size=BATCH_SIZE)
+        for (path, row), order in zip(scored, batch["order"], strict=True):
+            result: dict[str, Any] = {"path": path, "order": int(order)}
+            if isinstance(row, str):
+                result["error"] = row
+            else:
+                result.update(self.classifier.results(row[None])[0])
+                if self.group_regex is not None:
+                    result["probs"] = [float(p) for p in row]
+            if self.group_regex is not None:
+                result["group"] = decision.group_key(path, self.group_regex, fallback=path)
+            rows.append(result)
+        return pa.Table.from_pylist(rows, schema=self.schema)  # drops "order" per image
+
+
+def fuse_group(table: Any, classes: list[str], good_index: int | None,
+               threshold: float | None, group_regex: str) -> Any:
+    """``map_groups``: one object's view rows → its object row (the local rule) and one
+    error row per unreadable view."""
+    import pyarrow as pa
+
+    rows = sorted(table.to_pylist(), key=lambda row: row["order"])  # the views as given
+    read = [r for r in rows if r["error"] is None]
+    out: list[dict[str, Any]] = [{"path": r["path"], "error": r["error"]}
+                                 for r in rows if r["error"] is not None]
+
+    def results(probs: np.ndarray) -> list[dict[str, Any]]:
+        decided = metrics.decide(probs, good_index, threshold)
+        return [{"label": classes[i], "score": float(p[i]),
+                 "scores": {name: float(v) for name, v in zip(classes, p, strict=True)}}
+                for i, p in zip(decided, probs, strict=True)]
+
+    if read:
+        probs = np.array([r["probs"] for r in read], dtype=np.float64)
+        out += fuse_objects([r["path"] for r in read], probs, group_regex, good_index, results)
+    return pa.Table.from_pylist(out, schema=object_schema(classes))
+
+
+def object_schema(classes: Sequence[str]) -> Any:
+    """Rows after fusing: objects (``group`` … ``decided_by``) and unreadable views."""
+    import pyarrow as pa
+
+    base = schema(classes, objects=False)
+    return pa.schema([base.field("path"), pa.field("group", pa.string()), base.field("label"),
+                      base.field("score"), base.field("scores"),
+                      pa.field("views", pa.list_(pa.string())),
+                      pa.field("decided_by", pa.string()), base.field("error")])
+
+
+def start(address: str | None, quiet: bool = True) -> Any:
+    """Connect to ``address`` (``auto``, ``ray://host:port``) or start a local Ray for this job
+    (``address`` None). One clear line when the cluster cannot be reached."""
+    ray = _ray()
+    if ray.is_initialized():
+        return ray
+    try:
+        ray.init(address=address or "local", include_dashboard=False,
+                 log_to_driver=not quiet, configure_logging=True,
+                 logging_level="ERROR" if quiet else "INFO")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray"
+        raise IndvisionError(f"--ray {where}: cannot start or reach the cluster "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                             ) from None
+    return ray
+
+
+def actor_count(ray: Any, job: Job) -> int:
+    """``job.actors``, or as many as the cluster's CPUs allow at ``job.threads`` each."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if job.actors is not None:
+        if job.actors * job.threads > cpus:
+            print(f"warning: --actors {job.actors} x --threads {job.threads} is more than the "
+                  f"cluster's {cpus} CPUs: Ray starts the actors that fit and queues the rest",
+                  file=sys.stderr)
+        return job.actors
+    return max(1, cpus // job.threads)
+
+
+def run(job: Job, paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """Score ``paths`` with the job's bundle on Ray and write the rows to ``job.out``; returns
+    ``{"rows", "errors", "actors", "out"}``. The bundle is opened here first, so a missing or
+    tampered bundle is one line before any cluster work."""
+    from indvision.edge.runtime import EdgeClassifier
+
+    local = EdgeClassifier(job.bundle, job.model, allow_unshippable=job.allow_unshippable,
+                           group_regex=job.group_regex, runtime=job.runtime)
+    regex = None if job.per_image else local.group_regex
+    ray = start(job.address)
+    actors = actor_count(ray, job)
+    data = ray.data.from_items([{"path": str(p), "order": i} for i, p in enumerate(paths)])
+    scored = data.map_batches(
+        BundleScorer, batch_size=BATCH_SIZE, batch_format="numpy", num_cpus=job.threads,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        fn_constructor_kwargs={"bundle": str(local.bundle), "model": local.model_file,
+                               "runtime": job.runtime, "allow_unshippable": job.allow_unshippable,
+                               "threads": job.threads, "group_regex": regex})
+    if regex is not None:
+        scored = scored.groupby("group").map_groups(
+            fuse_group, batch_format="pyarrow",
+            fn_kwargs={"classes": local.classes, "good_index": local.good_index,
+                       "threshold": local.threshold, "group_regex": regex})
+    partial = job.out.with_name(f".{job.out.name}.partial-{os.getpid()}")
+    try:
+        if job.out.suffix == ".jsonl":  # pandas' to_json keeps 10 digits unless told
+            scored.write_json(str(partial.resolve()),
+                              pandas_json_args_fn=lambda: {"double_precision": 15})
+        else:
+            scored.write_parquet(str(partial.resolve()))
+        rows, errors = count_rows(partial, job.out.suffix)
+        os.replace(partial, job.out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return {"rows": rows, "errors": errors, "actors": actors, "out": str(job.out)}
+
+
+def count_rows(folder: Path, suffix: str) -> tuple[int, int]:
+    """(rows, rows with an error) of a written result folder, reading the ``error`` column."""
+    import pyarrow.dataset as arrow_dataset
+
+    files = arrow_dataset.dataset(str(folder), format="parquet" if suffix == ".parquet"
+                                  else "json")
+    errors = files.to_table(columns=["error"]).column("error")
+    return len(errors), len(errors) - errors.null_count

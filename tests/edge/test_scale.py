@@ -1,0 +1,104 @@
+"""Batch inference on Ray Data (:mod:`indvision.edge.scale`): the same answers as the local
+``predict``, bad images as error rows, objects fused after the map, refusals in one line.
+Runs on a local Ray (``num_cpus=2``); skips where the ``[scale]`` extra is not installed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from indvision import edge
+from indvision.edge import EdgeClassifier, scale
+from indvision.edge.scale import Job
+from indvision.errors import IndvisionError
+from tests.edge.conftest import VIEWS_REGEX, write_views
+from tests.stages.conftest import verified_run  # noqa: F401
+
+ray = pytest.importorskip("ray", reason="Ray is the optional [scale] extra: "
+                                        "pip install -e '.[scale]'")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def read_jsonl(folder: Path) -> list[dict]:
+    return [json.loads(line) for part in sorted(folder.iterdir())
+            for line in part.read_text(encoding="utf-8").splitlines()]
+
+
+def test_ray_predict_gives_the_local_answers_and_error_rows(
+        bundle: Path, eval_tree: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    images = sorted((eval_tree / "ok").iterdir()) + sorted((eval_tree / "spot").iterdir())
+    listing = tmp_path / "archive.txt"  # a list file: one path a line, relative to it
+    listing.write_text("\n".join([*map(str, images), "# a comment", "broken.png"]) + "\n")
+    out = tmp_path / "results.jsonl"
+    code = edge.main(["predict", str(bundle), str(listing), "--ray", "--out", str(out),
+                      "--actors", "2"])
+    assert code == 1  # one image could not be read: the job finished, the exit code says so
+    assert "17 images on 2 actor(s): 17 rows" in capsys.readouterr().err
+    rows = {row["path"]: row for row in read_jsonl(out)}
+    assert set(rows) == {*map(str, images), str(bad)}
+    assert rows[str(bad)]["error"] and rows[str(bad)]["label"] is None
+    want = EdgeClassifier(bundle).predict([str(p) for p in images])
+    for path, expected in zip(images, want, strict=True):
+        row = rows[str(path)]
+        assert row["error"] is None and row["label"] == expected["label"]
+        assert row["score"] == pytest.approx(expected["score"], abs=1e-6)
+        assert row["scores"] == pytest.approx(expected["scores"], abs=1e-6)
+    assert not list(tmp_path.glob(".results.jsonl.partial-*"))  # renamed into place
+
+
+def test_ray_predict_fuses_objects_after_the_map(bundle: Path, tmp_path: Path) -> None:
+    paths = write_views(tmp_path / "views")
+    broken = tmp_path / "views" / "1_back.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "objects.parquet"
+    done = scale.run(Job(str(bundle), out, group_regex=VIEWS_REGEX),
+                          sorted((tmp_path / "views").iterdir()))
+    assert done["errors"] == 1
+    rows = pq.read_table(out).to_pylist()
+    errors = [r for r in rows if r["error"] is not None]
+    assert [r["path"] for r in errors] == [str(broken)]
+    objects = {r["group"]: r for r in rows if r["error"] is None}
+    want = EdgeClassifier(bundle).predict_groups(paths, VIEWS_REGEX)
+    assert set(objects) == {w["group"] for w in want} == {"0", "1", "2"}
+    for expected in want:
+        row = objects[expected["group"]]
+        assert row["views"] == expected["members"]
+        assert row["label"] == expected["label"]
+        assert row["decided_by"] == expected["decided_by"]
+        assert row["scores"] == pytest.approx(expected["scores"], abs=1e-6)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ray"], "--ray needs --out"),
+    (["--ray", "--out", "r.csv"], "name it .parquet or .jsonl"),
+    (["--ray", "--out", "r.jsonl", "--collect", "c"], "--collect works on the local path"),
+    (["--out", "r.jsonl"], "--out, --actors and --threads go with --ray"),
+    (["--ray", "--out", "r.jsonl", "--threads", "0"], "must be at least 1"),
+])
+def test_ray_predict_refuses_bad_flags_in_one_line(
+        bundle: Path, eval_tree: Path, args: list[str], message: str,
+        capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert edge.main(["predict", str(bundle), str(eval_tree), *args]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_ray_predict_never_overwrites_results(bundle: Path, eval_tree: Path,
+                                              tmp_path: Path) -> None:
+    (tmp_path / "done.parquet").mkdir()
+    with pytest.raises(IndvisionError, match="already exists"):
+        Job(str(bundle), tmp_path / "done.parquet")
