@@ -154,6 +154,11 @@ class Config:
     # one model file whose inference costs that many passes. With little data, which epochs
     # and which shortcuts a network ends on vary from seed to seed; the average varies less.
     ensemble: int = 1
+    # Train each model data-parallel on this many devices of this node
+    # (tf.distribute.MirroredStrategy: the node's GPUs; on a CPU-only node, logical CPU devices,
+    # which test the path but gain no speed). The global batch stays batch_size. Several
+    # machines are refused: Keras 3 cannot fit one model across workers (keras-team/keras#20585).
+    devices: int = 1
     # A child (ingest.parent, --from) starts from its parent's trained weights, so it needs
     # fewer updates than a model started from ImageNet: a head phase (backbone frozen, at
     # head_learning_rate) only for the fresh head rows of new classes, then fine-tuning. Its
@@ -195,6 +200,9 @@ class Config:
             raise ValueError("object_steps must be 0 (off) or more")
         if not 1 <= self.ensemble <= 10:
             raise ValueError("ensemble must be between 1 (one model) and 10 members")
+        if self.devices < 1 or self.batch_size % self.devices:
+            raise ValueError(f"devices must be at least 1 and divide batch_size "
+                             f"({self.batch_size}), got {self.devices}")
 
     @property
     def input_spec(self) -> images.InputSpec:
@@ -277,7 +285,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     from indvision.dataset import read_splits
 
     # Keras is imported here, with the modules that need it: validating a pipeline stays light.
-    from indvision.training import batches, phases, saving
+    from indvision.training import batches, devices, phases, saving
 
     out = run.stage_dir("train")
     classes = json.loads(run.artifact("ingest", "classes").read_text(encoding="utf-8"))
@@ -298,12 +306,16 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     good_index = _objects_good_index(config, run, classes, train_rows)
     feed = batches.Feed.build(config, len(classes), splits, augmentation, good_index)
     parent = _parent(config, run)
-    members = [phases.train_member(config, feed, member, member_seed(run.seed, member),
-                                   weights, out, state,
-                                   Path(parent["model"]) if parent else None)
-               for member in range(1, config.ensemble + 1)]
-
-    model = saving.assemble(members, config)
+    with devices.scope(config.devices) as strategy:
+        if strategy is not None:
+            say(f"train: data-parallel on {config.devices} devices "
+                f"({', '.join(strategy.extended.worker_devices)}), global batch "
+                f"{config.batch_size}")
+        members = [phases.train_member(config, feed, member, member_seed(run.seed, member),
+                                       weights, out, state,
+                                       Path(parent["model"]) if parent else None)
+                   for member in range(1, config.ensemble + 1)]
+        model = saving.assemble(members, config)
     every_phase = [phase for member in members for phase in member.phases]
     tensorboard = out / records.TENSORBOARD
     result = saving.TrainResult(

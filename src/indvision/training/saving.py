@@ -142,6 +142,7 @@ def train_info(config: Config, result: TrainResult) -> dict[str, Any]:
         "last_phase_on": result.last_phase_on,  # "objects": its val accuracy is per object
         "mirror_average": config.mirror_average,
         "ensemble": config.ensemble,
+        "devices": config.devices,  # data-parallel devices of one node (MirroredStrategy)
         # the linear probe the head started from (None: a head phase or a from-scratch model)
         "probe": probe_info(state, phases),
         "parent": result.parent,  # a child started from this run's weights (None: none)
