@@ -48,7 +48,9 @@ def test_folds_run_k_ingests_that_test_every_image_once(tmp_path: Path, tiny_tre
 
 @pytest.mark.parametrize("extra, message", [
     (["--folds", "1"], "--folds needs 2 or more"),
-    (["--folds", "3", "--resume", "x"], "cannot be combined with --from or --resume"),
+    (["--folds", "3", "--from", "x"], "cannot be combined with --from"),
+    (["--folds", "3", "--resume", "20260101-000000"], "no cross-validation summary"),
+    (["--ray"], "--ray fans out --folds K"),
 ])
 def test_folds_refuses_what_it_cannot_do_before_any_work(
         tmp_path: Path, tiny_tree: Path, capsys: pytest.CaptureFixture, extra: list[str],
@@ -73,6 +75,8 @@ def test_a_failed_fold_is_recorded_and_the_others_still_run(tmp_path: Path) -> N
 
     def run_one(spec: SimpleNamespace) -> Run:
         run = Run.create(tmp_path, "mini", 1, {}, "h")
+        atomic.write_json(run.root / "ingest" / "ingest_report.json",
+                          {"fold": spec.fold, "folds": 3})
         fake_metrics(run.root, errors=[1, 4, 0][spec.fold], n=20, probe_errors=2)
         made.append(spec.fold)
         if spec.fold == 1:
@@ -113,3 +117,32 @@ def test_a_fold_without_numbers_is_listed_but_not_pooled() -> None:
     assert summary["measured"] == 1 and summary["pooled"]["n"] == 10
     assert summary["pooled"]["escapes"] is None and summary["accuracy"]["std"] == 0.0
     assert "| 1 |  |  |" in folds.table(summary)  # the failed fold's row, empty numbers
+
+
+def test_resume_runs_only_the_folds_not_done(tmp_path: Path) -> None:
+    """A fan-out killed after fold 1 (and one whose fold 3 failed): ``resume`` keeps the done
+    folds and runs the others, into the same summary."""
+    made: list[int] = []
+
+    def run_one(spec: SimpleNamespace) -> Run:
+        if spec.fold == 1 and not made.count(-1):
+            raise KeyboardInterrupt  # killed while fold 2 trains
+        run = Run.create(tmp_path, "mini", 1, {}, "h")
+        fake_metrics(run.root, errors=spec.fold, n=20, probe_errors=0)
+        made.append(spec.fold)
+        return run
+
+    def load_spec(overrides: list[str]) -> SimpleNamespace:
+        return SimpleNamespace(name="mini", fold=int(overrides[1].split("=")[1]))
+
+    with pytest.raises(KeyboardInterrupt):
+        folds.run_folds(load_spec, 3, tmp_path, run_one)
+    (summary_file,) = (tmp_path / "mini" / "folds").glob("*/summary.json")
+    assert [r["fold"] for r in json.loads(summary_file.read_text())["rows"]] == [0]
+    made.append(-1)  # the machine is back
+    summary = folds.run_folds(load_spec, 3, tmp_path, run_one,
+                              resume=summary_file.parent.name)
+    assert made == [0, -1, 1, 2]  # fold 1 was not trained again
+    assert [r["fold"] for r in summary["rows"]] == [0, 1, 2] and summary["failed"] == []
+    with pytest.raises(IndvisionError, match="has 3 folds, not 4"):
+        folds.run_folds(load_spec, 4, tmp_path, run_one, resume=summary_file.parent.name)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from indvision import atomic
 from indvision.console import say
-from indvision.errors import IndvisionError
+from indvision.errors import ConfigError, IndvisionError
 
 SUMMARY_DIR = "folds"
 
@@ -41,30 +41,72 @@ def fold_of(run: Any) -> tuple[int, int] | None:
     return (report["fold"], report["folds"]) if report.get("folds") else None
 
 
+#: One fold's outcome: (fold index, its run folder or None, "done" or "failed: ...").
+Outcome = tuple[int, Path | None, str]
+#: Runs the given (fold index, spec) pairs, yielding each outcome as it finishes (any order).
+Runner = Callable[[list[tuple[int, Any]]], Iterator[Outcome]]
+
+
 def run_folds(load_spec: Callable[[list[str]], Any], folds: int, out_dir: Path,
-              run_one: Callable[[Any], Any]) -> dict[str, Any]:
+              run_one: Callable[[Any], Any], resume: str | None = None,
+              runner: Runner | None = None) -> dict[str, Any]:
     """Run fold 0..folds-1 (``load_spec(overrides)`` builds each fold's pipeline, ``run_one``
-    runs it and returns the run or raises IndvisionError); return the summary."""
+    runs it and returns the run or raises IndvisionError); return the summary.
+
+    ``resume`` (a summary folder's name under ``folds/``) keeps the folds that summary lists
+    as done and runs only the others. ``runner`` runs the folds elsewhere (``--ray``:
+    :func:`indvision.fanout.fold_runner`, several at once); the default runs them here, one
+    after the other."""
     specs = [load_spec(fold_overrides(folds, i)) for i in range(folds)]  # all checked first
-    folder = Path(out_dir) / specs[0].name / SUMMARY_DIR / time.strftime("%Y%m%d-%H%M%S")
-    rows: list[dict[str, Any]] = []
-    runs = folder.parent.parent
-    for index, spec in enumerate(specs):
-        say(f"folds: fold {index + 1}/{folds}")
-        before = _run_folders(runs)
-        try:
-            rows.append(fold_row(index, run_one(spec).root, "done"))
-        except IndvisionError as exc:
-            new = sorted(_run_folders(runs) - before)
-            rows.append(fold_row(index, new[-1] if new else None, f"failed: {exc}"))
-        summary = summarise(rows, folds)
-        write_summary(folder, summary)
+    runs = Path(out_dir) / specs[0].name
+    folder = runs / SUMMARY_DIR / (resume or time.strftime("%Y%m%d-%H%M%S"))
+    rows = _resumed_rows(folder, folds) if resume else []
+    todo = [(i, spec) for i, spec in enumerate(specs) if i not in {r["fold"] for r in rows}]
+    if resume:
+        say(f"folds: resuming {folder.name}: {folds - len(todo)} fold(s) done, "
+            f"{len(todo)} to run")
+    for index, root, status in (runner or _sequential(run_one, runs, folds))(todo):
+        rows = sorted([*rows, fold_row(index, root, status)], key=lambda r: r["fold"])
+        write_summary(folder, summarise(rows, folds))
     say(f"folds: summary in {folder}")
-    return summary
+    return summarise(rows, folds)
 
 
-def _run_folders(folder: Path) -> set[Path]:
-    return {p.parent for p in folder.glob("*/manifest.json")}
+def _resumed_rows(folder: Path, folds: int) -> list[dict[str, Any]]:
+    """The done rows of an earlier summary (its failed folds run again)."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume {folder.name}: no cross-validation summary at {path}")
+    summary = atomic.read_json(path)
+    if summary.get("folds") != folds:
+        raise ConfigError(f"--resume {folder.name}: that summary has {summary.get('folds')} "
+                          f"folds, not {folds}")
+    return [row for row in summary["rows"] if row["status"] == "done"]
+
+
+def _sequential(run_one: Callable[[Any], Any], runs: Path, folds: int) -> Runner:
+    def runner(todo: list[tuple[int, Any]]) -> Iterator[Outcome]:
+        for index, spec in todo:
+            say(f"folds: fold {index + 1}/{folds}")
+            try:
+                yield index, run_one(spec).root, "done"
+            except IndvisionError as exc:
+                yield index, fold_run(runs, index, folds), f"failed: {exc}"
+    return runner
+
+
+def fold_run(runs: Path, fold: int, folds: int) -> Path | None:
+    """The newest run folder under ``runs`` made for fold ``fold`` of ``folds`` (its ingest
+    report says so): a failed fold's numbers, where evaluate wrote them."""
+    found = []
+    for manifest in runs.glob("*/manifest.json"):
+        report = manifest.parent / "ingest" / "ingest_report.json"
+        if not report.is_file():
+            continue
+        marks = atomic.read_json(report)
+        if marks.get("fold") == fold and marks.get("folds") == folds:
+            found.append(manifest.parent)
+    return max(found, key=lambda p: p.name) if found else None
 
 
 def fold_row(fold: int, root: Path | None, status: str) -> dict[str, Any]:

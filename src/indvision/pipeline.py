@@ -17,7 +17,9 @@ manifest says ``not promoted`` and the command exits 1 with one line saying whic
 regressed and by how much (:mod:`indvision.promotion`).
 
 ``--folds K`` runs K cross-validation runs instead of one and prints their summary table
-(:mod:`indvision.folds`).
+(:mod:`indvision.folds`); ``--folds K --resume STAMP`` runs only the folds the summary
+``folds/STAMP`` does not list as done; ``--ray [ADDRESS]`` runs each fold as a Ray task
+(:mod:`indvision.fanout`).
 """
 
 from __future__ import annotations
@@ -173,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=int, metavar="K",
                         help="cross-validation: K runs, each testing a different K-th of every "
                         "class, and a summary table (none of them moves latest.json)")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="with --folds: run each fold as a Ray task (pip install "
+                        "'indvision[scale]'); no ADDRESS starts a local Ray, 'auto' or "
+                        "ray://host:port joins a cluster (--out on a shared filesystem)")
+    parser.add_argument("--task-cpus", type=int, default=1, metavar="N",
+                        help="with --ray: CPUs each fold reserves, and TensorFlow's threads "
+                        "in it (default 1)")
+    parser.add_argument("--task-gpus", type=float, default=0, metavar="N",
+                        help="with --ray: GPUs each fold reserves (default 0)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show the libraries' output (always in <run>/logs/<stage>.log)")
     return parser
@@ -180,16 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main_folds(args: argparse.Namespace) -> int:
     """``--folds K``: K cross-validation runs and their summary; exit 1 if any fold failed."""
-    if args.parent or args.resume:
-        raise ConfigError("--folds cannot be combined with --from or --resume: cross-"
-                          "validation starts K new runs from ImageNet")
+    if args.parent:
+        raise ConfigError("--folds cannot be combined with --from: cross-validation starts "
+                          "K new runs from ImageNet")
     if args.folds < 2:
         raise ConfigError(f"--folds needs 2 or more, got {args.folds}")
+    runner = None
+    if args.ray is not None:
+        from indvision import fanout
+
+        runner = fanout.fold_runner(args.ray or None, Path(args.out), args.folds,
+                                    args.task_cpus, args.task_gpus, args.verbose)
     summary = folds.run_folds(
         lambda extra: config_mod.load_pipeline(args.pipeline, [*args.overrides, *extra],
                                                args.data),
         args.folds, Path(args.out),
-        lambda spec: run_pipeline(spec, Path(args.out), verbose=args.verbose))
+        lambda spec: run_pipeline(spec, Path(args.out), verbose=args.verbose),
+        resume=args.resume, runner=runner)
     print(folds.table(summary))
     if summary["failed"]:
         print(f"error: fold(s) {', '.join(str(f + 1) for f in summary['failed'])} of "
@@ -207,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.folds is not None:
             return _main_folds(args)
+        if args.ray is not None:
+            raise ConfigError("--ray fans out --folds K; a single run trains on this machine "
+                              "(train.devices for several of its devices)")
         spec = config_mod.load_pipeline(args.pipeline, args.overrides, args.data,
                                          args.parent)
         run_pipeline(spec, Path(args.out), resume=args.resume, verbose=args.verbose)
