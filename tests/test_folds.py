@@ -50,7 +50,7 @@ def test_folds_run_k_ingests_that_test_every_image_once(tmp_path: Path, tiny_tre
     (["--folds", "1"], "--folds needs 2 or more"),
     (["--folds", "3", "--from", "x"], "cannot be combined with --from"),
     (["--folds", "3", "--resume", "20260101-000000"], "no cross-validation summary"),
-    (["--ray"], "--ray fans out --folds K"),
+    (["--ray"], "--ray fans out --folds K or train.ensemble members"),
 ])
 def test_folds_refuses_what_it_cannot_do_before_any_work(
         tmp_path: Path, tiny_tree: Path, capsys: pytest.CaptureFixture, extra: list[str],

@@ -176,14 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cross-validation: K runs, each testing a different K-th of every "
                         "class, and a summary table (none of them moves latest.json)")
     parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                        help="with --folds: run each fold as a Ray task (pip install "
+                        help="run each fold (--folds K), or each ensemble member "
+                        "(train.ensemble >= 2), as a Ray task (pip install "
                         "'indvision[scale]'); no ADDRESS starts a local Ray, 'auto' or "
                         "ray://host:port joins a cluster (--out on a shared filesystem)")
     parser.add_argument("--task-cpus", type=int, default=1, metavar="N",
-                        help="with --ray: CPUs each fold reserves, and TensorFlow's threads "
+                        help="with --ray: CPUs each task reserves, and TensorFlow's threads "
                         "in it (default 1)")
     parser.add_argument("--task-gpus", type=float, default=0, metavar="N",
-                        help="with --ray: GPUs each fold reserves (default 0)")
+                        help="with --ray: GPUs each task reserves (default 0)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show the libraries' output (always in <run>/logs/<stage>.log)")
     return parser
@@ -216,6 +217,22 @@ def _main_folds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ray_overrides(args: argparse.Namespace) -> list[str]:
+    """``--ray`` on a single run: the train stage's ensemble members become Ray tasks."""
+    if args.ray is None:
+        return []
+    return [f"train.ray={args.ray or 'local'}", f"train.task_cpus={args.task_cpus}",
+            f"train.task_gpus={args.task_gpus}"]
+
+
+def _check_ray_members(spec: config_mod.PipelineSpec) -> None:
+    train = dict(spec.stages).get("train")
+    if train is None or train.ensemble < 2:
+        raise ConfigError("--ray fans out --folds K or train.ensemble members (set "
+                          "train.ensemble to 2 or more); one model trains on this machine "
+                          "(train.devices for several of its devices)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -225,11 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.folds is not None:
             return _main_folds(args)
+        spec = config_mod.load_pipeline(args.pipeline, [*args.overrides, *_ray_overrides(args)],
+                                         args.data, args.parent)
         if args.ray is not None:
-            raise ConfigError("--ray fans out --folds K; a single run trains on this machine "
-                              "(train.devices for several of its devices)")
-        spec = config_mod.load_pipeline(args.pipeline, args.overrides, args.data,
-                                         args.parent)
+            _check_ray_members(spec)
         run_pipeline(spec, Path(args.out), resume=args.resume, verbose=args.verbose)
     except KeyboardInterrupt:
         print("interrupted: the run is marked 'interrupted' in its manifest.json; "

@@ -85,6 +85,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -159,6 +160,13 @@ class Config:
     # which test the path but gain no speed). The global batch stays batch_size. Several
     # machines are refused: Keras 3 cannot fit one model across workers (keras-team/keras#20585).
     devices: int = 1
+    # Train the ensemble members as Ray tasks (pip install 'indvision[scale]'): "local" starts
+    # a Ray for the run, "auto" or ray://host:port joins a cluster (the run folder on a shared
+    # filesystem). The pipeline's --ray sets it; null trains them here, one after the other.
+    # Each task reserves task_cpus CPUs (TensorFlow's threads sized to them) and task_gpus GPUs.
+    ray: str | None = None
+    task_cpus: int = 1
+    task_gpus: float = 0.0
     # A child (ingest.parent, --from) starts from its parent's trained weights, so it needs
     # fewer updates than a model started from ImageNet: a head phase (backbone frozen, at
     # head_learning_rate) only for the fresh head rows of new classes, then fine-tuning. Its
@@ -200,6 +208,8 @@ class Config:
             raise ValueError("object_steps must be 0 (off) or more")
         if not 1 <= self.ensemble <= 10:
             raise ValueError("ensemble must be between 1 (one model) and 10 members")
+        if self.task_cpus < 1 or self.task_gpus < 0:
+            raise ValueError("task_cpus must be at least 1 and task_gpus at least 0")
         if self.devices < 1 or self.batch_size % self.devices:
             raise ValueError(f"devices must be at least 1 and divide batch_size "
                              f"({self.batch_size}), got {self.devices}")
@@ -280,14 +290,29 @@ def input_size_warnings(config: Config, sizes: list[tuple[int, int]]) -> list[st
 # ----------------------------------------------------------------------------- run
 
 
-def run(config: Config, run: Run) -> dict[str, Path]:
-    """Train (or resume training) and write the model and its records."""
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What every member trains on, rebuilt from the run folder alone (so a Ray task builds
+    the same as the stage: :mod:`indvision.training.remote`)."""
+
+    classes: list[str]
+    n_train: int
+    n_val: int
+    augmentation: dict | None
+    feed: Any
+    weights: str
+    parent: dict | None
+
+    @property
+    def parent_model(self) -> Path | None:
+        return Path(self.parent["model"]) if self.parent else None
+
+
+def prepare(config: Config, run: Run) -> Prepared:
+    """Classes, splits, augmentation, the batches (images decoded once) and the parent."""
     from indvision.dataset import read_splits
+    from indvision.training import batches
 
-    # Keras is imported here, with the modules that need it: validating a pipeline stays light.
-    from indvision.training import batches, devices, phases, saving
-
-    out = run.stage_dir("train")
     classes = json.loads(run.artifact("ingest", "classes").read_text(encoding="utf-8"))
     rows = read_splits(run.artifact("ingest", "splits"))
     train_rows = [r for r in rows if r["split"] == "train"]
@@ -295,33 +320,45 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     if not train_rows:
         raise IndvisionError("train: the ingest split has no training images")
     augmentation = _augmentation(run)
+    splits = batches.load_splits(config, classes, train_rows, val_rows, len(rows))
+    good_index = _objects_good_index(config, run, classes, train_rows)
+    feed = batches.Feed.build(config, len(classes), splits, augmentation, good_index)
+    return Prepared(classes, len(train_rows), len(val_rows), augmentation, feed,
+                    config.resolved_weights(), _parent(config, run))
 
+
+def run(config: Config, run: Run) -> dict[str, Path]:
+    """Train (or resume training) and write the model and its records."""
+    # Keras is imported here, with the modules that need it: validating a pipeline stays light.
+    from indvision.training import devices, phases, remote, saving
+
+    out = run.stage_dir("train")
     state = records.read_state(out)
     resumed = bool(state["history"]) or any(p.get("done") for p in state["phases"].values())
     if resumed:
         say(f"train: resuming after {len(state['history'])} finished epoch(s)")
-
-    weights = config.resolved_weights()
-    splits = batches.load_splits(config, classes, train_rows, val_rows, len(rows))
-    good_index = _objects_good_index(config, run, classes, train_rows)
-    feed = batches.Feed.build(config, len(classes), splits, augmentation, good_index)
-    parent = _parent(config, run)
-    with devices.scope(config.devices) as strategy:
+    prepared = prepare(config, run)
+    feed, parent = prepared.feed, prepared.parent
+    on_ray = config.ray is not None and config.ensemble > 1
+    with devices.scope(1 if on_ray else config.devices) as strategy:
         if strategy is not None:
             say(f"train: data-parallel on {config.devices} devices "
                 f"({', '.join(strategy.extended.worker_devices)}), global batch "
                 f"{config.batch_size}")
-        members = [phases.train_member(config, feed, member, member_seed(run.seed, member),
-                                       weights, out, state,
-                                       Path(parent["model"]) if parent else None)
-                   for member in range(1, config.ensemble + 1)]
+        if on_ray:
+            members = remote.train_members(config, run, prepared, out, state)
+        else:
+            members = [phases.train_member(config, feed, member, member_seed(run.seed, member),
+                                           prepared.weights, out, state, prepared.parent_model)
+                       for member in range(1, config.ensemble + 1)]
         model = saving.assemble(members, config)
     every_phase = [phase for member in members for phase in member.phases]
     tensorboard = out / records.TENSORBOARD
     result = saving.TrainResult(
         model=model, source=members[-1].source, state=state, phases=every_phase,
-        classes=classes, n_train=len(train_rows), n_val=len(val_rows),
-        class_weight=feed.class_weight, augmented=augmentation is not None, resumed=resumed,
+        classes=prepared.classes, n_train=prepared.n_train, n_val=prepared.n_val,
+        class_weight=feed.class_weight, augmented=prepared.augmentation is not None,
+        resumed=resumed,
         recalibrated=members[-1].recalibrated,
         val_accuracy=saving.validation_accuracy(model, feed,
                                                 every_phase[-1] if every_phase else None),
