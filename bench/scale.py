@@ -43,7 +43,13 @@ def ray_cli() -> str:
 
 
 def start_two_nodes(port: int) -> str:
-    """A head and a worker node on 127.0.0.1, one CPU each; returns the address."""
+    """A head and a worker node on 127.0.0.1, one CPU each; returns the address. Both nodes
+    and this driver use Ray's token authentication (a token in ~/.ray/auth_token, made once:
+    Ray 2.60 refuses a second node without it)."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not (Path.home() / ".ray" / "auth_token").is_file():
+        subprocess.run([ray_cli(), "get-auth-token", "--generate"], check=True,
+                       capture_output=True)  # captured: the token is not printed
     common = ["--num-cpus=1", "--disable-usage-stats"]
     subprocess.run([ray_cli(), "start", "--head", f"--port={port}", "--include-dashboard=false",
                     *common], check=True, capture_output=True)
