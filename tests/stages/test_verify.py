@@ -267,3 +267,34 @@ def test_a_float_files_maps_beyond_the_limit_fail_it_and_int8_maps_are_recorded(
         assert parity["shippable"] is not fails and entry["shippable"] is not fails
         if fails:
             assert "verify.map_max_abs_diff" in parity["failures"][0]
+
+
+def test_export_signs_and_verify_signs_its_verdicts_again(trained_run: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """``INDVISION_SIGNING_KEY`` (as ``export.signing_key``): export signs model.json; verify
+    rewrites it with its verdicts and signs again, so the device's check passes on the
+    bundle that ships, and the manifest's record of the signature stays true."""
+    import time
+
+    from indvision import signing
+    from indvision.stages import export
+
+    private, public = signing.keygen(tmp_path / "keys")
+    monkeypatch.setenv(signing.SIGNING_KEY_ENV, str(private))
+    run = copy_run(trained_run, tmp_path / "exports")
+    run.start_stage("export")
+    started = time.perf_counter()
+    run.finish_stage("export", export.run(export.Config(formats=("onnx",)), run),
+                     time.perf_counter() - started)
+    bundle = run.root / "bundle"
+    exported = (bundle / "model.json").read_bytes()
+    signing.check_signature(bundle, [public])
+    root = verify_copy(tmp_path / "verified", run.root)
+    bundle = root / "bundle"
+    assert (bundle / "model.json").read_bytes() != exported  # verify's verdicts are in it
+    classifier = EdgeClassifier(root, trusted_keys=[public])
+    assert classifier.verified and classifier.signed_by == signing.key_id(
+        signing.load_public_key(public))
+    files = Run.open(root).output("export", "bundle")["files"]
+    assert files["bundle/model.json.sig"] == atomic.sha256_file(bundle / "model.json.sig")

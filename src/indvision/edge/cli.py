@@ -25,6 +25,11 @@ picks a file of the bundle (default: ``model.json``'s ``default_model``, ``model
   A file the regex does not match is an object of its own. An unreadable view gets its own
   ``{"path", "error"}`` line and its object is decided on its readable views (exit code 1).
   ``--per-image`` prints the per-image lines instead.
+- ``predict`` reads image files, folders, list files (``.txt``/``.lst``) and CSVs with a
+  ``path`` column (:mod:`indvision.edge.sources`). With ``--ray [ADDRESS] --out FILE``
+  (``.parquet`` or ``.jsonl``) it scores them on Ray Data instead, one onnxruntime session
+  per actor (``--actors``, ``--threads``), and Ray's writers write the same rows
+  (:mod:`indvision.edge.scale`).
 - ``info`` prints what a bundle is (run, classes, decision, input, files and verify's
   verdicts, test numbers, provenance) and its lineage chain, from ``model.json`` alone.
 - ``predict`` and ``watch`` with ``--collect DIR`` keep the images worth a person's look in
@@ -91,7 +96,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from indvision import atomic, formats
+from indvision import atomic, formats, signing
 from indvision.edge import info as bundle_info
 from indvision.edge.collect import WHEN_FULL, CollectConfig, Collector
 from indvision.edge.evaluate import evaluate_tree, predict_tree
@@ -190,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--runtime", choices=formats.RUNTIMES, default=None,
                          help="runtime for the model file (default: its format's first; "
                               "model.onnx also runs on opencv)")
+        sub.add_argument("--trust", nargs="+", metavar="KEY", default=None,
+                         help="public key file(s): refuse a bundle no trusted key signed as "
+                              "it is (default: INDVISION_TRUSTED_KEYS; none: signatures are "
+                              "not checked)")
         return sub
 
     predict = add("predict", "one JSON line per image (per object with a group rule)")
@@ -219,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--golden-tolerance", type=float, default=None, metavar="DIFF",
                           help="also fail when a score moved by more than DIFF against --golden "
                                "(default: 1e-4 for the golden's own model file, else unchecked)")
+    keygen = commands.add_parser("keygen", help="make an Ed25519 key pair for signing "
+                                                "bundles")
+    keygen.add_argument("folder", metavar="DIR")
+    sign = commands.add_parser("sign", help="sign a bundle's model.json (adds a signature; "
+                                            "the same key signing again replaces its own)")
+    sign.add_argument("bundle", help="bundle folder, run folder, or exports/<pipeline>")
+    sign.add_argument("--key", required=True, metavar="PRIVATE", help="private key file")
+    sign.add_argument("--signer", help="who signs (a name recorded beside the signature)")
     info = commands.add_parser("info", help="what a bundle is, where it came from, its "
                                             "lineage")
     info.add_argument("bundle", help="bundle folder, run folder, or exports/<pipeline>")
@@ -391,7 +408,8 @@ def _ray_predict_command(args: argparse.Namespace) -> int:
         raise IndvisionError("--ray needs --out results.parquet or results.jsonl")
     job = scale.Job(args.bundle, Path(args.out), args.model, args.runtime,
                     args.allow_unshippable, args.group_regex, args.per_image,
-                    args.ray or None, args.actors, args.threads)
+                    args.ray or None, args.actors, args.threads,
+                    tuple(map(str, signing.trusted_key_paths(args.trust))) or None)
     paths = list(expand_sources(args.paths))
     if not paths:
         raise IndvisionError(f"no image files in {' '.join(args.paths)}")
@@ -409,6 +427,31 @@ def _check_ray_flags(args: argparse.Namespace) -> None:
         raise IndvisionError("--out, --actors and --threads go with --ray")
 
 
+def _keygen_command(args: argparse.Namespace) -> int:
+    private, public = signing.keygen(args.folder)
+    print(f"private key {private} (keep it off the devices; export.signing_key or "
+          f"{signing.SIGNING_KEY_ENV} names it)\npublic key {public} (give it to the devices: "
+          f"--trust or {signing.TRUSTED_KEYS_ENV})")
+    return 0
+
+
+def _sign_command(args: argparse.Namespace) -> int:
+    from indvision.edge.runtime import resolve_bundle
+
+    bundle = resolve_bundle(args.bundle)
+    done = signing.sign_bundle(bundle, args.key, args.signer)
+    what = "replaced its own earlier signature" if done["replaced"] else "added a signature"
+    print(f"signed {bundle / signing.MODEL_JSON} with key {done['key_id']}: {what}; "
+          f"{done['signatures']} signature(s) in {bundle / signing.SIGNATURE}")
+    if done["dropped"]:
+        print(f"warning: dropped signature(s) by {', '.join(done['dropped'])}: they no longer "
+              "match model.json", file=sys.stderr)
+    return 0
+
+
+KEY_COMMANDS = {"keygen": _keygen_command, "sign": _sign_command}
+
+
 COMMANDS = {"predict": _predict_command, "evaluate": _evaluate_command,
             "watch": _watch_command}
 
@@ -417,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in KEY_COMMANDS:  # no bundle is run
+            return KEY_COMMANDS[args.command](args)
         if args.command == "info":  # model.json only: no runtime is loaded
             described = bundle_info.summary(args.bundle)
             print(json.dumps(described, indent=2) if args.json else bundle_info.text(described))
@@ -428,7 +473,10 @@ def main(argv: list[str] | None = None) -> int:
                                     allow_unshippable=args.allow_unshippable,
                                     group_regex=args.group_regex,
                                     spin_wait=not args.no_spin_wait,
-                                    runtime=args.runtime)
+                                    runtime=args.runtime, trusted_keys=args.trust)
+        if classifier.signed_by is None:
+            print("warning: bundle signatures are not checked (no --trust key or "
+                  f"{signing.TRUSTED_KEYS_ENV})", file=sys.stderr)
         if classifier.group_regex:
             check_regex(classifier.group_regex)
         if not classifier.verified:

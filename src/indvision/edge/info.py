@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from indvision import formats
+from indvision import formats, signing
 from indvision.edge.runtime import check_model_json, resolve_bundle
 
 MAX_DEPTH = 50  # a lineage loop (a copied bundle naming itself) must not hang the command
@@ -63,6 +63,9 @@ def summary(path: str) -> dict[str, Any]:
         "dataset_hash": provenance.get("dataset_hash"),
         "git_commit": provenance.get("git_commit"),
         "lineage": lineage_chain(bundle, meta),
+        # who signed (as recorded, not checked: predict and serve check with --trust)
+        "signatures": [{key: entry.get(key) for key in ("key_id", "signer", "signed_at")}
+                       for entry in signing.read_signatures(bundle)],
     }
 
 
@@ -96,6 +99,10 @@ def text(info: dict[str, Any]) -> str:
             line += f", per object {100 * objects['accuracy']:.1f} % ({objects['errors']} / " \
                     f"{objects['n']})"
         lines.append(line)
+    signers = [f"{s['key_id']} ({s.get('signer') or 'unnamed'}, {s.get('signed_at')})"
+               for s in info.get("signatures") or []]
+    lines.append(f"signed     {'; '.join(signers)} (not checked here: --trust checks it)"
+                 if signers else "signed     no (model.json.sig absent)")
     lines.append(f"data       dataset hash {str(info['dataset_hash'])[:16]}, "
                  f"git {str(info['git_commit'])[:12]}")
     if not info["lineage"]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, formats, images, metrics
+from indvision import atomic, formats, images, metrics, signing
 from indvision import heatmaps as heatmaps_mod
 from indvision.decision import Decision
 from indvision.edge.objects import fuse_objects
@@ -46,15 +46,23 @@ class EdgeClassifier:
     Its group rule: ``group_regex`` (argument, else ``model.json``'s ``decision.group_regex``)
     and ``views_per_object`` (``decision.views_per_object``: views that make one object).
     ``runtime`` runs the file in another of its format's runtimes (``"opencv"`` for
-    ``model.onnx``); ``None`` is the format's default.
+    ``model.onnx``); ``None`` is the format's default. ``trusted_keys`` (public key files;
+    default: ``INDVISION_TRUSTED_KEYS``) makes it refuse a bundle that a trusted key did not
+    sign as it is (:func:`indvision.signing.check_signature`); without any, signatures are
+    not checked.
     """
 
     def __init__(self, bundle: str | os.PathLike, model: str | None = None, *,
                  allow_unshippable: bool = False, group_regex: str | None = None,
                  threads: int | None = None, spin_wait: bool = True,
-                 runtime: str | None = None) -> None:
+                 runtime: str | None = None,
+                 trusted_keys: Sequence[str | os.PathLike] | None = None) -> None:
         self.bundle = resolve_bundle(bundle)
         check_model_json(self.bundle, Path(bundle))  # before trusting its hashes
+        trusted = signing.trusted_key_paths(trusted_keys)
+        #: the trusted key that signed this bundle (None: signatures were not checked)
+        self.signed_by: str | None = (signing.check_signature(self.bundle, trusted)
+                                      if trusted else None)
         self.meta = formats.read_model_json(self.bundle)
         files = self.meta["files"]
         model = model or self.meta.get("default_model") or formats.DEFAULT_MODEL

@@ -71,6 +71,7 @@ class Job:
     address: str | None = None  # None: a local Ray started for the job; "auto", "ray://..."
     actors: int | None = None  # None: the cluster's CPUs // threads
     threads: int = 1  # onnxruntime intra-op threads (and CPUs reserved) per actor
+    trusted_keys: tuple[str, ...] | None = None  # public keys: every actor checks the signature
 
     def __post_init__(self) -> None:
         if self.out.suffix not in WRITERS:
@@ -101,12 +102,13 @@ class BundleScorer:
     a table of result rows out (:func:`schema`)."""
 
     def __init__(self, bundle: str, model: str | None, runtime: str | None,
-                 allow_unshippable: bool, threads: int, group_regex: str | None) -> None:
+                 allow_unshippable: bool, threads: int, group_regex: str | None,
+                 trusted_keys: tuple[str, ...] | None = None) -> None:
         from indvision.edge.runtime import EdgeClassifier
 
         self.classifier = EdgeClassifier(bundle, model, allow_unshippable=allow_unshippable,
                                          threads=threads, runtime=runtime,
-                                         group_regex=group_regex)
+                                         group_regex=group_regex, trusted_keys=trusted_keys)
         self.group_regex = group_regex
         self.schema = schema(self.classifier.classes, objects=group_regex is not None)
 
@@ -203,7 +205,11 @@ def run(job: Job, paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     from indvision.edge.runtime import EdgeClassifier
 
     local = EdgeClassifier(job.bundle, job.model, allow_unshippable=job.allow_unshippable,
-                           group_regex=job.group_regex, runtime=job.runtime)
+                           group_regex=job.group_regex, runtime=job.runtime,
+                           trusted_keys=job.trusted_keys)
+    if local.signed_by is None:
+        print("warning: bundle signatures are not checked (no --trust key or "
+              "INDVISION_TRUSTED_KEYS)", file=sys.stderr)
     regex = None if job.per_image else local.group_regex
     ray = start(job.address)
     actors = actor_count(ray, job)
@@ -213,7 +219,8 @@ def run(job: Job, paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
         compute=ray.data.ActorPoolStrategy(size=actors),
         fn_constructor_kwargs={"bundle": str(local.bundle), "model": local.model_file,
                                "runtime": job.runtime, "allow_unshippable": job.allow_unshippable,
-                               "threads": job.threads, "group_regex": regex})
+                               "threads": job.threads, "group_regex": regex,
+                               "trusted_keys": job.trusted_keys})
     if regex is not None:
         scored = scored.groupby("group").map_groups(
             fuse_group, batch_format="pyarrow",

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, decision, formats, images, lineage, models
+from indvision import atomic, decision, formats, images, lineage, models, signing
 from indvision.config import config_to_dict
 from indvision.console import say
 from indvision.converters import ConvertJob
@@ -85,6 +85,10 @@ class Config:
     # per class for replay (0: keep nothing, no child can start from this run) ...
     keep_per_class: int = 50
     keep_test_max: int = 2000  # ... and the test split, sampled per class above this many
+    # An Ed25519 private key (python -m indvision.edge keygen DIR) that signs the bundle's
+    # model.json; null: INDVISION_SIGNING_KEY if set, else unsigned. Verify signs again with
+    # it after recording its verdicts (indvision.signing; devices check with --trust).
+    signing_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.keep_per_class < 0 or self.keep_test_max < 1:
@@ -155,6 +159,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     if no_map:
         say(f"export: no map output: {no_map}")
     _check_model(model, spec, classes, model_path)
+    key_path = signing_key_path(config)
+    if key_path is not None:
+        signing.load_private_key(key_path)  # a bad key fails before the conversions
     needs_calibration = any("calibration_images" in formats.FORMATS[k].options
                             for k in config.formats)
     calibration = (_calibration_images(run, spec, config.calibration_images)
@@ -190,16 +197,29 @@ def run(config: Config, run: Run) -> dict[str, Path]:
             }
         default = (formats.DEFAULT_MODEL if formats.DEFAULT_MODEL in files else next(iter(files)))
         atomic.write_json(tmp / MODEL_JSON, {**meta, "default_model": default, "files": files})
+        if key_path is not None:
+            signed = signing.sign_bundle(tmp, key_path, signer="export")
+            say(f"export: model.json signed with key {signed['key_id']}")
         publish_dir(tmp, bundle)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     say(f"export: bundle ready at {bundle}")
     outputs = {"bundle": bundle}
+    if key_path is not None:  # a fact for verify, which rewrites model.json and signs again
+        outputs["signing"] = atomic.write_json(run.stage_dir("export") / "signing.json",
+                                               {"key": str(key_path)})
     if config.keep_per_class:
         outputs["keep"] = lineage.write_keep(run, config.keep_per_class, config.keep_test_max)
         say(f"export: kept replay and test images for child runs in {outputs['keep']}")
     return outputs
+
+
+def signing_key_path(config: Config) -> Path | None:
+    """The private key that signs the bundle: ``signing_key``, else ``INDVISION_SIGNING_KEY``,
+    else None (unsigned)."""
+    value = config.signing_key or os.environ.get(signing.SIGNING_KEY_ENV)
+    return Path(value).expanduser().resolve() if value else None
 
 
 # ----------------------------------------------------------------------------- metadata

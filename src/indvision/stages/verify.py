@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, decision, folds, formats, images, metrics, models, promotion
+from indvision import atomic, decision, folds, formats, images, metrics, models, promotion, signing
 from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
@@ -156,6 +156,12 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     sidecar = atomic.write_sha256_sidecar(model_json_path)  # travels with a copied bundle
     _record_rewritten_file(run, model_json_path, model_json_sha)
     _record_rewritten_file(run, sidecar, atomic.sha256_file(sidecar))
+    if run.has_artifact("export", "signing"):  # export signed: the verdicts are signed too
+        key = atomic.read_json(run.artifact("export", "signing"))["key"]
+        signed = signing.sign_bundle(bundle, key, signer="verify")
+        signature = bundle / signing.SIGNATURE
+        _record_rewritten_file(run, signature, atomic.sha256_file(signature))
+        say(f"verify: model.json signed again with key {signed['key_id']}")
     report.update(passed=not run_failures, model_json_sha256=model_json_sha,
                   shippable=[n for n, e in files.items() if e["shippable"]],
                   created=_now())
