@@ -7,6 +7,10 @@ Copy a bundle folder (``model.json`` + model files) to the device, ``pip install
     python -m indvision.edge evaluate BUNDLE DATA_DIR [--group-regex RE]
                              [--write-golden FILE | --golden FILE]
     python -m indvision.edge info     BUNDLE [--json]
+    python -m indvision.edge serve    BUNDLE [--host H] [--port P] [--token-file F]
+                             [--follow [DIR]] [--trust KEY...]
+    python -m indvision.edge keygen   DIR
+    python -m indvision.edge sign     BUNDLE --key PRIVATE
     python -m indvision.edge watch    BUNDLE SOURCE [--interval S] [--max-frames N]
                              [--group-regex RE] [--views N] [--object-timeout S] [--per-image]
 
@@ -240,6 +244,24 @@ def build_parser() -> argparse.ArgumentParser:
                                             "lineage")
     info.add_argument("bundle", help="bundle folder, run folder, or exports/<pipeline>")
     info.add_argument("--json", action="store_true", help="the summary as JSON")
+    serve_cmd = add("serve", "an HTTP service: POST /predict, /predict/object; GET /model, "
+                             "/healthz, /metrics, and a live page at /")
+    serve_cmd.add_argument("--host", default="127.0.0.1",
+                           help="address to bind (default 127.0.0.1: this machine only)")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--token-file", metavar="FILE",
+                           help="require 'Authorization: Bearer <token>' (the file's one line, "
+                                "16+ characters) on every endpoint but /healthz")
+    serve_cmd.add_argument("--follow", nargs="?", const="", default=None, metavar="DIR",
+                           help="reload when DIR/latest.json changes (default DIR: BUNDLE, an "
+                                "exports/<pipeline> folder); a bad bundle is refused and the "
+                                "old one keeps serving")
+    serve_cmd.add_argument("--follow-interval", type=float, default=2.0, metavar="S")
+    serve_cmd.add_argument("--max-body-mb", type=float, default=20.0, metavar="MB",
+                           help="larger request bodies get 413 (default 20)")
+    serve_cmd.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
+                           help="images whose header claims more pixels get 422 before "
+                                "decoding (default 40 M)")
     watch_cmd = add("watch", "predict images arriving in a folder, or video / camera frames")
     watch_cmd.add_argument("source", metavar="SOURCE", help="folder, video file or camera index")
     watch_cmd.add_argument("--interval", type=float, default=None,
@@ -452,6 +474,36 @@ def _sign_command(args: argparse.Namespace) -> int:
 KEY_COMMANDS = {"keygen": _keygen_command, "sign": _sign_command}
 
 
+def _serve_command(args: argparse.Namespace) -> int:
+    """``serve``: the bundle behind HTTP (:mod:`indvision.edge.service`)."""
+    from indvision.edge import hotswap, service
+
+    token = service.read_token(args.token_file) if args.token_file else None
+    limits = service.Limits(int(args.max_body_mb * 1e6), args.max_pixels)
+    follow = None if args.follow is None else (args.follow or args.bundle)
+    source = follow or args.bundle
+
+    def load() -> EdgeClassifier:
+        return EdgeClassifier(source, args.model, allow_unshippable=args.allow_unshippable,
+                              spin_wait=not args.no_spin_wait, runtime=args.runtime,
+                              trusted_keys=args.trust)
+
+    slot = hotswap.ModelSlot(load)
+    if slot.get().signed_by is None:
+        print("warning: bundle signatures are not checked (no --trust key or "
+              f"{signing.TRUSTED_KEYS_ENV})", file=sys.stderr)
+    follower = None
+    if follow is not None:
+        follower = hotswap.Follower(slot, follow, args.follow_interval)
+        follower.start()
+    try:
+        service.serve(slot, args.host, args.port, token, limits)
+    finally:
+        if follower is not None:
+            follower.stop()
+    return 0
+
+
 COMMANDS = {"predict": _predict_command, "evaluate": _evaluate_command,
             "watch": _watch_command}
 
@@ -469,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         _check_ray_flags(args)
         if args.command == "predict" and args.ray is not None:
             return _ray_predict_command(args)
+        if args.command == "serve":
+            return _serve_command(args)
         classifier = EdgeClassifier(args.bundle, args.model,
                                     allow_unshippable=args.allow_unshippable,
                                     group_regex=args.group_regex,

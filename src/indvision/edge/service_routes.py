@@ -1,0 +1,165 @@
+"""The routes of ``edge serve`` (:mod:`indvision.edge.service` says what each answers).
+
+Imports FastAPI at its top: :func:`indvision.edge.service.create_app` imports this module, so
+an edge install without the ``[serve]`` extra never needs it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from indvision.edge.hotswap import ModelSlot
+from indvision.edge.service import (
+    Limits,
+    Recent,
+    RequestError,
+    check_token,
+    decode_image,
+    live_page,
+    model_summary,
+    predict_arrays,
+    predict_object,
+    recent_view,
+)
+from indvision.edge.service_metrics import ServiceMetrics
+
+OPEN_PATHS = {"/healthz", "/"}  # no token: a liveness probe, and the page's static HTML
+IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceMetrics,
+          recent: Recent) -> FastAPI:
+    app = FastAPI(title="indvision", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        """Token, body size and timing around every request; no traceback ever leaves."""
+        started = time.perf_counter()
+        try:
+            if request.url.path not in OPEN_PATHS:
+                check_token(request.headers.get("authorization"), token)
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit()
+                                       or int(length) > limits.max_body_bytes):
+                raise RequestError(413, f"body of {length} bytes, over the limit of "
+                                        f"{limits.max_body_bytes}")
+            response = await call_next(request)
+        except RequestError as exc:
+            response = _error(exc.status, exc.reason)
+        except Exception:  # the one place that turns any failure into JSON: logged here
+            traceback.print_exc(file=sys.stderr)
+            response = _error(500, "internal error (see the service's log)")
+        counters.observe(request.url.path if request.url.path in app.state.paths else "other",
+                         response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> JSONResponse:
+        return _error(exc.status, exc.reason)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Any:
+        classifier = slot.get()  # one model for the whole request, even during a swap
+        named = await _images(request, limits)
+        results, batch = await run_in_threadpool(predict_arrays, classifier,
+                                                 [array for _, array in named])
+        counters.decided([r["label"] for r in results])
+        for (name, _), result, model_input in zip(named, results, batch, strict=True):
+            recent.add(name, model_input, result)
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            return {"results": [{"filename": name, **result}
+                                for (name, _), result in zip(named, results, strict=True)]}
+        return results[0]
+
+    @app.post("/predict/object")
+    async def predict_one_object(request: Request) -> Any:
+        classifier = slot.get()
+        if not request.headers.get("content-type", "").startswith("multipart/"):
+            raise RequestError(415, "send the views of one object as multipart/form-data "
+                                    "files")
+        named = await _images(request, limits)
+        result, batch = await run_in_threadpool(predict_object, classifier,
+                                                [n for n, _ in named], [a for _, a in named])
+        counters.decided([result["label"]])
+        for (name, _), model_input in zip(named, batch, strict=True):
+            recent.add(name, model_input, result)
+        return result
+
+    @app.get("/model")
+    async def model() -> Any:
+        return await run_in_threadpool(model_summary, slot)
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        classifier = slot.get()
+        labels = {"run_id": (classifier.meta.get("provenance") or {}).get("run_id"),
+                  "model": classifier.model_file}
+        return PlainTextResponse(counters.render(labels, slot.swaps, slot.refusals),
+                                 media_type="text/plain; version=0.0.4")
+
+    @app.get("/recent")
+    async def recent_decisions() -> Any:
+        return {"decisions": await run_in_threadpool(recent_view, slot.get(), recent)}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(live_page())
+
+    app.state.paths = {route.path for route in app.routes}
+    return app
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+async def _images(request: Request, limits: Limits) -> list[tuple[str, Any]]:
+    """(name, RGB image) pairs from a raw image body or multipart files, each checked."""
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=limits.max_files,
+                                      max_part_size=limits.max_body_bytes)
+        except Exception as exc:  # starlette's parser errors vary (HTTPException, its own)
+            raise RequestError(422, f"cannot read the multipart body ({exc})") from None
+        files = [value for _, value in form.multi_items() if hasattr(value, "read")]
+        if not files:
+            raise RequestError(422, "the multipart body holds no file")
+        named = []
+        for index, upload in enumerate(files):
+            name = upload.filename or f"file {index + 1}"
+            named.append((name, decode_image(await upload.read(), name, limits)))
+        return named
+    if not kind.startswith(IMAGE_TYPES):
+        raise RequestError(415, f"content type {kind or 'none'!r} is not an image: send an "
+                                "image body (image/*) or multipart/form-data files")
+    return [("body", decode_image(await _body(request, limits), "body", limits))]
+
+
+async def _body(request: Request, limits: Limits) -> bytes:
+    """The raw body, read in chunks and refused (413) as soon as it passes the limit — a
+    chunked upload without Content-Length too."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise RequestError(413, f"body over the limit of {limits.max_body_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
