@@ -49,7 +49,7 @@ class Config:
     bank_size: int = 2000  # patches kept in the memory bank: the model's size and speed
     coreset_pool: int = 2_000_000  # at most this many training patches enter the selection
     batch_size: int = 32
-    false_reject_target: float = 0.01  # no defective validation image: this share of good ones
+    false_reject_target: float = 0.01  # no defective validation image: expected on new good parts
     escape_rate_target: float = 0.01  # defective validation images: the classifiers' rule ...
     max_false_reject_rate: float = 0.1  # ... and its cap on good validation images rejected
 
