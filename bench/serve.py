@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("load", "soak", "swap", "mixed")
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import load_avg  # noqa: E402
@@ -143,9 +144,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--soak", type=int, default=20000)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
+                        help="which measurements to run (default: all)")
     args = parser.parse_args()
 
-    import httpx2
 
     from indvision import images
     from indvision.edge import EdgeClassifier
@@ -182,68 +184,91 @@ def main() -> None:
     try:
         print(f"bundle {bundle}, image {args.image} ({len(image) / 1e3:.1f} kB); {load_avg()}")
         print(f"in-process EdgeClassifier.predict (decode + predict): p50 {local_p50:.2f} ms")
-        print("\n| clients | requests | req/s | p50 ms | p99 ms | p50 vs in-process | errors "
-              "| wrong |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for clients in (1, 4, 16):
-            until = time.perf_counter() + args.seconds
-            row = closed_loop(clients, lambda _n, t=until: time.perf_counter() > t, good, right)
-            print(f"| {clients} | {row['n']} | {row['rps']:.0f} | {row['p50']:.2f} | "
-                  f"{row['p99']:.2f} | {row['p50'] / local_p50:.2f} | {row['errors']} | "
-                  f"{row['wrong']} |", flush=True)
-
-        before = service.rss_mb()
-        soak = closed_loop(4, lambda n: n >= args.soak, good, right)
-        print(f"\nsoak: {soak['n']} requests from 4 clients in {soak['wall']:.0f} s, "
-              f"{soak['errors']} errors, {soak['wrong']} wrong; service RSS {before:.0f} -> "
-              f"{service.rss_mb():.0f} MB")
-
-        stop = threading.Event()
-
-        def swapper() -> None:
-            for target in ("b", "a", "b", "a"):
-                time.sleep(1.0)
-                (work / "latest.json.tmp").write_text(f'{{"bundle": "{target}"}}')
-                os.replace(work / "latest.json.tmp", work / "latest.json")
-            time.sleep(1.5)
-            stop.set()
-
-        thread = threading.Thread(target=swapper)
-        thread.start()
-        swap = closed_loop(4, lambda _n: stop.is_set(), good, right)
-        thread.join()
-        model = httpx2.get(service.url + "/model",
-                           headers={"Authorization": f"Bearer {token}"}).json()
-        print(f"swap under load: {swap['n']} requests while latest.json moved 4 times, "
-              f"{swap['errors']} failed, {swap['wrong']} wrong; swaps {model['serving']['swaps']}"
-              f", refused {model['serving']['refusals']}")
-
-        until = time.perf_counter() + args.seconds
-        bad_results = []
-
-        def bad_loop(send: Callable[[Any], Any]) -> None:
-            import httpx2
-
-            with httpx2.Client(timeout=30) as session:
-                while time.perf_counter() < until:
-                    try:
-                        bad_results.append(send(session).status_code)
-                    except httpx2.HTTPError as exc:
-                        bad_results.append(type(exc).__name__)
-
-        bad_threads = [threading.Thread(target=bad_loop, args=(send,))
-                       for send in bad_senders(url, token, image)]
-        for thread in bad_threads:
-            thread.start()
-        mixed = closed_loop(4, lambda _n: time.perf_counter() > until, good, right)
-        for thread in bad_threads:
-            thread.join()
-        statuses = {str(s): bad_results.count(s) for s in sorted(set(map(str, bad_results)))}
-        print(f"mixed: {mixed['n']} good requests beside {len(bad_results)} bad ones "
-              f"(answers {statuses}): {mixed['errors']} good ones failed, {mixed['wrong']} "
-              f"wrong; p50 {mixed['p50']:.2f} ms")
+        if "load" in args.parts:
+            load_table(local_p50, good, right, args.seconds)
+        if "soak" in args.parts:
+            soak(service, good, right, args.soak)
+        if "swap" in args.parts:
+            swap(service, work, token, good, right)
+        if "mixed" in args.parts:
+            mixed(url, token, image, good, right, args.seconds)
     finally:
         service.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def load_table(local_p50: float, good: Callable, right: Callable, seconds: float) -> None:
+    """1, 4 and 16 closed-loop clients for ``seconds`` each."""
+    print("\n| clients | requests | req/s | p50 ms | p99 ms | p50 vs in-process | errors "
+          "| wrong |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for clients in (1, 4, 16):
+        until = time.perf_counter() + seconds
+        row = closed_loop(clients, lambda _n, t=until: time.perf_counter() > t, good, right)
+        print(f"| {clients} | {row['n']} | {row['rps']:.0f} | {row['p50']:.2f} | "
+              f"{row['p99']:.2f} | {row['p50'] / local_p50:.2f} | {row['errors']} | "
+              f"{row['wrong']} |", flush=True)
+
+
+def soak(service: Service, good: Callable, right: Callable, requests: int) -> None:
+    before = service.rss_mb()
+    row = closed_loop(4, lambda n: n >= requests, good, right)
+    print(f"\nsoak: {row['n']} requests from 4 clients in {row['wall']:.0f} s, "
+          f"{row['errors']} errors, {row['wrong']} wrong; service RSS {before:.0f} -> "
+          f"{service.rss_mb():.0f} MB", flush=True)
+
+
+def swap(service: Service, work: Path, token: str, good: Callable, right: Callable) -> None:
+    """4 clients while latest.json moves between two copies of the bundle, 4 times."""
+    import httpx2
+
+    stop = threading.Event()
+
+    def swapper() -> None:
+        for target in ("b", "a", "b", "a"):
+            time.sleep(1.0)
+            (work / "latest.json.tmp").write_text(f'{{"bundle": "{target}"}}')
+            os.replace(work / "latest.json.tmp", work / "latest.json")
+        time.sleep(1.5)
+        stop.set()
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    row = closed_loop(4, lambda _n: stop.is_set(), good, right)
+    thread.join()
+    model = httpx2.get(service.url + "/model",
+                       headers={"Authorization": f"Bearer {token}"}).json()
+    print(f"swap under load: {row['n']} requests while latest.json moved 4 times, "
+          f"{row['errors']} failed, {row['wrong']} wrong; swaps {model['serving']['swaps']}, "
+          f"refused {model['serving']['refusals']}", flush=True)
+
+
+def mixed(url: str, token: str, image: bytes, good: Callable, right: Callable,
+          seconds: float) -> None:
+    """4 good clients beside malformed, oversized, wrong-token and slow ones."""
+    import httpx2
+
+    until = time.perf_counter() + seconds
+    bad_results: list[str] = []
+
+    def bad_loop(send: Callable[[Any], Any]) -> None:
+        with httpx2.Client(timeout=30) as session:
+            while time.perf_counter() < until:
+                try:
+                    bad_results.append(str(send(session).status_code))
+                except httpx2.HTTPError as exc:
+                    bad_results.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=bad_loop, args=(send,))
+               for send in bad_senders(url, token, image)]
+    for thread in threads:
+        thread.start()
+    row = closed_loop(4, lambda _n: time.perf_counter() > until, good, right)
+    for thread in threads:
+        thread.join()
+    statuses = {status: bad_results.count(status) for status in sorted(set(bad_results))}
+    print(f"mixed: {row['n']} good requests beside {len(bad_results)} bad ones (answers "
+          f"{statuses}; the slow upload's image is valid: 200): {row['errors']} good ones "
+          f"failed, {row['wrong']} wrong; p50 {row['p50']:.2f} ms", flush=True)
 
 
 if __name__ == "__main__":
