@@ -181,6 +181,38 @@ def _add_ray(sub: argparse.ArgumentParser) -> None:
                           "each actor reserves (default 1)")
 
 
+def _add_key_commands(commands: Any) -> None:
+    """keygen and sign: keys and signatures (indvision.signing)."""
+    keygen = commands.add_parser("keygen", help="make an Ed25519 key pair for signing "
+                                                "bundles")
+    keygen.add_argument("folder", metavar="DIR")
+    sign = commands.add_parser("sign", help="sign a bundle's model.json (adds a signature; "
+                                            "the same key signing again replaces its own)")
+    sign.add_argument("bundle", help="bundle folder, run folder, or exports/<pipeline>")
+    sign.add_argument("--key", required=True, metavar="PRIVATE", help="private key file")
+    sign.add_argument("--signer", help="who signs (a name recorded beside the signature)")
+
+
+def _add_serve_options(sub: argparse.ArgumentParser) -> None:
+    """serve's address, token, limits and --follow (indvision.edge.service)."""
+    sub.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default 127.0.0.1: this machine only)")
+    sub.add_argument("--port", type=int, default=8000)
+    sub.add_argument("--token-file", metavar="FILE",
+                     help="require 'Authorization: Bearer <token>' (the file's one line, "
+                          "16+ characters) on every endpoint but /healthz")
+    sub.add_argument("--follow", nargs="?", const="", default=None, metavar="DIR",
+                     help="reload when DIR/latest.json changes (default DIR: BUNDLE, an "
+                          "exports/<pipeline> folder); a bad bundle is refused and the "
+                          "old one keeps serving")
+    sub.add_argument("--follow-interval", type=float, default=2.0, metavar="S")
+    sub.add_argument("--max-body-mb", type=float, default=20.0, metavar="MB",
+                     help="larger request bodies get 413 (default 20)")
+    sub.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
+                     help="images whose header claims more pixels get 422 before "
+                          "decoding (default 40 M)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m indvision.edge`` parser: predict, evaluate, watch."""
     parser = argparse.ArgumentParser(prog="python -m indvision.edge", description=__doc__,
@@ -232,36 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--golden-tolerance", type=float, default=None, metavar="DIFF",
                           help="also fail when a score moved by more than DIFF against --golden "
                                "(default: 1e-4 for the golden's own model file, else unchecked)")
-    keygen = commands.add_parser("keygen", help="make an Ed25519 key pair for signing "
-                                                "bundles")
-    keygen.add_argument("folder", metavar="DIR")
-    sign = commands.add_parser("sign", help="sign a bundle's model.json (adds a signature; "
-                                            "the same key signing again replaces its own)")
-    sign.add_argument("bundle", help="bundle folder, run folder, or exports/<pipeline>")
-    sign.add_argument("--key", required=True, metavar="PRIVATE", help="private key file")
-    sign.add_argument("--signer", help="who signs (a name recorded beside the signature)")
+    _add_key_commands(commands)
     info = commands.add_parser("info", help="what a bundle is, where it came from, its "
                                             "lineage")
     info.add_argument("bundle", help="bundle folder, run folder, or exports/<pipeline>")
     info.add_argument("--json", action="store_true", help="the summary as JSON")
-    serve_cmd = add("serve", "an HTTP service: POST /predict, /predict/object; GET /model, "
-                             "/healthz, /metrics, and a live page at /")
-    serve_cmd.add_argument("--host", default="127.0.0.1",
-                           help="address to bind (default 127.0.0.1: this machine only)")
-    serve_cmd.add_argument("--port", type=int, default=8000)
-    serve_cmd.add_argument("--token-file", metavar="FILE",
-                           help="require 'Authorization: Bearer <token>' (the file's one line, "
-                                "16+ characters) on every endpoint but /healthz")
-    serve_cmd.add_argument("--follow", nargs="?", const="", default=None, metavar="DIR",
-                           help="reload when DIR/latest.json changes (default DIR: BUNDLE, an "
-                                "exports/<pipeline> folder); a bad bundle is refused and the "
-                                "old one keeps serving")
-    serve_cmd.add_argument("--follow-interval", type=float, default=2.0, metavar="S")
-    serve_cmd.add_argument("--max-body-mb", type=float, default=20.0, metavar="MB",
-                           help="larger request bodies get 413 (default 20)")
-    serve_cmd.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
-                           help="images whose header claims more pixels get 422 before "
-                                "decoding (default 40 M)")
+    _add_serve_options(add("serve", "an HTTP service: POST /predict, /predict/object; "
+                           "GET /model, /healthz, /metrics, and a live page at /"))
     watch_cmd = add("watch", "predict images arriving in a folder, or video / camera frames")
     watch_cmd.add_argument("source", metavar="SOURCE", help="folder, video file or camera index")
     watch_cmd.add_argument("--interval", type=float, default=None,

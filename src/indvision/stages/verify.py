@@ -156,12 +156,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     sidecar = atomic.write_sha256_sidecar(model_json_path)  # travels with a copied bundle
     _record_rewritten_file(run, model_json_path, model_json_sha)
     _record_rewritten_file(run, sidecar, atomic.sha256_file(sidecar))
-    if run.has_artifact("export", "signing"):  # export signed: the verdicts are signed too
-        key = atomic.read_json(run.artifact("export", "signing"))["key"]
-        signed = signing.sign_bundle(bundle, key, signer="verify")
-        signature = bundle / signing.SIGNATURE
-        _record_rewritten_file(run, signature, atomic.sha256_file(signature))
-        say(f"verify: model.json signed again with key {signed['key_id']}")
+    _sign_again(run, bundle)
     report.update(passed=not run_failures, model_json_sha256=model_json_sha,
                   shippable=[n for n, e in files.items() if e["shippable"]],
                   created=_now())
@@ -365,6 +360,18 @@ def _record_pending_rewrite(run: Run, path: Path, sha256: str) -> None:
     """Note in the manifest, before rewriting ``path``, the sha256 it is about to get."""
     with run.updating_output("export", "bundle") as record:
         record.setdefault("pending_rewrite", {})[os.path.relpath(path, run.root)] = sha256
+
+
+def _sign_again(run: Run, bundle: Path) -> None:
+    """Where export signed the bundle, sign the model.json that now holds the verdicts with the
+    same key (export's ``signing.json`` names it), and keep the manifest's record true."""
+    if not run.has_artifact("export", "signing"):
+        return
+    key = atomic.read_json(run.artifact("export", "signing"))["key"]
+    signed = signing.sign_bundle(bundle, key, signer="verify")
+    signature = bundle / signing.SIGNATURE
+    _record_rewritten_file(run, signature, atomic.sha256_file(signature))
+    say(f"verify: model.json signed again with key {signed['key_id']}")
 
 
 def _record_rewritten_file(run: Run, path: Path, sha256: str) -> None:
