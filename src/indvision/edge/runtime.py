@@ -155,10 +155,7 @@ class EdgeClassifier:
 
     def results(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """Decide labels for rows of probabilities (bundle's good class and threshold)."""
-        decided = metrics.decide(probs, self.good_index, self.threshold)
-        return [{"label": self.classes[index], "score": float(row[index]),
-                 "scores": {name: float(p) for name, p in zip(self.classes, row, strict=True)}}
-                for index, row in zip(decided, probs, strict=True)]
+        return decided_rows(probs, self.classes, self.good_index, self.threshold)
 
     def predict_groups(self, paths: Sequence[str | os.PathLike],
                        group_regex: str | None = None) -> list[dict[str, Any]]:
@@ -174,6 +171,16 @@ class EdgeClassifier:
         return [{"group": o["group"], "label": o["label"], "score": o["score"],
                  "scores": o["scores"], "members": o["views"], "decided_by": o["decided_by"]}
                 for o in objects]
+
+
+def decided_rows(probs: np.ndarray, classes: Sequence[str], good_index: int | None,
+                 threshold: float | None) -> list[dict[str, Any]]:
+    """``{"label", "score", "scores"}`` per row of probabilities, decided by the bundle's rule
+    (:func:`indvision.metrics.decide`): what every prediction path returns."""
+    decided = metrics.decide(probs, good_index, threshold)
+    return [{"label": classes[index], "score": float(row[index]),
+             "scores": {name: float(p) for name, p in zip(classes, row, strict=True)}}
+            for index, row in zip(decided, probs, strict=True)]
 
 
 def _views_per_object(bundle: Path, decision: dict[str, Any]) -> int | None:

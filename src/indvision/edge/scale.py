@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import decision, metrics
+from indvision import decision
 from indvision.edge.objects import fuse_objects
 from indvision.errors import IndvisionError
 
@@ -140,16 +140,15 @@ def fuse_group(table: Any, classes: list[str], good_index: int | None,
     error row per unreadable view."""
     import pyarrow as pa
 
+    from indvision.edge.runtime import decided_rows
+
     rows = sorted(table.to_pylist(), key=lambda row: row["order"])  # the views as given
     read = [r for r in rows if r["error"] is None]
     out: list[dict[str, Any]] = [{"path": r["path"], "error": r["error"]}
                                  for r in rows if r["error"] is not None]
 
     def results(probs: np.ndarray) -> list[dict[str, Any]]:
-        decided = metrics.decide(probs, good_index, threshold)
-        return [{"label": classes[i], "score": float(p[i]),
-                 "scores": {name: float(v) for name, v in zip(classes, p, strict=True)}}
-                for i, p in zip(decided, probs, strict=True)]
+        return decided_rows(probs, classes, good_index, threshold)
 
     if read:
         probs = np.array([r["probs"] for r in read], dtype=np.float64)
