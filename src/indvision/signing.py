@@ -193,6 +193,16 @@ def _entry_key_matches(entry: dict[str, Any], message: bytes) -> bool:
     return _matches(public, message, entry)
 
 
+def unchecked_warning(bundle: str | os.PathLike, signed_by: str | None) -> str | None:
+    """The line a runtime prints once when ``bundle`` is signed but no trusted key checked it
+    (None when it was checked, or is unsigned: an unsigned bundle without keys runs as it
+    always did, without a line on every command)."""
+    if signed_by is not None or not (Path(bundle) / SIGNATURE).is_file():
+        return None
+    return (f"warning: {Path(bundle) / SIGNATURE}: this bundle is signed, but its signature is "
+            f"not checked (no --trust key or {TRUSTED_KEYS_ENV})")
+
+
 def trusted_key_paths(explicit: Sequence[str | os.PathLike] | None = None) -> list[Path]:
     """``explicit`` (``--trust``), else ``INDVISION_TRUSTED_KEYS`` (paths joined by
     ``os.pathsep``), else none."""

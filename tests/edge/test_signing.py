@@ -81,7 +81,11 @@ def test_the_cli_refuses_in_one_line_and_warns_without_keys(
     image = str(sorted((eval_tree / "ok").iterdir())[0])
     monkeypatch.delenv(signing.TRUSTED_KEYS_ENV, raising=False)
     assert edge.main(["predict", str(bundle), image, "--no-progress"]) == 0
-    assert "signatures are not checked" in capsys.readouterr().err
+    assert "this bundle is signed, but its signature is not checked" in capsys.readouterr().err
+    (bundle / signing.SIGNATURE).rename(bundle / "moved.sig")  # unsigned: runs as it always did
+    assert edge.main(["predict", str(bundle), image, "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+    (bundle / "moved.sig").rename(bundle / signing.SIGNATURE)
     assert edge.main(["predict", str(bundle), image, "--trust", str(public)]) == 0
     assert "not checked" not in capsys.readouterr().err
     _, other = signing.keygen(tmp_path / "other")

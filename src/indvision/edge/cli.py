@@ -498,9 +498,9 @@ def _serve_command(args: argparse.Namespace) -> int:
                               trusted_keys=args.trust)
 
     slot = hotswap.ModelSlot(load)
-    if slot.get().signed_by is None:
-        print("warning: bundle signatures are not checked (no --trust key or "
-              f"{signing.TRUSTED_KEYS_ENV})", file=sys.stderr)
+    warning = signing.unchecked_warning(slot.get().bundle, slot.get().signed_by)
+    if warning:
+        print(warning, file=sys.stderr)
     follower = None
     if follow is not None:
         follower = hotswap.Follower(slot, follow, args.follow_interval)
@@ -537,9 +537,9 @@ def main(argv: list[str] | None = None) -> int:
                                     group_regex=args.group_regex,
                                     spin_wait=not args.no_spin_wait,
                                     runtime=args.runtime, trusted_keys=args.trust)
-        if classifier.signed_by is None:
-            print("warning: bundle signatures are not checked (no --trust key or "
-                  f"{signing.TRUSTED_KEYS_ENV})", file=sys.stderr)
+        warning = signing.unchecked_warning(classifier.bundle, classifier.signed_by)
+        if warning:
+            print(warning, file=sys.stderr)
         if classifier.group_regex:
             check_regex(classifier.group_regex)
         if not classifier.verified:

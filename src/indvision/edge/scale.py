@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import decision
+from indvision import decision, signing
 from indvision.edge.objects import fuse_objects
 from indvision.errors import IndvisionError
 
@@ -206,9 +206,9 @@ def run(job: Job, paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     local = EdgeClassifier(job.bundle, job.model, allow_unshippable=job.allow_unshippable,
                            group_regex=job.group_regex, runtime=job.runtime,
                            trusted_keys=job.trusted_keys)
-    if local.signed_by is None:
-        print("warning: bundle signatures are not checked (no --trust key or "
-              "INDVISION_TRUSTED_KEYS)", file=sys.stderr)
+    warning = signing.unchecked_warning(local.bundle, local.signed_by)
+    if warning:
+        print(warning, file=sys.stderr)
     regex = None if job.per_image else local.group_regex
     ray = start(job.address)
     actors = actor_count(ray, job)
