@@ -51,6 +51,7 @@ def test_folds_run_k_ingests_that_test_every_image_once(tmp_path: Path, tiny_tre
     (["--folds", "3", "--from", "x"], "cannot be combined with --from"),
     (["--folds", "3", "--resume", "20260101-000000"], "no cross-validation summary"),
     (["--ray"], "--ray fans out --folds K or train.ensemble members"),
+    (["--task-cpus", "2"], "--task-cpus and --task-gpus go with --ray"),
 ])
 def test_folds_refuses_what_it_cannot_do_before_any_work(
         tmp_path: Path, tiny_tree: Path, capsys: pytest.CaptureFixture, extra: list[str],

@@ -240,12 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
+        if args.ray is None and (args.task_cpus != 1 or args.task_gpus != 0):
+            raise ConfigError("--task-cpus and --task-gpus go with --ray")
         if args.folds is not None:
             return _main_folds(args)
-        spec = config_mod.load_pipeline(args.pipeline, [*args.overrides, *_ray_overrides(args)],
-                                         args.data, args.parent)
-        if args.ray is not None:
+        spec = config_mod.load_pipeline(args.pipeline, args.overrides, args.data, args.parent)
+        if args.ray is not None:  # checked on the plain spec, then the members go to Ray
             _check_ray_members(spec)
+            spec = config_mod.load_pipeline(args.pipeline,
+                                             [*args.overrides, *_ray_overrides(args)],
+                                             args.data, args.parent)
         run_pipeline(spec, Path(args.out), resume=args.resume, verbose=args.verbose)
     except KeyboardInterrupt:
         print("interrupted: the run is marked 'interrupted' in its manifest.json; "
