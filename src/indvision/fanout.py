@@ -33,12 +33,10 @@ def _run_fold(spec: Any, out_dir: str, verbose: bool, cpus: int, fold: int,
     pipeline as the sequential path runs it."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
     from indvision.pipeline import run_pipeline
+    from indvision.training.devices import limit_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(cpus)
-    tf.config.threading.set_inter_op_parallelism_threads(min(cpus, 2))
+    limit_threads(cpus)
     try:
         run = run_pipeline(spec, Path(out_dir), verbose=verbose)
         return fold, str(run.root), "done"
@@ -51,7 +49,7 @@ def fold_runner(address: str | None, out_dir: Path, folds: int, cpus: int = 1,
                 gpus: float = 0, verbose: bool = False) -> Runner:
     """A :data:`indvision.folds.Runner` that runs each fold as a Ray task on the cluster at
     ``address`` (None: a local Ray started for the job) and yields folds as they finish."""
-    from indvision.edge.scale import start
+    from indvision.ray_cluster import start
 
     if cpus < 1 or gpus < 0:
         raise IndvisionError("--task-cpus must be at least 1 and --task-gpus at least 0")

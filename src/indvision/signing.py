@@ -29,6 +29,7 @@ import base64
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,7 +166,7 @@ def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike,
     public = key.public_key()
     own = key_id(public)
     kept, replaced, dropped = [], False, []
-    for entry in read_signatures(bundle) if (bundle / SIGNATURE).is_file() else []:
+    for entry in read_signatures(bundle):
         if entry["key_id"] == own:
             replaced = True
         elif _entry_key_matches(entry, message):
@@ -203,6 +204,13 @@ def unchecked_warning(bundle: str | os.PathLike, signed_by: str | None) -> str |
             f"not checked (no --trust key or {TRUSTED_KEYS_ENV})")
 
 
+def warn_if_unchecked(bundle: str | os.PathLike, signed_by: str | None) -> None:
+    """Print :func:`unchecked_warning`'s line on stderr, if there is one."""
+    warning = unchecked_warning(bundle, signed_by)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def trusted_key_paths(explicit: Sequence[str | os.PathLike] | None = None) -> list[Path]:
     """``explicit`` (``--trust``), else ``INDVISION_TRUSTED_KEYS`` (paths joined by
     ``os.pathsep``), else none."""
@@ -217,7 +225,7 @@ def check_signature(bundle: str | os.PathLike,
     """Accept ``bundle`` only when a trusted key signed its ``model.json`` as it is; returns
     that key's id. One clear error otherwise (see the module docstring)."""
     bundle = Path(bundle)
-    keys = {key_id(k): (k, str(p)) for p in trusted for k in [load_public_key(p)]}
+    keys = {key_id(k): k for k in map(load_public_key, trusted)}
     path = bundle / SIGNATURE
     if not path.is_file():
         raise IndvisionError(f"{bundle}: unsigned bundle (no {SIGNATURE}) and trusted keys "
@@ -231,7 +239,7 @@ def check_signature(bundle: str | os.PathLike,
         raise IndvisionError(f"{path}: signed by {signers}, not by a trusted key "
                              f"({', '.join(sorted(keys))})")
     for entry in by_trusted:
-        if _matches(keys[entry["key_id"]][0], message, entry):
+        if _matches(keys[entry["key_id"]], message, entry):
             return entry["key_id"]
     raise IndvisionError(f"{bundle / MODEL_JSON}: does not match its signature by "
                          f"{by_trusted[0]['key_id']}: changed after signing (or the signature "

@@ -498,9 +498,7 @@ def _serve_command(args: argparse.Namespace) -> int:
                               trusted_keys=args.trust)
 
     slot = hotswap.ModelSlot(load)
-    warning = signing.unchecked_warning(slot.get().bundle, slot.get().signed_by)
-    if warning:
-        print(warning, file=sys.stderr)
+    signing.warn_if_unchecked(slot.get().bundle, slot.get().signed_by)
     follower = None
     if follow is not None:
         follower = hotswap.Follower(slot, follow, args.follow_interval)
@@ -537,9 +535,7 @@ def main(argv: list[str] | None = None) -> int:
                                     group_regex=args.group_regex,
                                     spin_wait=not args.no_spin_wait,
                                     runtime=args.runtime, trusted_keys=args.trust)
-        warning = signing.unchecked_warning(classifier.bundle, classifier.signed_by)
-        if warning:
-            print(warning, file=sys.stderr)
+        signing.warn_if_unchecked(classifier.bundle, classifier.signed_by)
         if classifier.group_regex:
             check_regex(classifier.group_regex)
         if not classifier.verified:

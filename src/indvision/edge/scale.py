@@ -38,23 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from indvision import decision, signing
+from indvision import decision, ray_cluster, signing
 from indvision.edge.objects import fuse_objects
 from indvision.errors import IndvisionError
 
 #: ``--out`` suffixes: Ray Data's parquet and JSON-lines writers.
 WRITERS = (".parquet", ".jsonl")
 BATCH_SIZE = 32  # images per actor call: one onnxruntime batch, as the local predict uses
-
-
-def _ray() -> Any:
-    """The ``ray`` module, or one clear line saying how to install it."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise IndvisionError("--ray needs Ray Data: pip install 'indvision[scale]'") from None
-    return ray
 
 
 @dataclass(frozen=True)
@@ -167,24 +157,6 @@ def object_schema(classes: Sequence[str]) -> Any:
                       pa.field("decided_by", pa.string()), base.field("error")])
 
 
-def start(address: str | None, quiet: bool = True) -> Any:
-    """Connect to ``address`` (``auto``, ``ray://host:port``) or start a local Ray for this job
-    (``address`` None). One clear line when the cluster cannot be reached."""
-    ray = _ray()
-    if ray.is_initialized():
-        return ray
-    try:
-        ray.init(address=address or "local", include_dashboard=False,
-                 log_to_driver=not quiet, configure_logging=True,
-                 logging_level="ERROR" if quiet else "INFO")
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = address or "a local Ray"
-        raise IndvisionError(f"--ray {where}: cannot start or reach the cluster "
-                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                             ) from None
-    return ray
-
-
 def actor_count(ray: Any, job: Job) -> int:
     """``job.actors``, or as many as the cluster's CPUs allow at ``job.threads`` each."""
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -206,11 +178,9 @@ def run(job: Job, paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     local = EdgeClassifier(job.bundle, job.model, allow_unshippable=job.allow_unshippable,
                            group_regex=job.group_regex, runtime=job.runtime,
                            trusted_keys=job.trusted_keys)
-    warning = signing.unchecked_warning(local.bundle, local.signed_by)
-    if warning:
-        print(warning, file=sys.stderr)
+    signing.warn_if_unchecked(local.bundle, local.signed_by)
     regex = None if job.per_image else local.group_regex
-    ray = start(job.address)
+    ray = ray_cluster.start(job.address)
     actors = actor_count(ray, job)
     data = ray.data.from_items([{"path": str(p), "order": i} for i, p in enumerate(paths)])
     scored = data.map_batches(

@@ -290,7 +290,7 @@ def input_size_warnings(config: Config, sizes: list[tuple[int, int]]) -> list[st
 # ----------------------------------------------------------------------------- run
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class Prepared:
     """What every member trains on, rebuilt from the run folder alone (so a Ray task builds
     the same as the stage: :mod:`indvision.training.remote`)."""

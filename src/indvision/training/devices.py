@@ -75,6 +75,15 @@ def devices_for(count: int) -> list[str]:
     return [device.name for device in logical[:count]]
 
 
+def limit_threads(cpus: int) -> None:
+    """Size TensorFlow's thread pools to the ``cpus`` a Ray task reserved, so tasks that run
+    at once share the node instead of each using every core (call before TensorFlow works)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(cpus)
+    tf.config.threading.set_inter_op_parallelism_threads(min(cpus, 2))
+
+
 @contextlib.contextmanager
 def scope(count: int) -> Iterator[Any]:
     """The strategy scope models are built and fitted in: none for one device."""

@@ -54,7 +54,7 @@ def train_members(config: Config, run: Run, prepared: Any, out: Path,
     """Every member of ``config.ensemble``, each trained in a Ray task (see the module
     docstring); returns them loaded, in member order, and merges their states into
     ``state``."""
-    from indvision.edge.scale import start
+    from indvision.ray_cluster import start
 
     if uses_probe(config) and prepared.parent is None:
         _fit_probe_once(config, run, prepared, out, state)
@@ -125,14 +125,11 @@ def _seed_member_folder(folder: Path, out: Path, state: dict[str, Any]) -> None:
 def _member_task(run_root: str, config: Config, member: int) -> None:
     """One member, inside a Ray worker (see the module docstring)."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    import tensorflow as tf
-
     from indvision.rundir import Run
     from indvision.stages.train import prepare
     from indvision.training import devices, phases
 
-    tf.config.threading.set_intra_op_parallelism_threads(config.task_cpus)
-    tf.config.threading.set_inter_op_parallelism_threads(min(config.task_cpus, 2))
+    devices.limit_threads(config.task_cpus)
     run = Run.open(Path(run_root))
     prepared = prepare(config, run)
     folder = member_dir(run.stage_dir("train"), member)
