@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import hmac
 import sys
 import threading
@@ -176,7 +177,9 @@ def model_summary(slot: ModelSlot) -> dict[str, Any]:
     return summary
 
 
+@functools.cache
 def live_page() -> str:
+    """The page's HTML, read from the package once (it never changes while serving)."""
     return resources.files("indvision.edge").joinpath("live.html").read_text(encoding="utf-8")
 
 
