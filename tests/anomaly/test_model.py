@@ -10,6 +10,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+BORDER = 2  # patches at each edge of the 16 × 16 grid (64 px) that are not judged
+
 
 def _images(n: int, size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -28,28 +30,31 @@ def fitted():
 
     keras.utils.set_random_seed(0)
     extractor = patch_extractor("mobilenet_v2", 64, 64, "none", projection_dim=None)
-    patches = good_patches(extractor, [_images(4, 64, 1)])
+    patches = good_patches(extractor, [_images(4, 64, 1)], border=BORDER)
     bank = build_bank(patches, budget=200, seed=0)
     model = build_anomaly_model(extractor, bank, threshold=float(np.median(
-        np.linalg.norm(patches[:50] - patches[:50].mean(0), axis=1))))
+        np.linalg.norm(patches[:50] - patches[:50].mean(0), axis=1))), border=BORDER)
     return extractor, bank, model
 
 
 @pytest.mark.slow
 def test_scores_and_maps_are_the_nearest_good_patch_distance_normalised(fitted) -> None:
     from indvision.anomaly.bank import normalise
+    from indvision.anomaly.model import interior
 
     extractor, bank, model = fitted
     images = _images(3, 64, 2)
     images[2, 20:40, 20:40] = 255.0  # a bright blotch: the worst patches
     probabilities, maps = model.predict(images, verbose=0)
-    patches = extractor.predict(images, verbose=0)
+    patches = interior(extractor.predict(images, verbose=0), BORDER)
     distance = np.sqrt(((patches[..., None, :] - bank) ** 2).sum(-1)).min(-1)  # brute force
     threshold = model.get_layer("normalised").threshold
-    np.testing.assert_allclose(maps, normalise(distance, threshold), rtol=1e-3, atol=1e-5)
+    inside = maps[:, BORDER:-BORDER, BORDER:-BORDER]
+    np.testing.assert_allclose(inside, normalise(distance, threshold), rtol=1e-3, atol=1e-5)
+    assert maps.sum() == pytest.approx(inside.sum())  # the border is 0: not judged
     np.testing.assert_allclose(probabilities[:, 1], maps.max(axis=(1, 2)), rtol=1e-6)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
-    assert maps.shape == (3, *patches.shape[1:3])
+    assert maps.shape == (3, 16, 16)  # the whole input's grid
     assert probabilities[2, 1] > probabilities[:2, 1].max()
     y, x = np.unravel_index(np.argmax(maps[2]), maps.shape[1:])
     cell = 64 / maps.shape[1]
@@ -85,3 +90,15 @@ def test_the_projection_is_seeded_and_keeps_distances_roughly() -> None:
                                   b.get_layer("projection").get_weights()[0])
     assert a.get_layer("projection").get_weights()[0].shape[:2] == (1, 1)  # a 1x1 convolution
     assert a.output.shape[-1] == 32
+
+
+def test_a_border_must_leave_patches_to_judge() -> None:
+    from indvision.anomaly.model import check_border
+    from indvision.errors import IndvisionError
+
+    check_border((16, 16), 0)
+    check_border((16, 12), 5)  # 2 columns left
+    for bad in (6, -1):
+        with pytest.raises(IndvisionError, match=f"border of {bad} patches leaves nothing"):
+            check_border((16, 12), bad)
+

@@ -49,8 +49,12 @@ def test_only_good_images_are_fitted_and_the_threshold_sits_at_half(fitted_anoma
     assert {r["label"] for r in rows if r["split"] == "train"} == {"ok"}
     report = json.loads((run.root / "fit" / "fit_report.json").read_text())
     assert report["train_images"] == sum(r["split"] == "train" for r in rows)
+    inside = [side - 2 * report["border"] for side in report["grid"]]  # the border is not fitted
+    assert report["border"] == 2 and report["pool_patches"] == report["train_images"] * (
+        inside[0] * inside[1])
     meta = _bundle_meta(run)
     assert meta["model_kind"] == "anomaly" and meta["classes"] == ["ok", "anomaly"]
+    assert meta["map"]["border"] == report["border"]  # the device knows what is not judged
     assert meta["decision"]["threshold"] == 0.5
     raw_threshold = meta["anomaly"]["threshold"]["raw_threshold"]
     assert raw_threshold == report["threshold"]["raw_threshold"] > 0

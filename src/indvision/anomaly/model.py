@@ -5,8 +5,11 @@ one row per backbone) → each averaged over a ``neighbourhood`` × ``neighbourh
 (locally aware patches: a patch sees its neighbours) → the deeper map resized to the shallower
 one's grid and concatenated → a fixed random projection to ``projection_dim`` dimensions
 (Johnson–Lindenstrauss: distances kept within a few per cent, the bank and every distance 2.6×
-cheaper) → each patch's Euclidean distance to its nearest bank patch
-(:class:`NearestPatchDistance`) → normalised so the raw threshold sits at 0.5
+cheaper) → the outer ``border`` patches of the grid cut off (:func:`interior`: their features
+see the backbone's zero padding; they neither enter the bank nor count) → each patch's
+Euclidean distance to its nearest bank patch (:class:`NearestPatchDistance`), the cut border
+put back as zeros (:class:`BorderPad`: "not judged", so the map keeps the input's grid) →
+normalised so the raw threshold sits at 0.5
 (:class:`NormalisedScore`, :func:`indvision.anomaly.bank.normalise`). Outputs, in this order:
 ``probabilities`` ``(B, 2)``, [P(good), P(anomaly)] with P(anomaly) the worst patch's
 normalised distance — the shape every classifier bundle has, so evaluate, export, verify and
@@ -40,6 +43,21 @@ FEATURE_LAYERS: dict[str, tuple[str, str]] = {
 
 #: The fitted model's distance floor, as a share of its raw threshold (normalised: 0.005).
 FLOOR_SHARE = 0.01
+
+
+def interior(grid_patches: np.ndarray, border: int) -> np.ndarray:
+    """``(..., h, w, D)`` patches without the outer ``border`` rows and columns of the grid."""
+    if border == 0:
+        return grid_patches
+    return grid_patches[..., border:-border, border:-border, :]
+
+
+def check_border(grid: tuple[int, int], border: int) -> None:
+    """The border must leave patches to judge: ``2 × border`` below each side of the grid."""
+    if border < 0 or 2 * border >= min(grid):
+        raise IndvisionError(f"anomaly: a border of {border} patches leaves nothing of the "
+                             f"{grid[0]}×{grid[1]} patch grid to judge; use 0 to "
+                             f"{(min(grid) - 1) // 2}")
 
 
 @keras.saving.register_keras_serializable(package="indvision")
@@ -119,6 +137,28 @@ class NormalisedScore(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="indvision")
+class BorderPad(keras.layers.Layer):
+    """``(B, h, w)`` interior distances → ``(B, h + 2·border, w + 2·border)``, the border zero:
+    the map keeps the patch grid of the whole input, and a zero never decides the worst
+    patch (distances are ≥ 0)."""
+
+    def __init__(self, border: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.border = int(border)
+
+    def call(self, distances: Any) -> Any:
+        b = self.border
+        return keras.ops.pad(distances, [[0, 0], [b, b], [b, b]])
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        grow = 2 * self.border
+        return (input_shape[0], *(None if d is None else d + grow for d in input_shape[1:]))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "border": self.border}
+
+
+@keras.saving.register_keras_serializable(package="indvision")
 class WorstPatch(keras.layers.Layer):
     """The image's probabilities from its worst (highest) patch: ``(B, h, w)`` → ``(B, 2)``,
     [1 − worst, worst] — P(good) and P(anomaly)."""
@@ -167,9 +207,11 @@ def patch_extractor(backbone: str, height: int, width: int, weights: str,
     return keras.Model(image, patches, name="patches")
 
 
-def good_patches(extractor: keras.Model, batches: Iterable[np.ndarray]) -> np.ndarray:
-    """Every patch feature of the good images in ``batches``: ``(images × h × w, D)``."""
-    rows = [np.asarray(extractor.predict_on_batch(batch), dtype=np.float32)
+def good_patches(extractor: keras.Model, batches: Iterable[np.ndarray],
+                 border: int = 0) -> np.ndarray:
+    """Every patch feature of the good images in ``batches`` inside the grid's ``border``:
+    ``(images × (h − 2·border) × (w − 2·border), D)``."""
+    rows = [interior(np.asarray(extractor.predict_on_batch(batch), dtype=np.float32), border)
             for batch in batches]
     if not rows:
         raise IndvisionError("anomaly: no good image to fit the memory bank on")
@@ -182,28 +224,36 @@ def build_bank(patches: np.ndarray, budget: int, seed: int) -> np.ndarray:
     return patches[greedy_coreset(patches, budget, seed)]
 
 
-def build_anomaly_model(extractor: keras.Model, bank: np.ndarray,
-                        threshold: float) -> keras.Model:
-    """The fitted model: outputs ``[probabilities (B, 2), map (B, h, w)]`` on the patch grid,
-    normalised (the raw ``threshold`` at 0.5). The map stays on the grid: resizing it to the
-    input is display work the runtime does (:func:`indvision.anomaly.bank.upsample_map`), and
-    a resize inside the graph is where TensorFlow and ONNX disagree (0.4 % on a 4× bilinear
-    resize, measured)."""
-    image = extractor.input
-    nearest = NearestPatchDistance(bank.shape[0], bank.shape[1], FLOOR_SHARE * threshold,
-                                   name="nearest_patch")
-    distances = nearest(extractor.output)
+def _distances(extractor: keras.Model, bank: np.ndarray, border: int,
+               floor: float = 0.0) -> Any:
+    """The graph from the extractor's patches to each patch's raw distance on the whole grid
+    (the ``border`` cut before the bank, put back as zeros after it)."""
+    patches = extractor.output
+    check_border(tuple(patches.shape[1:3]), border)
+    if border:
+        patches = keras.layers.Cropping2D(border, name="interior")(patches)
+    nearest = NearestPatchDistance(bank.shape[0], bank.shape[1], floor, name="nearest_patch")
+    distances = nearest(patches)
     nearest.set_bank(bank)
+    return BorderPad(border, name="border")(distances) if border else distances
+
+
+def build_anomaly_model(extractor: keras.Model, bank: np.ndarray, threshold: float,
+                        border: int = 0) -> keras.Model:
+    """The fitted model: outputs ``[probabilities (B, 2), map (B, h, w)]`` on the patch grid,
+    normalised (the raw ``threshold`` at 0.5), the outer ``border`` patches 0 (not judged).
+    The map stays on the grid: resizing it to the input is display work the runtime does
+    (:func:`indvision.anomaly.bank.upsample_map`), and a resize inside the graph is where
+    TensorFlow and ONNX disagree (0.4 % on a 4× bilinear resize, measured)."""
+    image = extractor.input
+    distances = _distances(extractor, bank, border, FLOOR_SHARE * threshold)
     normalised = NormalisedScore(threshold, name="normalised")(distances)
     probabilities = WorstPatch(name="probabilities")(normalised)
     heatmap = keras.layers.Identity(name="map")(normalised)
     return keras.Model(image, [probabilities, heatmap], name="anomaly")
 
 
-def raw_model(extractor: keras.Model, bank: np.ndarray) -> keras.Model:
-    """Image → each patch's raw distance to its nearest bank patch ``(B, h, w)``: what the
-    threshold is calibrated on, before it is known."""
-    nearest = NearestPatchDistance(bank.shape[0], bank.shape[1], name="nearest_patch")
-    distances = nearest(extractor.output)
-    nearest.set_bank(bank)
-    return keras.Model(extractor.input, distances, name="raw_anomaly")
+def raw_model(extractor: keras.Model, bank: np.ndarray, border: int = 0) -> keras.Model:
+    """Image → each patch's raw distance to its nearest bank patch ``(B, h, w)``, the
+    ``border`` 0: what the threshold is calibrated on, before it is known."""
+    return keras.Model(extractor.input, _distances(extractor, bank, border), name="raw_anomaly")

@@ -270,7 +270,9 @@ def _model_kind(run: Run, model: Any) -> dict[str, Any]:
     fit = atomic.read_json(run.artifact("fit", "report"))
     return {"model_kind": "anomaly",
             "map": {"kind": "anomaly", "grid": grid,
-                    "values": "each patch's anomaly score, normalised: 0.5 at the threshold"},
+                    "values": "each patch's anomaly score, normalised: 0.5 at the threshold; "
+                              "the outer `border` patches 0, not judged",
+                    "border": fit.get("border", 0)},
             "anomaly": {"threshold": fit["threshold"], "bank_size": fit["bank_size"],
                         "feature_layers": fit["feature_layers"], "dims": fit["dims"]}}
 

@@ -2,7 +2,9 @@
 
 1. Every good training image becomes patch features (:func:`indvision.anomaly.model.
    patch_extractor`: the backbone's features at two depths, each patch averaged with its
-   neighbours, projected to ``projection_dim`` dimensions).
+   neighbours, projected to ``projection_dim`` dimensions). The outer ``border`` patches of
+   the grid are left out here and in every score (their features see the backbone's zero
+   padding).
 2. The memory bank keeps ``bank_size`` of those patches by greedy k-centre selection
    (:func:`indvision.anomaly.bank.greedy_coreset`). Where the training set has more than
    ``coreset_pool`` patches, a seeded random share of each image's patches enters the
@@ -45,6 +47,7 @@ class Config:
     width: int = 224
     resize: str = "area"
     neighbourhood: int = 3  # a patch is averaged over this many patches a side (odd)
+    border: int = 2  # outer patches of the grid neither fitted nor judged (zero padding)
     projection_dim: int = 128  # fixed random projection of the patch features
     bank_size: int = 2000  # patches kept in the memory bank: the model's size and speed
     coreset_pool: int = 2_000_000  # at most this many training patches enter the selection
@@ -60,6 +63,8 @@ class Config:
                     "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.border < 0:
+            raise ValueError(f"border must be at least 0 patches, got {self.border}")
         for key in ("false_reject_target", "escape_rate_target", "max_false_reject_rate"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"{key} must be a fraction in [0, 1), got {getattr(self, key)}")
@@ -121,6 +126,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     extractor = anomaly_model.patch_extractor(config.backbone, height, width,
                                               config.weights, config.neighbourhood,
                                               config.projection_dim, run.seed)
+    anomaly_model.check_border(tuple(extractor.output.shape[1:3]), config.border)
     started = time.perf_counter()
     pool, grid = _pool(extractor, train_rows, spec, config, run.seed)
     extract_s = time.perf_counter() - started
@@ -132,7 +138,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     coreset_s = time.perf_counter() - started
     say(f"fit: memory bank of {len(bank)} patches in {coreset_s:.1f} s")
 
-    raw = anomaly_model.raw_model(extractor, bank)
+    raw = anomaly_model.raw_model(extractor, bank, config.border)
     val_raw = _worst_patch(raw, [r["path"] for r in val_rows], spec, config.batch_size)
     chosen = raw_threshold.choose(
         val_raw, anomaly.is_defect([r["label"] for r in val_rows], record.good_class),
@@ -143,13 +149,14 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     if not chosen.threshold > 0:
         raise IndvisionError(f"fit: the raw threshold came out {chosen.threshold}; every good "
                              "validation image matches the bank exactly — add varied images")
-    model = anomaly_model.build_anomaly_model(extractor, bank, chosen.threshold)
+    model = anomaly_model.build_anomaly_model(extractor, bank, chosen.threshold, config.border)
     out = run.stage_dir("fit")
     with atomic.atomic_path(out / "model.keras") as tmp:
         model.save(tmp)
     report = {
         "backbone": config.backbone, "feature_layers": anomaly_model.FEATURE_LAYERS[
-            config.backbone], "grid": list(grid), "dims": int(pool.shape[1]),
+            config.backbone], "grid": list(grid), "border": config.border,
+        "dims": int(pool.shape[1]),
         "train_images": len(train_rows), "pool_patches": len(pool), "bank_size": len(bank),
         "seconds": {"patches": round(extract_s, 1), "coreset": round(coreset_s, 1)},
         "threshold": chosen.to_dict(),
@@ -173,15 +180,18 @@ def _batches(paths: Sequence[str], spec: images.InputSpec, size: int) -> Iterato
 
 def _pool(extractor, rows: Sequence[dict[str, str]], spec: images.InputSpec, config: Config,
           seed: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The training patches entering the coreset: every patch, or, past ``coreset_pool``, the
-    same seeded random share of each image's patches."""
+    """The training patches entering the coreset: every patch inside the border, or, past
+    ``coreset_pool``, the same seeded random share of each image's."""
+    from indvision.anomaly.model import interior
+
     grid = tuple(int(d) for d in extractor.output.shape[1:3])
-    per_image = grid[0] * grid[1]
+    per_image = (grid[0] - 2 * config.border) * (grid[1] - 2 * config.border)
     keep = min(per_image, max(1, config.coreset_pool // max(len(rows), 1)))
     rng = np.random.default_rng([seed, 18])
     parts = []
     for batch in _batches([r["path"] for r in rows], spec, config.batch_size):
-        patches = np.asarray(extractor.predict_on_batch(batch), dtype=np.float32)
+        patches = interior(np.asarray(extractor.predict_on_batch(batch), dtype=np.float32),
+                           config.border)
         for image in patches.reshape(len(batch), per_image, -1):
             parts.append(image if keep == per_image
                          else image[rng.choice(per_image, keep, replace=False)])
