@@ -12,6 +12,9 @@ Two experiments on a folder-per-class set, each over seeds, same seeds and split
   (``ingest.replay=false``) — shows the forgetting;
 - (c) ``--from parent`` on the held-out class with replay (the default).
 
+``--parent-set KEY=VALUE`` trains another parent with those settings (e.g. a larger replay,
+``export.keep_per_class=100``) and its (c) child, recorded beside the default ones.
+
 Ingest splits each class by ``rng(seed, class name)``, independently of the other classes, so
 with one seed (a)'s test split is exactly the parent's test split plus the held-out class's,
 which is the child's own test split: every row compares the same images. Columns: old classes'
@@ -119,28 +122,44 @@ def add_class(args: argparse.Namespace) -> list[list[str]]:
     trees = args.out / "trees"
     old = link_tree(trees / "old", {k: v for k, v in files.items() if k != held})
     new = link_tree(trees / f"only_{held}", {held: files[held]})
+    suffix = variant_suffix(args.parent_set)
+    parent_settings = set_args(args.parent_set)
     rows = []
     for seed in args.seeds:
         out = args.out / f"add_class_s{seed}"
         runs = load_or_run(out / "runs.json", {
             "a": lambda o=out, s=seed: run_pipeline(o / "scratch", args.data, s),
-            "parent": lambda o=out, s=seed: run_pipeline(o / "lineage", old, s),
+            "parent" + suffix: lambda o=out, s=seed: run_pipeline(o / "lineage", old, s,
+                                                                  *parent_settings),
         })
-        parent = Path(runs["parent"])
+        parent = Path(runs["parent" + suffix])
         jobs = {
             "b": lambda o=out, s=seed, p=parent: run_pipeline(
                 o / "lineage", new, s, "--from", str(p), "--set", "ingest.replay=false"),
-            "c": lambda o=out, s=seed, p=parent: run_pipeline(o / "lineage", new, s,
-                                                              "--from", str(p)),
+            "c" + suffix: lambda o=out, s=seed, p=parent: run_pipeline(o / "lineage", new, s,
+                                                                       "--from", str(p)),
         }
+        if suffix:  # (b) replays nothing: the default parent's (b) already shows it
+            del jobs["b"]
         if args.child_set:
-            jobs = {child_key(args.child_set): lambda o=out, s=seed, p=parent: run_pipeline(
-                o / "lineage", new, s, "--from", str(p),
-                *[arg for setting in args.child_set for arg in ("--set", setting)])}
+            jobs = {child_key(args.child_set) + suffix: lambda o=out, s=seed, p=parent:
+                    run_pipeline(o / "lineage", new, s, "--from", str(p),
+                                 *set_args(args.child_set))}
         runs.update(load_or_run(out / "runs.json", jobs))
         rows += add_class_rows(seed, held, {k: Path(v) for k, v in runs.items()},
-                               list(jobs))
+                               list(jobs), parent_key="parent" + suffix)
     return rows
+
+
+def set_args(settings: list[str]) -> list[str]:
+    """``--set`` arguments for the pipeline, one per ``KEY=VALUE``."""
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+def variant_suffix(parent_settings: list[str]) -> str:
+    """The runs.json key suffix of a parent trained with ``--parent-set`` (and its children):
+    the default parent's runs stay under their plain keys, so one seed folder holds both."""
+    return f" [parent {' '.join(parent_settings)}]" if parent_settings else ""
 
 
 def child_key(settings: list[str]) -> str:
@@ -149,18 +168,20 @@ def child_key(settings: list[str]) -> str:
 
 
 def add_class_rows(seed: int, held: str, runs: dict[str, Path],
-                   children: tuple[str, ...] | list[str] = ("b", "c")) -> list[list[str]]:
+                   children: tuple[str, ...] | list[str] = ("b", "c"),
+                   parent_key: str = "parent") -> list[list[str]]:
     scratch = test_predictions(runs["a"])
     a_seconds = train_seconds(runs["a"])
-    parent_errors, parent_n = counts(test_predictions(runs["parent"]))
+    parent_errors, parent_n = counts(test_predictions(runs[parent_key]))
     table = [[str(seed), "(a) scratch, all classes", cell(counts(scratch, lambda t: t != held)),
               cell(counts(scratch, lambda t: t == held)), cell(counts(scratch)),
               f"{a_seconds:.0f}", "1.00", ""],
-             [str(seed), "parent (without the new class)", cell((parent_errors, parent_n)),
-              "—", "—", f"{train_seconds(runs['parent']):.0f}", "", ""]]
+             [str(seed), "parent (without the new class)" + parent_key[len("parent"):],
+              cell((parent_errors, parent_n)), "—", "—",
+              f"{train_seconds(runs[parent_key]):.0f}", "", ""]]
     names = {"b": "(b) --from, new class only, no replay", "c": "(c) --from, replay"}
     for key in children:
-        name = names.get(key, key)
+        name = names.get(key.split(" [parent ")[0], key)
         child = child_numbers(runs[key])
         old, own = child["old"], child["own"]
         overall = ((old[0] or 0) + own[0], (old[1] or 0) + own[1])
@@ -251,6 +272,10 @@ def main() -> None:
     parser.add_argument("--child-set", action="append", default=[], metavar="KEY=VALUE",
                         help="add-class: run (c) with these settings instead of (b) and (c), "
                         "a row of its own beside (a) and the parent (repeatable)")
+    parser.add_argument("--parent-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="add-class: train the parent with these settings (e.g. "
+                        "export.keep_per_class=100); it and its children are recorded under "
+                        "keys of their own, beside the default parent's (repeatable)")
     args = parser.parse_args()
     args.out = args.out.resolve()
     rows = add_class(args) if args.experiment == "add-class" else more_data(args)

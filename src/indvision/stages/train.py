@@ -174,6 +174,12 @@ class Config:
     # validation errors. The backbone, alpha and input size must be the parent's.
     child_head_steps: int = 100
     child_finetune_steps: int = 300
+    # A child with new classes: after training, its old classes' head columns end this share
+    # the parent's and the rest its own (weight-space averaging of the two heads, as WiSE-FT
+    # averages a fine-tuned model with its start); the backbone and the new columns stay the
+    # child's. On NEU with a class held back (README) it kept every old test image in three
+    # seeds where the unmixed child lost one in two. 0: the child's head as trained.
+    child_head_mix: float = 0.5
     # Write TensorBoard logs of every fit (epoch loss, accuracy, learning rate and their
     # validation twins) to train/tensorboard/<phase key>; view with
     # ``tensorboard --logdir <run>/train/tensorboard``. Cheap: no graph, histograms or profile.
@@ -195,6 +201,8 @@ class Config:
             raise ValueError("head_steps must be >= 1, finetune_steps and patience_steps >= 0")
         if self.child_head_steps < 0 or self.child_finetune_steps < 0:
             raise ValueError("child_head_steps and child_finetune_steps must be >= 0")
+        if not 0.0 <= self.child_head_mix <= 1.0:
+            raise ValueError(f"child_head_mix must be between 0 and 1, got {self.child_head_mix}")
         if self.head_learning_rate <= 0 or self.finetune_learning_rate <= 0:
             raise ValueError("learning rates must be positive")
         if self.class_weight not in ("balanced", "none"):

@@ -95,10 +95,11 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
         object_train = feed.object_batches(seed)
         object_fit = Fit(model, models.object_trainer(model, object_train.views), object_train,
                          feed.objects.val, None, feed.objects.good_index, feed.plain_train)
-    child = None
+    child, parent_head = None, None
     if parent_model is not None:
         added = warmstart.start_from_parent(model, parent_model, seed)
         child = "grown" if added else "same"
+        parent_head = warmstart.parent_head_of(model, added) if added else None
         say(f"train: starting from the parent's weights ({parent_model})"
             + (f", its head grown by {added} class(es)" if added else ""))
     elif uses_probe(config):
@@ -135,6 +136,10 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
 
     if member_phases:
         load_final_weights(model, out, state["phases"][member_phases[-1].key])
+    if child == "grown" and config.child_head_mix > 0:
+        warmstart.mix_head_with_parent(model, parent_head, config.child_head_mix)
+        say(f"train: the old classes' head columns are {config.child_head_mix:g} the "
+            "parent's (train.child_head_mix)")
     recalibrated = 0
     if feed.plain_train is not None:
         plain = feed.plain_train

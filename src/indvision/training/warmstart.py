@@ -7,8 +7,15 @@ before any training, their scores' logits), and each new class gets a fresh colu
 uniform, seeded by the run, as Keras initialises a Dense kernel — and the mean of the old
 biases (no prior for or against it). Every other layer's weights are the parent's.
 
-:func:`grow_head` is numpy only (tested without Keras); :func:`start_from_parent` imports
-Keras when called.
+After training, a child with new classes moves its old classes' head columns part of the way
+back to the parent's (:func:`mix_old_columns`, ``train.child_head_mix``): weight-space
+averaging of the two heads (as WiSE-FT averages a fine-tuned model with its start), which keeps
+the parent's old decisions where the new class pulled a boundary, while the backbone and the
+new columns stay the child's.
+
+:func:`grow_head` and :func:`mix_old_columns` are numpy only (tested without Keras);
+:func:`start_from_parent`, :func:`parent_head_of` and :func:`mix_head_with_parent` need a Keras
+model.
 """
 
 from __future__ import annotations
@@ -43,6 +50,26 @@ def grow_head(kernel: np.ndarray, bias: np.ndarray, n_classes: int,
     return grown_kernel, grown_bias
 
 
+def mix_old_columns(kernel: np.ndarray, bias: np.ndarray, parent_kernel: np.ndarray,
+                    parent_bias: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """The child's head (``kernel`` D × N, ``bias`` N) with its first K columns — the parent's
+    classes — ``share`` the parent's (``parent_kernel`` D × K) and ``1 − share`` its own; the
+    new columns untouched. ``share`` 0 returns the child's head as it is."""
+    if not 0.0 <= share <= 1.0:
+        raise IndvisionError(f"child_head_mix must be between 0 and 1, got {share}")
+    old = parent_kernel.shape[1]
+    if kernel.shape[0] != parent_kernel.shape[0] or kernel.shape[1] < old:
+        raise IndvisionError(f"the child's head {kernel.shape} does not extend its parent's "
+                             f"{parent_kernel.shape}")
+    if share == 0.0:
+        return kernel, bias
+    mixed_kernel, mixed_bias = kernel.copy(), bias.copy()
+    mixed_kernel[:, :old] = ((1 - share) * kernel[:, :old] + share * parent_kernel
+                             ).astype(kernel.dtype)
+    mixed_bias[:old] = ((1 - share) * bias[:old] + share * parent_bias).astype(bias.dtype)
+    return mixed_kernel, mixed_bias
+
+
 def mismatches(child: dict[str, Any], parent: dict[str, Any]) -> list[str]:
     """The :data:`SHARED_SETTINGS` on which the child's train config differs from the
     parent's, in words (empty: compatible)."""
@@ -72,3 +99,22 @@ def start_from_parent(model: Any, parent_model: Path, seed: int) -> int:
         own[layer.name].set_weights(weights)
     return model.get_layer(models.HEAD_LAYER).get_weights()[0].shape[1] - \
         parent.get_layer(models.HEAD_LAYER).get_weights()[0].shape[1]
+
+
+def mix_head_with_parent(model: Any, parent_head: tuple[np.ndarray, np.ndarray],
+                         share: float) -> None:
+    """Move ``model``'s old-class head columns ``share`` of the way to the parent's
+    (``parent_head``: kernel and bias, as :func:`parent_head_of` read them at the start;
+    :func:`mix_old_columns`)."""
+    head = model.get_layer(models.HEAD_LAYER)
+    kernel, bias = head.get_weights()
+    head.set_weights(list(mix_old_columns(kernel, bias, *parent_head, share)))
+
+
+def parent_head_of(model: Any, added: int) -> tuple[np.ndarray, np.ndarray]:
+    """The parent's head as :func:`start_from_parent` left it in ``model``: its first columns,
+    bit for bit the parent's (``added`` new ones after them). Read before training, so mixing
+    needs no second load of the parent."""
+    kernel, bias = model.get_layer(models.HEAD_LAYER).get_weights()
+    old = kernel.shape[1] - added
+    return kernel[:, :old].copy(), bias[:old].copy()
