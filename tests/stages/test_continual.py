@@ -3,6 +3,7 @@ child the promotion gate refuses — all real stages (small_cnn, 40 px, ONNX onl
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +21,7 @@ seed: 3
 stages:
   ingest: {good_class: ok}
   train: {backbone: small_cnn, weights: none, height: 40, width: 40, head_steps: 48,
-          child_finetune_steps: 32, batch_size: 8, workers: 1}
+          child_finetune_steps: 32, child_validation_steps: 24, batch_size: 8, workers: 1}
   evaluate: {}
   export: {formats: [onnx]}
   verify: {}
@@ -93,6 +94,14 @@ def test_a_child_adds_a_class_after_the_parents_data_is_gone(parent_run: Path,
     assert [p["run_id"] for p in info["lineage"]] == [parent_run.name]
     train_info = atomic.read_json(child / "train" / "train_info.json")
     assert train_info["parent"] == {"run_id": parent_run.name, "classes_added": ["spot"]}
+    [(key, phase)] = train_info["phases"].items()  # small_cnn: one whole-model phase
+    every, epochs = phase["validate_every"], phase["epochs_run"]
+    assert every > 1  # 24 steps between validations: several epochs
+    with open(child / "train" / "history.csv", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["phase"] == key]
+    validated = [n for n, row in enumerate(rows, start=1) if row["val_loss"]]
+    assert validated == sorted({*range(every, epochs + 1, every), epochs})
+    assert phase["kept_start"] or phase["best_epoch"] + 1 in validated
 
 
 def test_a_poisoned_child_is_not_promoted_and_latest_stays(parent_run: Path,

@@ -64,3 +64,20 @@ def test_only_a_members_last_phase_may_end_on_its_start() -> None:
         "finetune_m2", False, "objects_m2", True)
     [alone] = phases_for(train.Config(finetune_steps=20), objects=False)
     assert alone.last
+
+
+def test_a_child_validates_every_few_epochs_and_always_on_its_last() -> None:
+    cfg = train.Config(child_head_steps=100, child_finetune_steps=300, child_validation_steps=60)
+    head, finetune = phases_for(cfg, image_batches=12, child="grown")
+    assert (finetune.epochs, finetune.validate_every) == (25, 5)  # 60 steps ≈ 5 epochs of 12
+    assert finetune.validation_epochs() == [5, 10, 15, 20, 25]
+    assert head.validation_epochs() == [5, 9]  # 9 epochs: the last one is measured too
+    [large] = phases_for(cfg, image_batches=200, child="same")  # an epoch longer than 60 steps
+    assert large.validation_epochs() == [1, 2]
+    [parent] = phases_for(train.Config(finetune_steps=300), image_batches=12)  # not a child
+    assert parent.validation_epochs() == list(range(1, 26))
+
+
+def test_validation_steps_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="child_validation_steps must be at least 1"):
+        train.Config(child_validation_steps=0)

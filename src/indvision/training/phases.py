@@ -297,7 +297,8 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
     callbacks.append(keras.callbacks.BackupAndRestore(
         backup_dir=str(out / "backup" / phase.key), double_checkpoint=True))
     fit.trainer.fit(fit.train_data, validation_data=fit.val_data, epochs=phase.epochs,
-                    class_weight=fit.class_weight, callbacks=callbacks, verbose=0)
+                    validation_freq=phase.validation_epochs(), class_weight=fit.class_weight,
+                    callbacks=callbacks, verbose=0)
     shutil.rmtree(out / "backup" / phase.key, ignore_errors=True)
     record = state["phases"][phase.key]
     record["done"] = True
@@ -399,7 +400,9 @@ class PhaseProgress(keras.callbacks.Callback):
 
     The best epoch is the one with the lowest validation loss (ties: the higher accuracy):
     on a validation set of a few dozen images one lucky call moves accuracy by points, the loss
-    by little. ``patience`` epochs without a lower loss end the phase. With a ``start`` (the
+    by little. ``patience`` epochs without a lower loss end the phase. A phase that validates
+    every few epochs (a child's, :meth:`Phase.validation_epochs`) chooses among those it
+    validated; the epochs between are recorded without validation metrics. With a ``start`` (the
     weights the phase began from, measured on validation: :func:`starting_point`) the member's
     last phase ends on its start when the best epoch makes more validation errors than the
     start did — fine-tuning that only hurts returns the linear probe. An earlier phase keeps
@@ -455,6 +458,10 @@ class PhaseProgress(keras.callbacks.Callback):
         record["seconds"] = round(record["seconds"] + seconds, 2)
         say(epoch_line(key, epoch, self.phase.epochs, logs, seconds,
                        record["seconds"] / record["epochs_run"]))
+        if self.monitor_val and "val_loss" not in logs:  # not a validation epoch
+            records.write_state(out, state)
+            records.write_history(out, state)
+            return
         prefix = "val_" if self.monitor_val else ""
         accuracy = float(logs.get(prefix + "accuracy", 0.0))
         loss = float(logs.get(prefix + "loss", 0.0))

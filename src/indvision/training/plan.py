@@ -25,7 +25,8 @@ class Phase:
     ``epochs`` and ``patience`` (0: never stop early) come from the step budgets
     (:func:`epochs_for`). ``last``: the member's last phase, the one whose weights it keeps —
     only it may end on its start (a phase before it hands its best epoch on, and the last
-    phase weighs that against the start it began from)."""
+    phase weighs that against the start it began from). ``validate_every``: the phase
+    validates every this many epochs and on its last (:meth:`validation_epochs`)."""
 
     name: str
     epochs: int
@@ -33,10 +34,18 @@ class Phase:
     member: int = 1
     patience: int = 0
     last: bool = False
+    validate_every: int = 1
 
     @property
     def key(self) -> str:
         return self.name if self.member == 1 else f"{self.name}_m{self.member}"
+
+    def validation_epochs(self) -> list[int]:
+        """The epochs (counted from 1, as Keras' ``validation_freq`` list counts them) that
+        end with a validation: every ``validate_every``-th and always the last, so the phase
+        never ends on weights nobody measured."""
+        every = max(1, self.validate_every)
+        return sorted({*range(every, self.epochs + 1, every), self.epochs} - {0})
 
 
 def epochs_for(steps: int, batches_per_epoch: int) -> int:
@@ -46,6 +55,12 @@ def epochs_for(steps: int, batches_per_epoch: int) -> int:
     if steps <= 0:
         return 0
     return max(1, math.ceil(steps / max(1, batches_per_epoch)))
+
+
+def epochs_between_validations(steps: int, batches_per_epoch: int) -> int:
+    """A validation every ``steps`` optimiser steps, in whole epochs (the nearest count, at
+    least 1): a large set, whose epoch is already that long, validates every epoch."""
+    return max(1, round(steps / max(1, batches_per_epoch)))
 
 
 def uses_probe(config: Config) -> bool:
@@ -66,10 +81,13 @@ def phases_for(config: Config, objects: bool = False, member: int = 1,
     A child (``child``: ``"grown"`` when classes were added, ``"same"`` otherwise) starts from
     its parent's trained weights, so its budgets are the shorter ``child_*_steps``: a ``head``
     phase only for the new classes' fresh head rows, then ``finetune`` (``full`` for a
-    from-scratch backbone)."""
+    from-scratch backbone). Its phases validate every ``child_validation_steps`` steps
+    instead of every epoch."""
     def phase(name: str, steps: int, rate: float, batches: int) -> Phase:
+        every = (epochs_between_validations(config.child_validation_steps, batches)
+                 if child is not None else 1)
         return Phase(name, epochs_for(steps, batches), rate, member,
-                     epochs_for(config.patience_steps, batches))
+                     epochs_for(config.patience_steps, batches), validate_every=every)
 
     pretrained = models.get_backbone(config.backbone).pretrainable
     if child is not None:

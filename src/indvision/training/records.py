@@ -80,8 +80,10 @@ def write_curves(out: Path, state: dict[str, Any]) -> Path:
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
-            values = [np.nan if r[prefix + metric] is None else r[prefix + metric] for r in rows]
-            axis.plot(epochs, values, style, marker="o", markersize=3,
+            # a child validates every few epochs: its validation line joins those it measured
+            shown = [(e, r[prefix + metric]) for e, r in zip(epochs, rows, strict=True)
+                     if r[prefix + metric] is not None] or [(np.nan, np.nan)]
+            axis.plot(*zip(*shown, strict=True), style, marker="o", markersize=3,
                       label=f"{'validation' if prefix else 'train'} {metric}")
         for index in range(1, len(rows)):
             if rows[index]["phase"] != rows[index - 1]["phase"]:

@@ -150,7 +150,7 @@ def train_info(config: Config, result: TrainResult) -> dict[str, Any]:
                            ("epochs_run", "best_epoch", "best_val_accuracy", "best_val_loss",
                             "seconds", "stopped_early", "start", "kept_start")}
                    | {"learning_rate": p.learning_rate, "max_epochs": p.epochs,
-                      "patience_epochs": p.patience}
+                      "patience_epochs": p.patience, "validate_every": p.validate_every}
                    for p in phases},
         "epochs_run": sum(state["phases"][p.key]["epochs_run"] for p in phases),
         "seconds": round(sum(state["phases"][p.key]["seconds"] for p in phases), 2),
