@@ -101,4 +101,3 @@ def test_a_border_must_leave_patches_to_judge() -> None:
     for bad in (6, -1):
         with pytest.raises(IndvisionError, match=f"border of {bad} patches leaves nothing"):
             check_border((16, 12), bad)
-
