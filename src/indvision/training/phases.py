@@ -458,10 +458,15 @@ class PhaseProgress(keras.callbacks.Callback):
         record["seconds"] = round(record["seconds"] + seconds, 2)
         say(epoch_line(key, epoch, self.phase.epochs, logs, seconds,
                        record["seconds"] / record["epochs_run"]))
-        if self.monitor_val and "val_loss" not in logs:  # not a validation epoch
-            records.write_state(out, state)
-            records.write_history(out, state)
-            return
+        if not self.monitor_val or "val_loss" in logs:  # a child validates every few epochs
+            self._judge(epoch, logs)
+        records.write_state(out, state)
+        records.write_history(out, state)
+
+    def _judge(self, epoch: int, logs: dict[str, Any]) -> None:
+        """Keep the epoch's weights when it is the best so far (the state written before the
+        previous best's file goes), or stop when ``patience`` epochs brought no lower loss."""
+        out, record, key = self.out, self.record, self.phase.key
         prefix = "val_" if self.monitor_val else ""
         accuracy = float(logs.get(prefix + "accuracy", 0.0))
         loss = float(logs.get(prefix + "loss", 0.0))
@@ -474,17 +479,14 @@ class PhaseProgress(keras.callbacks.Callback):
             old = record["best_weights"]
             record.update(best_epoch=epoch, best_val_accuracy=accuracy,
                           best_val_loss=loss, best_weights=weights_name)
-            records.write_state(out, state)
+            records.write_state(out, self.state)
             if old and old != weights_name:
                 (out / old).unlink(missing_ok=True)
-        else:
-            if self.patience and epoch - best >= self.patience:
-                record["stopped_early"] = True
-                self.model.stop_training = True
-                say(f"train: {key}: validation loss not lower for {self.patience} epochs, "
-                      f"stopping; best epoch {best + 1}")
-            records.write_state(out, state)
-        records.write_history(out, state)
+        elif self.patience and epoch - best >= self.patience:
+            record["stopped_early"] = True
+            self.model.stop_training = True
+            say(f"train: {key}: validation loss not lower for {self.patience} epochs, "
+                f"stopping; best epoch {best + 1}")
 
     def on_test_begin(self, logs: dict | None = None) -> None:
         classifier, data = self.recalibration
