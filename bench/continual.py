@@ -139,7 +139,7 @@ def add_class(args: argparse.Namespace) -> list[list[str]]:
             "c" + suffix: lambda o=out, s=seed, p=parent: run_pipeline(o / "lineage", new, s,
                                                                        "--from", str(p)),
         }
-        if suffix:  # (b) replays nothing: the default parent's (b) already shows it
+        if suffix or args.skip_naive:  # (b) replays nothing: one seed's (b) shows it
             del jobs["b"]
         if args.child_set:
             jobs = {child_key(args.child_set) + suffix: lambda o=out, s=seed, p=parent:
@@ -272,6 +272,9 @@ def main() -> None:
     parser.add_argument("--child-set", action="append", default=[], metavar="KEY=VALUE",
                         help="add-class: run (c) with these settings instead of (b) and (c), "
                         "a row of its own beside (a) and the parent (repeatable)")
+    parser.add_argument("--skip-naive", action="store_true",
+                        help="add-class: leave out (b), which forgets every old class in every "
+                        "seed measured; saves one child run per seed")
     parser.add_argument("--parent-set", action="append", default=[], metavar="KEY=VALUE",
                         help="add-class: train the parent with these settings (e.g. "
                         "export.keep_per_class=100); it and its children are recorded under "
