@@ -19,7 +19,9 @@ Ingest splits each class by ``rng(seed, class name)``, independently of the othe
 with one seed (a)'s test split is exactly the parent's test split plus the held-out class's,
 which is the child's own test split: every row compares the same images. Columns: old classes'
 accuracy (errors) on the parent's test split, the new class's recall, overall accuracy on all
-classes, the train stage's seconds and the ratio to (a), the promotion verdict.
+classes, the optimiser steps through the backbone and their ratio to (a)'s (the schedule's
+share, the same on any machine), the train stage's seconds and their ratio to (a)'s (the
+schedule plus fixed costs, on this machine at that time), the promotion verdict.
 
 ``more-data`` (casting, the same classes, more images)::
 
@@ -73,6 +75,17 @@ def train_seconds(run: Path) -> float:
     return float((read_json(run / "manifest.json") or {})["stages"]["train"]["seconds"])
 
 
+def backbone_steps(run: Path) -> int:
+    """Optimiser steps of the phases that run images through the backbone (every phase but
+    ``head``, which a child fits on features computed once): epochs run × whole batches per
+    epoch (the last partial batch is dropped). Unlike seconds, the same on every machine."""
+    manifest = read_json(run / "manifest.json") or {}
+    info = read_json(run / "train" / "train_info.json") or {}
+    batches = info["images"]["train"] // manifest["config"]["stages"]["train"]["batch_size"]
+    return sum(phase["epochs_run"] * batches for key, phase in info["phases"].items()
+               if not key.startswith("head"))
+
+
 def test_predictions(run: Path) -> list[dict[str, str]]:
     import csv
 
@@ -103,7 +116,7 @@ def child_numbers(run: Path) -> dict[str, Any]:
     verdict = "promoted" if gate.get("passed") else (
         f"refused ({', '.join(dropped[:2])}{', …' if len(dropped) > 2 else ''} points)")
     return {"old": (gate.get("child_errors"), gate.get("n")), "own": (own_errors, own_n),
-            "verdict": verdict, "train_s": train_seconds(run)}
+            "verdict": verdict, "train_s": train_seconds(run), "steps": backbone_steps(run)}
 
 
 def cell(errors_n: tuple[int | None, int | None]) -> str:
@@ -171,13 +184,13 @@ def add_class_rows(seed: int, held: str, runs: dict[str, Path],
                    children: tuple[str, ...] | list[str] = ("b", "c"),
                    parent_key: str = "parent") -> list[list[str]]:
     scratch = test_predictions(runs["a"])
-    a_seconds = train_seconds(runs["a"])
+    a_seconds, a_steps = train_seconds(runs["a"]), backbone_steps(runs["a"])
     parent_errors, parent_n = counts(test_predictions(runs[parent_key]))
     table = [[str(seed), "(a) scratch, all classes", cell(counts(scratch, lambda t: t != held)),
               cell(counts(scratch, lambda t: t == held)), cell(counts(scratch)),
-              f"{a_seconds:.0f}", "1.00", ""],
+              f"{a_steps}", f"{a_seconds:.0f}", "1.00", ""],
              [str(seed), "parent (without the new class)" + parent_key[len("parent"):],
-              cell((parent_errors, parent_n)), "—", "—",
+              cell((parent_errors, parent_n)), "—", "—", f"{backbone_steps(runs[parent_key])}",
               f"{train_seconds(runs[parent_key]):.0f}", "", ""]]
     names = {"b": "(b) --from, new class only, no replay", "c": "(c) --from, replay"}
     for key in children:
@@ -186,6 +199,7 @@ def add_class_rows(seed: int, held: str, runs: dict[str, Path],
         old, own = child["old"], child["own"]
         overall = ((old[0] or 0) + own[0], (old[1] or 0) + own[1])
         table.append([str(seed), name, cell(old), cell(own), cell(overall),
+                      f"{child['steps']} ({child['steps'] / a_steps:.2f})",
                       f"{child['train_s']:.0f}", f"{child['train_s'] / a_seconds:.2f}",
                       child["verdict"]])
     return table
@@ -248,7 +262,7 @@ def load_or_run(record: Path, jobs: dict[str, Any]) -> dict[str, str]:
 
 HEADERS = {
     "add-class": ["seed", "model", "old classes, parent test", "new class recall",
-                  "overall", "train s", "× (a)", "promotion"],
+                  "overall", "steps (× (a))", "train s", "× (a)", "promotion"],
     "more-data": ["seed", "model", "parent's test (half A)", "child's test (half B)",
                   "train s", "promotion"],
 }
