@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import PROJECT_ROOT, make_tree
+from tests.bench.conftest import load_bench
+from tests.conftest import make_tree
 
 pytest.importorskip("sklearn", reason="bench/anchor.py needs scikit-learn (the [dev] extra)")
 
@@ -23,13 +22,7 @@ TINY = ["--set", "train.backbone=small_cnn", "--set", "train.weights=none",
 
 @pytest.fixture(scope="module")
 def anchor():
-    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_anchor", PROJECT_ROOT / "bench"
-                                                  / "anchor.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("anchor")
 
 
 def table_rows(output: str) -> list[list[str]]:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.bench.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def continual():
-    spec = importlib.util.spec_from_file_location("bench_continual",
-                                                  PROJECT_ROOT / "bench" / "continual.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("continual")
 
 
 def fake_run(folder: Path, seconds: float, predictions: list[tuple[str, bool]],

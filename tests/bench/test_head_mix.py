@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 
 from indvision.training.warmstart import mix_old_columns
-from tests.conftest import PROJECT_ROOT
+from tests.bench.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def head_mix():
-    spec = importlib.util.spec_from_file_location("bench_head_mix",
-                                                  PROJECT_ROOT / "bench" / "head_mix.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("head_mix")
 
 
 @pytest.mark.parametrize("share", [0.0, 0.25, 0.5, 0.75])

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.bench.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def small_data():
-    spec = importlib.util.spec_from_file_location("bench_small_data",
-                                                  PROJECT_ROOT / "bench" / "small_data.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("small_data")
 
 
 def _run(folder: Path, seed: int, f1: float, probe_f1: float, errors: int, probe_errors: int,

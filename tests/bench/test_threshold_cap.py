@@ -3,25 +3,18 @@ numbers; with no cap it shows what the escape target alone would have done."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.bench.conftest import load_bench
 from tests.stages.conftest import exported_run, trained_run  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def threshold_cap():
-    spec = importlib.util.spec_from_file_location("bench_threshold_cap",
-                                                  PROJECT_ROOT / "bench" / "threshold_cap.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("threshold_cap")
 
 
 def test_the_capped_row_is_what_evaluate_decided(threshold_cap,
