@@ -77,7 +77,7 @@ def train_seconds(run: Path) -> float:
 
 def backbone_steps(run: Path) -> int:
     """Optimiser steps of the phases that run images through the backbone (every phase but
-    ``head``, which a child fits on features computed once): epochs run × whole batches per
+    ``head``, fitted on pooled features computed once): epochs run × whole batches per
     epoch (the last partial batch is dropped). Unlike seconds, the same on every machine."""
     manifest = read_json(run / "manifest.json") or {}
     info = read_json(run / "train" / "train_info.json") or {}

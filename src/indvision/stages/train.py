@@ -184,8 +184,8 @@ class Config:
     # the parent's and the rest its own (weight-space averaging of the two heads, as WiSE-FT
     # averages a fine-tuned model with its start); the backbone and the new columns stay the
     # child's. On NEU with a class held back (README) it kept every old test image in three
-    # seeds where the unmixed child lost one in two; in six later seeds it cost the new class
-    # one test image (30/30 unmixed). 0: the child's head as trained.
+    # seeds where the unmixed child lost one in two; in six later seeds it kept two old test
+    # images and cost the new class one (bench/head_mix.py). 0: the child's head as trained.
     child_head_mix: float = 0.5
     # Write TensorBoard logs of every fit (epoch loss, accuracy, learning rate and their
     # validation twins) to train/tensorboard/<phase key>; view with
