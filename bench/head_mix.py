@@ -14,7 +14,6 @@ which it prevents. Decisions are arg-max, as evaluate decides a model without a 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -25,8 +24,9 @@ import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
 
+from continual import test_predictions  # noqa: E402
 from indvision import images, models  # noqa: E402
 from indvision.training import warmstart  # noqa: E402
 
@@ -46,11 +46,6 @@ def unmixed(saved: np.ndarray, parent: np.ndarray, share: float) -> np.ndarray:
     return trained
 
 
-def test_rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "evaluate" / "predictions.csv", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("child", type=Path)
@@ -60,16 +55,16 @@ def main() -> None:
     parent = Path(json.loads((child / "ingest" / "parent.json").read_text())["run_dir"])
     info = json.loads((child / "train" / "train_info.json").read_text())
     share = json.loads((child / "manifest.json").read_text())[
-        "config"]["stages"]["train"].get("child_head_mix", 0.5)
-    spec = images.InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(
-        (child / "train" / "input_spec.json").read_text()).items()})
+        "config"]["stages"]["train"]["child_head_mix"]
+    spec = images.InputSpec.from_dict(json.loads((child / "train" / "input_spec.json")
+                                                 .read_text()))
     model = models.load_model(child / "train" / "model.keras")
     head = head_layer(model)
     parent_kernel, parent_bias = head_layer(
         models.load_model(parent / "train" / "model.keras")).get_weights()
     kernel, bias = head.get_weights()
     kernel, bias = unmixed(kernel, parent_kernel, share), unmixed(bias, parent_bias, share)
-    own, gate = test_rows(child), test_rows(parent)
+    own, gate = test_predictions(child), test_predictions(parent)
     paths = [r["path"] for r in own + gate]
     truth = np.array([info["classes"].index(r["true"]) for r in own + gate])
     pixels = np.stack([images.load(p, spec) for p in paths]).astype(np.float32)
