@@ -22,8 +22,10 @@ imported when a runner is made, and TensorFlow never.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,8 @@ FORMATS: dict[str, ExportFormat] = {
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(r for f in FORMATS.values() for r in f.runners))
 DEFAULT_MODEL = FORMATS["onnx"].filename
 MODEL_JSON = "model.json"
+MAX_MODEL_JSON_BYTES = 16 * 2**20  # a bundle description is kilobytes; more is not one
+MAX_MODEL_BYTES = 2 * 2**30  # protobuf (ONNX) cannot hold more; nor can a device's memory
 
 
 @dataclass(frozen=True)
@@ -159,15 +163,47 @@ def gate_failures(fmt: ExportFormat, parity: dict[str, Any], limits: GateLimits)
 
 # ----------------------------------------------------------------------------- bundle files
 
-def read_model_json(bundle: str | Path) -> dict[str, Any]:
-    """``bundle/model.json`` as a dict, with a clear error when absent or unreadable."""
-    path = Path(bundle) / MODEL_JSON
+def read_bounded(path: str | Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, read once (what is checked is then what is used), refusing a
+    file over ``limit`` bytes with one line naming it (``what``: e.g. "model file")."""
+    path = Path(path)
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            if os.fstat(handle.fileno()).st_size > limit:
+                raise IndvisionError(f"{path}: {what} larger than {limit} bytes; not a bundle "
+                                     "file indvision wrote — restore the original bundle")
+            data = handle.read(limit + 1)
     except FileNotFoundError:
+        raise IndvisionError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise IndvisionError(f"{path}: {what} is a folder, not a file") from None
+    except OSError as exc:
+        raise IndvisionError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:  # grew while read
+        raise IndvisionError(f"{path}: {what} larger than {limit} bytes; not a bundle file "
+                             "indvision wrote — restore the original bundle")
+    return data
+
+
+def model_json_bytes(bundle: str | Path) -> bytes:
+    """``bundle/model.json``'s bytes, read once: the record checks, the signature check and
+    :func:`read_model_json` all take these, so the file parsed is the file checked."""
+    path = Path(bundle) / MODEL_JSON
+    if not path.exists():
         raise IndvisionError(f"{path} not found: not an indvision bundle (export writes one "
-                             "at <run>/bundle/)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                             "at <run>/bundle/)")
+    return read_bounded(path, MAX_MODEL_JSON_BYTES, MODEL_JSON)
+
+
+def read_model_json(bundle: str | Path, data: bytes | None = None) -> dict[str, Any]:
+    """``bundle/model.json`` as a dict — parsed from ``data`` (its bytes, as checked) when
+    given, else read once — with a clear error when absent or unreadable."""
+    path = Path(bundle) / MODEL_JSON
+    if data is None:
+        data = model_json_bytes(bundle)
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndvisionError(f"cannot read {path}: {exc}") from None
     missing = ([k for k in ("classes", "input_spec", "files") if k not in meta]
                if isinstance(meta, dict) else ["everything"])
@@ -176,24 +212,39 @@ def read_model_json(bundle: str | Path) -> dict[str, Any]:
     return meta
 
 
-def check_file_hash(path: str | Path, entry: dict[str, Any]) -> None:
-    """Refuse a model file whose bytes differ from the sha256 ``model.json`` records for it."""
+def read_model_file(path: str | Path, entry: dict[str, Any]) -> bytes:
+    """A model file's bytes, read once and checked against the sha256 ``model.json`` records
+    for it: load these (``load_runner(..., data=)``), never the path again."""
     path = Path(path)
     if not path.is_file():
         raise IndvisionError(f"{path}: listed in model.json but missing from the bundle")
-    actual = atomic.sha256_file(path)
-    expected = entry.get("sha256")
+    data = read_bounded(path, MAX_MODEL_BYTES, "model file")
+    _refuse_mismatch(path, hashlib.sha256(data).hexdigest(), entry.get("sha256"))
+    return data
+
+
+def _refuse_mismatch(path: Path, actual: str, expected: Any) -> None:
     if actual != expected:
         raise IndvisionError(f"{path}: sha256 {actual} does not match model.json ({expected}); "
                              "the file changed after export — restore the original bundle or "
                              "re-export")
 
 
+def check_file_hash(path: str | Path, entry: dict[str, Any]) -> None:
+    """Refuse a model file whose bytes differ from the sha256 ``model.json`` records for it."""
+    path = Path(path)
+    if not path.is_file():
+        raise IndvisionError(f"{path}: listed in model.json but missing from the bundle")
+    _refuse_mismatch(path, atomic.sha256_file(path), entry.get("sha256"))
+
+
 # ----------------------------------------------------------------------------- runners
 
 def load_runner(path: str | Path, threads: int | None = None, spin_wait: bool = True,
-                runtime: str | None = None) -> Runner:
-    """A callable running the model file at ``path`` (format from its name in the table).
+                runtime: str | None = None, data: bytes | None = None) -> Runner:
+    """A callable running the model file at ``path`` (format from its name in the table),
+    built from ``data`` — the file's bytes as checked (:func:`read_model_file`) — when given,
+    else from the file read once: the runtime never opens the path itself.
 
     ``runtime`` is one of the row's ``runners`` (``None``: the first, the row's default); the
     runner is :func:`load` of module ``indvision.runners.<runtime>``. Safe to call from several
@@ -204,24 +255,22 @@ def load_runner(path: str | Path, threads: int | None = None, spin_wait: bool = 
     Results are identical either way.
     """
     path = Path(path)
-    if not path.is_file():
-        raise IndvisionError(f"{path}: model file not found")
     fmt = format_for_file(path.name)
     runtime = runtime or fmt.runtime
     if runtime not in fmt.runners:
         raise IndvisionError(f"{path}: runtime '{runtime}' cannot run {fmt.key} files (it runs "
                              f"on {', '.join(fmt.runners)}){did_you_mean(runtime, fmt.runners)}")
     module = importlib.import_module(f"{RUNNERS_PACKAGE}.{runtime}")
-    return module.load(path, threads, spin_wait)
+    if data is None:
+        data = read_bounded(path, MAX_MODEL_BYTES, "model file")
+    return module.load(data, threads, spin_wait, name=path)
 
 
 def load_map_runner(path: str | Path, threads: int | None = None, spin_wait: bool = True,
-                    runtime: str | None = None) -> MapRunner:
-    """Like :func:`load_runner`, for a model whose second output is a map: batch →
-    (probabilities, maps). Only runtimes whose module has ``load_maps`` can (onnxruntime)."""
+                    runtime: str | None = None, data: bytes | None = None) -> MapRunner:
+    """Like :func:`load_runner` (``data``: the checked bytes), for a model whose second output
+    is a map: batch → (probabilities, maps). Only runtimes whose module has ``load_maps`` can."""
     path = Path(path)
-    if not path.is_file():
-        raise IndvisionError(f"{path}: model file not found")
     fmt = format_for_file(path.name)
     runtime = runtime or fmt.runtime
     module = importlib.import_module(f"{RUNNERS_PACKAGE}.{runtime}")
@@ -230,4 +279,6 @@ def load_map_runner(path: str | Path, threads: int | None = None, spin_wait: boo
                 if hasattr(importlib.import_module(f"{RUNNERS_PACKAGE}.{r}"), "load_maps")]
         raise IndvisionError(f"{path}: runtime '{runtime}' cannot compute maps for "
                              f"{fmt.key} files; use {', '.join(able) or 'model.onnx'}")
-    return module.load_maps(path, threads, spin_wait)
+    if data is None:
+        data = read_bounded(path, MAX_MODEL_BYTES, "model file")
+    return module.load_maps(data, threads, spin_wait, name=path)

@@ -16,8 +16,10 @@ interpreter): only :mod:`indvision.images`, :mod:`indvision.metrics`, :mod:`indv
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,11 @@ class EdgeClassifier:
     default: ``INDVISION_TRUSTED_KEYS``) makes it refuse a bundle that a trusted key did not
     sign as it is (:func:`indvision.signing.check_signature`); without any, signatures are
     not checked.
+
+    Each file is read once: ``model.json``'s bytes are checked against its records and its
+    signature and then parsed, the model file's bytes are hashed and then loaded (the map
+    runner too, from the same bytes kept in memory), so a file swapped on disk after a check
+    never runs.
     """
 
     def __init__(self, bundle: str | os.PathLike, model: str | None = None, *,
@@ -58,12 +65,13 @@ class EdgeClassifier:
                  runtime: str | None = None,
                  trusted_keys: Sequence[str | os.PathLike] | None = None) -> None:
         self.bundle = resolve_bundle(bundle)
-        check_model_json(self.bundle, Path(bundle))  # before trusting its hashes
+        # model.json is read once: these bytes are checked, signature-checked and parsed
+        model_json = check_model_json(self.bundle, Path(bundle))
         trusted = signing.trusted_key_paths(trusted_keys)
         #: the trusted key that signed this bundle (None: signatures were not checked)
-        self.signed_by: str | None = (signing.check_signature(self.bundle, trusted)
+        self.signed_by: str | None = (signing.check_signature(self.bundle, trusted, model_json)
                                       if trusted else None)
-        self.meta = formats.read_model_json(self.bundle)
+        self.meta = formats.read_model_json(self.bundle, model_json)
         files = self.meta["files"]
         model = model or self.meta.get("default_model") or formats.DEFAULT_MODEL
         if model not in files:
@@ -72,7 +80,7 @@ class EdgeClassifier:
         self.model_file = model
         self.entry = files[model]
         self.format = formats.get_format(str(self.entry.get("format")))
-        formats.check_file_hash(self.bundle / model, self.entry)
+        data = formats.read_model_file(self.bundle / model, self.entry)  # hashed: load these
         if self.entry.get("shippable") is False and not allow_unshippable:
             raise IndvisionError(f"{self.bundle / model}: marked not shippable by verify "
                                  f"({self.entry.get('reason', 'no reason recorded')}); use "
@@ -93,9 +101,13 @@ class EdgeClassifier:
         #: ``classifier`` or ``anomaly`` (classes [good, anomaly], fitted on good images)
         self.model_kind: str = str(self.meta.get("model_kind", "classifier"))
         self.runtime = runtime or self.format.runtime  # one of the format row's runners
-        self._run = formats.load_runner(self.bundle / model, threads, spin_wait, self.runtime)
+        self._run = formats.load_runner(self.bundle / model, threads, spin_wait, self.runtime,
+                                        data=data)
         self._runner_args = (threads, spin_wait)
         self._run_maps: formats.MapRunner | None = None  # made when a map is first asked for
+        # ... from the checked bytes, kept for it (the file on disk is never opened again)
+        self._model_bytes: bytes | None = data if self.has_maps else None
+        self._maps_lock = threading.Lock()
 
     @property
     def verified(self) -> bool:
@@ -122,18 +134,26 @@ class EdgeClassifier:
     def scores_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and the decided class's map (``N x h x w``, values 0–1) for a
         prepared batch, in one pass: an anomaly model's anomaly map (0.5 at the threshold),
-        a classifier's class-activation map of the class it decided."""
-        if self._run_maps is None:
-            if not self.has_maps:
-                raise IndvisionError(f"{self.bundle}: this bundle's model has no map output; "
-                                     "export it again with this version for heatmaps")
-            self._run_maps = formats.load_map_runner(self.bundle / self.model_file,
-                                                     *self._runner_args, runtime=self.runtime)
-        probs, maps = self._run_maps(batch)
+        a classifier's class-activation map of the class it decided. The map runner is built
+        when first needed from the model bytes checked at load, never from the file again."""
+        probs, maps = self._map_runner()(batch)
         if maps.ndim == 4:  # class-activation maps, one per class: the decided class's
             decided = metrics.decide(probs, self.good_index, self.threshold)
             maps = maps[np.arange(len(maps)), :, :, decided]
         return probs, maps
+
+    def _map_runner(self) -> formats.MapRunner:
+        with self._maps_lock:
+            if self._run_maps is None:
+                if not self.has_maps or self._model_bytes is None:
+                    raise IndvisionError(f"{self.bundle}: this bundle's model has no map "
+                                         "output; export it again with this version for "
+                                         "heatmaps")
+                self._run_maps = formats.load_map_runner(
+                    self.bundle / self.model_file, *self._runner_args, runtime=self.runtime,
+                    data=self._model_bytes)
+                self._model_bytes = None  # built: the copy is no longer needed
+            return self._run_maps
 
     def predict(self, x: ImageInput | Sequence[ImageInput],
                 heatmap: bool = False) -> dict[str, Any] | list[dict]:
@@ -227,26 +247,47 @@ def resolve_bundle(path: str | os.PathLike) -> Path:
                          f"exports/<pipeline> folder (no {LATEST}: no run has passed verify)")
 
 
-def check_model_json(bundle: Path, given: Path) -> None:
+def check_model_json(bundle: Path, given: Path, data: bytes | None = None) -> bytes:
     """Refuse a ``model.json`` whose sha256 differs from a record of it: the sidecar
     ``model.json.sha256`` verify leaves in the bundle, ``latest.json`` when opened through
-    ``exports/<pipeline>``, and the run's ``manifest.json`` when the bundle is in a run folder."""
+    ``exports/<pipeline>``, and the run's ``manifest.json`` when the bundle is in a run folder.
+    Every record is compared with one read of the file (``data``, else read here), and those
+    bytes are returned: parse and signature-check them, not the file again."""
     path = bundle / formats.MODEL_JSON
-    atomic.check_sha256_sidecar(path)
+    if data is None:
+        data = formats.model_json_bytes(bundle)
+    actual = hashlib.sha256(data).hexdigest()
+    sidecar = atomic.sidecar_path(path)
+    if sidecar.is_file():
+        try:
+            expected = sidecar.read_text(encoding="utf-8").split()[0]
+        except (OSError, UnicodeDecodeError, IndexError):
+            raise IndvisionError(f"{sidecar}: unreadable sha256 record; restore the original "
+                                 "bundle or re-run verify") from None
+        _refuse_mismatch(path, actual, expected, sidecar)
     latest_path = Path(given).expanduser() / LATEST
     if not (Path(given) / formats.MODEL_JSON).is_file() and latest_path.is_file():
         expected = json.loads(latest_path.read_text(encoding="utf-8")).get("model_json_sha256")
         if expected:
-            atomic.check_sha256(path, expected, latest_path)
+            _refuse_mismatch(path, actual, expected, latest_path)
     manifest_path = bundle.parent / MANIFEST
     if manifest_path.is_file():
         try:
             files = Run.open(bundle.parent).output("export", "bundle").get("files") or {}
         except (IndvisionError, KeyError, TypeError, AttributeError):
-            return  # no usable record of this bundle there
+            return data  # no usable record of this bundle there
         expected = files.get(f"{bundle.name}/{formats.MODEL_JSON}")
         if expected:
-            atomic.check_sha256(path, expected, manifest_path)
+            _refuse_mismatch(path, actual, expected, manifest_path)
+    return data
+
+
+def _refuse_mismatch(path: Path, actual: str, expected: str, recorded_in: Path) -> None:
+    """:func:`indvision.atomic.check_sha256`'s refusal, for a hash of bytes already read."""
+    if actual != expected:
+        raise IndvisionError(f"{path}: sha256 {actual} differs from {expected} recorded in "
+                             f"{recorded_in}; the file changed after it was recorded — restore "
+                             "the original bundle or re-run export and verify")
 
 
 def image_files(paths: Sequence[str | os.PathLike]) -> Iterator[Path]:

@@ -1,7 +1,9 @@
 """One small runner per runtime: numpy batch in, probabilities out.
 
-Each module here (``onnxruntime``, ``litert``, ``opencv``) has one ``load(path, threads,
-spin_wait) -> Runner``; :func:`indvision.formats.load_runner` picks the module by the runtime
+Each module here (``onnxruntime``, ``litert``, ``opencv``) has one ``load(model, threads,
+spin_wait, name) -> Runner`` that builds from the model's bytes (``name``, its file, only for
+messages: the checked bytes are what runs, the file is never reopened);
+:func:`indvision.formats.load_runner` picks the module by the runtime
 name a format's row lists. Edge-safe: numpy, OpenCV, onnxruntime and ai_edge_litert only, each
 imported when a runner is made — never TensorFlow.
 """

@@ -13,17 +13,17 @@ from indvision.errors import IndvisionError
 from indvision.runners import MapRunner, Runner, as_batch
 
 
-def _interpreter(path: Path, threads: int | None) -> Any:
+def _interpreter(model: bytes, threads: int | None, name: str | Path) -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise IndvisionError(f"{path}: running .tflite files needs ai-edge-litert; "
+        raise IndvisionError(f"{name}: running .tflite files needs ai-edge-litert; "
                              "pip install 'indvision[litert]' (or use model.onnx)") from None
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter = Interpreter(model_content=bytes(model), num_threads=threads)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise IndvisionError(f"{path}: LiteRT cannot load it ({exc})") from None
+        raise IndvisionError(f"{name}: LiteRT cannot load it ({exc})") from None
     return interpreter
 
 
@@ -54,16 +54,17 @@ def _dequantizer(detail: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
     return dequantize
 
 
-def _invoker(path: Path, threads: int | None, with_map: bool) -> Callable[[np.ndarray], Any]:
+def _invoker(model: bytes, threads: int | None, with_map: bool,
+             name: str | Path) -> Callable[[np.ndarray], Any]:
     """Batch → per-output stacked results, one image per invoke (works for files exported
     with a fixed batch of 1 too), under a lock: one interpreter, one set of tensors."""
-    interpreter = _interpreter(path, threads)
+    interpreter = _interpreter(model, threads, name)
     input_detail = interpreter.get_input_details()[0]
     details = interpreter.get_output_details()
     # the N x C output is the probabilities; any other is a map (see runners.split_outputs)
     details = sorted(details, key=lambda d: len(d["shape"]) != 2)
     if with_map and len(details) < 2:
-        raise IndvisionError(f"{path}: the model has no map output")
+        raise IndvisionError(f"{name}: the model has no map output")
     details = details[:2] if with_map else details[:1]
     quantize = _quantizer(input_detail)
     dequantizers = [_dequantizer(d) for d in details]
@@ -86,16 +87,19 @@ def _invoker(path: Path, threads: int | None, with_map: bool) -> Callable[[np.nd
     return run
 
 
-def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runner:
-    """A LiteRT interpreter for ``path``, guarded by a lock (one set of tensors: a call at a
+def load(model: bytes, threads: int | None = None, spin_wait: bool = True,
+         name: str | Path = "model") -> Runner:
+    """A LiteRT interpreter from the model's bytes (``model_content``: the file ``name`` is not
+    opened again), guarded by a lock (one set of tensors: a call at a
     time); ``spin_wait`` is onnxruntime's setting and has no effect here."""
-    invoke = _invoker(path, threads, with_map=False)
+    invoke = _invoker(model, threads, with_map=False, name=name)
     return lambda batch: invoke(batch)[0]
 
 
-def load_maps(path: Path, threads: int | None = None, spin_wait: bool = True) -> MapRunner:
+def load_maps(model: bytes, threads: int | None = None, spin_wait: bool = True,
+              name: str | Path = "model") -> MapRunner:
     """Probabilities and the map (the model's other output) in one invoke per image."""
-    invoke = _invoker(path, threads, with_map=True)
+    invoke = _invoker(model, threads, with_map=True, name=name)
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probs, maps = invoke(batch)

@@ -11,8 +11,9 @@ from indvision.errors import IndvisionError
 from indvision.runners import MapRunner, Runner, as_batch, split_outputs
 
 
-def _session(path: Path, threads: int | None, spin_wait: bool) -> Any:
-    """An onnxruntime CPU session; ``spin_wait=False`` makes idle worker threads sleep instead
+def _session(model: bytes, threads: int | None, spin_wait: bool, name: str | Path) -> Any:
+    """An onnxruntime CPU session from the model's bytes (``name``: its file, for messages);
+    ``spin_wait=False`` makes idle worker threads sleep instead
     of busy-waiting (see :func:`indvision.formats.load_runner`)."""
     import onnxruntime as ort
 
@@ -23,10 +24,10 @@ def _session(path: Path, threads: int | None, spin_wait: bool) -> Any:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), sess_options=options,
+        return ort.InferenceSession(bytes(model), sess_options=options,
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        raise IndvisionError(f"{path}: onnxruntime cannot load it ({exc})") from None
+        raise IndvisionError(f"{name}: onnxruntime cannot load it ({exc})") from None
 
 
 def _probability_output(session: Any) -> str:
@@ -35,11 +36,12 @@ def _probability_output(session: Any) -> str:
     return next((o.name for o in outputs if len(o.shape) == 2), outputs[0].name)
 
 
-def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runner:
+def load(model: bytes, threads: int | None = None, spin_wait: bool = True,
+         name: str | Path = "model") -> Runner:
     """Probabilities (the ``N x C`` output) from a session; sessions are safe to call from
     several threads. Only what the probabilities need is asked for: a map output costs
     nothing unless :func:`load_maps` asks for it too."""
-    session = _session(path, threads, spin_wait)
+    session = _session(model, threads, spin_wait, name)
     input_name = session.get_inputs()[0].name
     first = [_probability_output(session)]
 
@@ -50,13 +52,14 @@ def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runn
     return run
 
 
-def load_maps(path: Path, threads: int | None = None, spin_wait: bool = True) -> MapRunner:
+def load_maps(model: bytes, threads: int | None = None, spin_wait: bool = True,
+              name: str | Path = "model") -> MapRunner:
     """Probabilities and the map (the model's second output) in one pass."""
-    session = _session(path, threads, spin_wait)
+    session = _session(model, threads, spin_wait, name)
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     if len(names) < 2:
-        raise IndvisionError(f"{path}: the model has no map output (only {names})")
+        raise IndvisionError(f"{name}: the model has no map output (only {names})")
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = as_batch(batch).astype(np.float32, copy=False)

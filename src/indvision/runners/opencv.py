@@ -20,21 +20,23 @@ from indvision.errors import IndvisionError
 from indvision.runners import Runner, as_batch, split_outputs
 
 
-def load(path: Path, threads: int | None = None, spin_wait: bool = True) -> Runner:
-    """A ``cv2.dnn`` network for ``path``; ``threads`` sets OpenCV's thread count (process-wide,
+def load(model: bytes, threads: int | None = None, spin_wait: bool = True,
+         name: str | Path = "model") -> Runner:
+    """A ``cv2.dnn`` network from the model's bytes (an in-memory buffer: the file ``name`` is
+    not opened again); ``threads`` sets OpenCV's thread count (process-wide,
     OpenCV has no per-network setting); ``spin_wait`` has no OpenCV equivalent and is ignored."""
     import cv2
 
     if threads:
         cv2.setNumThreads(threads)
     try:
-        net = cv2.dnn.readNetFromONNX(str(path))
+        net = cv2.dnn.readNetFromONNX(np.frombuffer(model, dtype=np.uint8))
     except Exception as exc:  # cv2.error, with OpenCV's multi-line message
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        raise IndvisionError(f"{path}: OpenCV (cv2.dnn {cv2.__version__}) cannot load it "
+        raise IndvisionError(f"{name}: OpenCV (cv2.dnn {cv2.__version__}) cannot load it "
                              f"({first[:300]}); run it with onnxruntime instead") from None
     if net.empty():
-        raise IndvisionError(f"{path}: OpenCV (cv2.dnn {cv2.__version__}) read an empty network")
+        raise IndvisionError(f"{name}: OpenCV (cv2.dnn {cv2.__version__}) read an empty network")
     lock = threading.Lock()
     names = list(net.getUnconnectedOutLayersNames())
 
