@@ -5,6 +5,7 @@ is enough here; tests/edge/test_signing.py runs real bundles through the edge ru
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -105,3 +106,19 @@ def test_trusted_keys_come_from_the_argument_else_the_environment(
     assert signing.trusted_key_paths(["c.pem"]) == [Path("c.pem")]
     monkeypatch.delenv(signing.TRUSTED_KEYS_ENV)
     assert signing.trusted_key_paths() == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_private_key_others_can_read_is_refused_with_one_line(
+        tmp_path: Path, keys: dict, mode: int) -> None:
+    private = keys["build"][0]
+    private.chmod(mode)
+    with pytest.raises(IndvisionError) as raised:
+        signing.sign_bundle(stand_in(tmp_path / "b"), private)
+    message = str(raised.value)
+    assert message.startswith(f"{private}: private key readable by others")
+    assert f"chmod 600 {private}" in message and "\n" not in message
+    assert not (tmp_path / "b" / signing.SIGNATURE).exists()
+    private.chmod(0o600)
+    assert signing.sign_bundle(tmp_path / "b", private)["signatures"] == 1
