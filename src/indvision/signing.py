@@ -29,6 +29,7 @@ import base64
 import hashlib
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -78,10 +79,7 @@ def keygen(folder: str | os.PathLike) -> tuple[Path, Path]:
                                     serialization.NoEncryption())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    with atomic.atomic_path(private_path) as tmp:
-        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(private_pem)
+    atomic.write_bytes(private_path, private_pem, mode=0o600)  # owner only, from creation on
     atomic.write_bytes(public_path, public_pem)
     return private_path, public_path
 
@@ -90,7 +88,9 @@ def _read_key(path: str | os.PathLike, private: bool) -> Any:
     serialization, ed25519 = _crypto()
     kind = "private" if private else "public"
     try:
-        data = Path(path).expanduser().read_bytes()
+        with open(Path(path).expanduser(), "rb") as handle:
+            data = handle.read()
+            mode = os.fstat(handle.fileno()).st_mode
     except OSError as exc:
         raise IndvisionError(f"{path}: cannot read the {kind} key ({exc.strerror or exc})"
                              ) from None
@@ -103,10 +103,15 @@ def _read_key(path: str | os.PathLike, private: bool) -> Any:
     if not isinstance(key, wanted):
         raise IndvisionError(f"{path}: not an Ed25519 {kind} key (make one with "
                              "python -m indvision.edge keygen DIR)")
+    if private and os.name == "posix" and mode & 0o077:
+        raise IndvisionError(f"{path}: private key readable by others (mode "
+                             f"{stat.S_IMODE(mode):04o}); refused — chmod 600 {path} "
+                             "(and make a new key if others may have read it)")
     return key
 
 
 def load_private_key(path: str | os.PathLike) -> Any:
+    """The Ed25519 private key at ``path``; refused when group or others may read it."""
     return _read_key(path, private=True)
 
 
