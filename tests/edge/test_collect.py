@@ -143,3 +143,58 @@ def test_a_collected_folder_sorted_by_a_person_is_valid_data(tmp_path: Path) -> 
     yaml = write_pipeline(tmp_path / "p.yaml", "name: p\nstages:\n  ingest: {}\n")
     assert pipeline.main([str(yaml), "--data", str(tmp_path / "keep"),
                           "--out", str(tmp_path / "x")]) == 0
+
+
+def planted_rows(folder: Path, files: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["file,source,time,bundle_run,label,score,margin,reason"]
+    lines += [f"{name},x,t,r,ok,0.5,0.0,uncertain" for name in files]
+    (folder / CSV_NAME).write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="links are POSIX here")
+def test_rows_naming_files_outside_the_folder_are_never_deleted(tmp_path: Path) -> None:
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    for name in ("victim.txt", "absolute.txt", "linked.txt"):
+        (victims / name).write_text("precious")
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "out").symlink_to(victims)  # a folder inside pointing out
+    planted_rows(keep, ["../victims/victim.txt", str(victims / "absolute.txt"),
+                        "out/linked.txt"])
+    said = io.StringIO()
+    sources = images_in(tmp_path / "line", 3)
+    take = collector(keep, said, max_images=1)
+    for path in sources:
+        take.offer(result("ok", ok=0.6, dent=0.4), source=path)
+    take.close()
+    assert sorted(p.read_text() for p in victims.iterdir()) == ["precious"] * 3
+    assert [r["file"] for r in rows_of(keep)] == [f"ok/{sources[-1].name}"]
+    assert "ignored, never deleted" in said.getvalue()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="links are POSIX here")
+def test_a_planted_write_test_link_does_not_truncate_its_target(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / f".write-test-{os.getpid()}").symlink_to(victim)
+    collector(keep).close()
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="links are POSIX here")
+def test_a_label_folder_that_is_a_link_out_is_not_written_through(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "ok").symlink_to(outside)
+    (source,) = images_in(tmp_path / "line", 1)
+    take = collector(keep)
+    take.offer(result("ok", ok=0.6, dent=0.4), source=source)
+    with pytest.raises(IndvisionError, match="is a link"):
+        take.close()
+    assert list(outside.iterdir()) == []

@@ -33,6 +33,7 @@ import queue
 import random
 import re
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -131,9 +132,9 @@ class Collector:
     def _check_writable(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            probe = self.folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            descriptor, probe = tempfile.mkstemp(dir=self.folder, prefix=".write-test-")
+            os.close(descriptor)  # a fresh name, O_EXCL: a planted link is never written
+            os.unlink(probe)
         except OSError as exc:
             raise IndvisionError(f"--collect {self.folder}: cannot write there "
                                  f"({exc.strerror or exc})") from None
@@ -148,11 +149,35 @@ class Collector:
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise IndvisionError(f"{path}: cannot read it ({exc}); move it away to start a "
                                  "new collection") from None
-        return [row for row in rows if (self.folder / row.get("file", "")).is_file()]
+        kept = [row for row in rows if self._own_file(row.get("file") or "") is not None]
+        outside = [row.get("file") for row in rows if row not in kept
+                   and (self.folder / (row.get("file") or "")).exists()]
+        if outside:
+            print(f"collect: {path}: {len(outside)} rows name files outside {self.folder} or "
+                  f"through a link (e.g. {outside[0]!r}); ignored, never deleted",
+                  file=self.stream, flush=True)
+        return kept
+
+    def _own_file(self, relative: str) -> Path | None:
+        """``relative`` as a regular file inside the folder with no link on the way, or None
+        (empty, absolute, ``..``, a link, or resolving outside): only such files are counted
+        or deleted, so a crafted row cannot aim the drop-oldest unlink elsewhere."""
+        rel = Path(relative)
+        if not relative or rel.is_absolute() or ".." in rel.parts or rel.drive:
+            return None
+        root = self.folder.resolve()
+        path = root / rel
+        try:
+            if path.resolve(strict=True) != path or not path.is_file():
+                return None
+        except (OSError, RuntimeError):
+            return None
+        return path
 
     def _size(self, relative: str) -> int:
+        path = self._own_file(relative)
         try:
-            return (self.folder / relative).stat().st_size
+            return path.stat().st_size if path is not None else 0
         except OSError:
             return 0
 
@@ -215,6 +240,9 @@ class Collector:
         while target.exists():
             target, n = target.with_name(f"{stem}-{n}{suffix}"), n + 1
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent.resolve() != self.folder.resolve() / label:
+            raise IndvisionError(f"{target.parent} is a link, not a folder of {self.folder}; "
+                                 "nothing is written through it")
         atomic.write_bytes(target, data)
         self.bytes += len(data)
         self.rows.append({
@@ -249,7 +277,9 @@ class Collector:
                 return False
             oldest = self.rows.popleft()
             self.bytes -= self._size(oldest["file"])
-            (self.folder / oldest["file"]).unlink(missing_ok=True)
+            own = self._own_file(oldest["file"])  # checked again right before the unlink
+            if own is not None:
+                own.unlink(missing_ok=True)
             self._say_full("the oldest collected images make room")
         return True
 
