@@ -198,3 +198,45 @@ def test_a_label_folder_that_is_a_link_out_is_not_written_through(tmp_path: Path
     with pytest.raises(IndvisionError, match="is a link"):
         take.close()
     assert list(outside.iterdir()) == []
+
+
+def test_a_writer_that_falls_behind_drops_and_counts_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from indvision.edge import collect
+
+    gate = threading.Event()
+    real_keep = Collector._keep
+    monkeypatch.setattr(Collector, "_keep", lambda self, *item: (gate.wait(30),
+                                                                  real_keep(self, *item)))
+    (source,) = images_in(tmp_path / "line", 1)
+    said = io.StringIO()
+    take = collector(tmp_path / "keep", said)
+    extra = 5
+    for _ in range(collect.QUEUE_BOUND + 1 + extra):  # one is held by the blocked writer
+        take.offer(result("ok", ok=0.6, dent=0.4), source=source)
+    assert take.dropped >= extra and take.queue.qsize() <= collect.QUEUE_BOUND
+    gate.set()
+    take.close()
+    assert said.getvalue().count("writer is behind") == 1
+    assert len(rows_of(tmp_path / "keep")) == collect.QUEUE_BOUND + 1 + extra - take.dropped
+
+
+def test_a_nearly_full_disk_stops_collecting_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import namedtuple
+
+    from indvision.edge import collect
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(collect.shutil, "disk_usage",
+                        lambda _path: usage(10**9, 10**9 - 1000, 1000))
+    sources = images_in(tmp_path / "line", 3)
+    said = io.StringIO()
+    take = collector(tmp_path / "keep", said)
+    reasons = [take.offer(result("ok", ok=0.6, dent=0.4), source=p) for p in sources]
+    take.close()
+    assert reasons[0] == ["uncertain"]  # predictions go on; the offer is weighed
+    assert [p for p in (tmp_path / "keep").rglob("*") if p.is_file()] == []
+    assert said.getvalue().count("collection stopped") == 1 and "MB free" in said.getvalue()

@@ -32,6 +32,7 @@ import os
 import queue
 import random
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -51,6 +52,8 @@ CSV_NAME = "collected.csv"
 CSV_COLUMNS = ("file", "source", "time", "bundle_run", "label", "score", "margin", "reason")
 WHEN_FULL = ("drop-oldest", "stop")
 CSV_EVERY = 1.0  # seconds: collected.csv is rewritten when the queue runs dry, or this often
+QUEUE_BOUND = 32  # images waiting for the writer; more are dropped (counted, said once)
+MIN_FREE_BYTES = 200_000_000  # collecting stops before the disk has less free than this
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,8 @@ class Collector:
         self.stopped = False
         self.dirty = False  # rows not yet in collected.csv
         self.failure: str | None = None
-        self.queue: queue.Queue[tuple | None] = queue.Queue()
+        self.dropped = 0  # offers not queued: the writer was behind
+        self.queue: queue.Queue[tuple | None] = queue.Queue(maxsize=QUEUE_BOUND)
         self.worker = threading.Thread(target=self._work, daemon=True)
         self.worker.start()
 
@@ -190,7 +194,14 @@ class Collector:
         reasons = reasons_for(result, self.config, self.good_class, self.threshold,
                               self.random.random())
         if reasons:
-            self.queue.put((result, source, image, "+".join(reasons)))
+            try:
+                self.queue.put_nowait((result, source, image, "+".join(reasons)))
+            except queue.Full:  # a slow disk must not hold up predictions nor fill memory
+                self.dropped += 1
+                if self.dropped == 1:
+                    print(f"collect: the writer is behind ({QUEUE_BOUND} images waiting): "
+                          "images are dropped, not kept, until it catches up",
+                          file=self.stream, flush=True)
         return reasons
 
     def close(self) -> None:
@@ -232,7 +243,7 @@ class Collector:
     def _keep(self, result: dict[str, Any], source: Any, image: np.ndarray | None,
               reason: str) -> None:
         data, name, origin = self._content(result, source, image)
-        if not self._room_for(len(data)):
+        if not self._room_for(len(data)) or not self._disk_allows(len(data)):
             return
         label = _safe_name(result["label"])
         target = self.folder / label / name
@@ -282,6 +293,18 @@ class Collector:
                 own.unlink(missing_ok=True)
             self._say_full("the oldest collected images make room")
         return True
+
+    def _disk_allows(self, size: int) -> bool:
+        """Stop collecting (said once) before the disk's free space falls under the floor:
+        the device's own logs and bundles need it more than one more image."""
+        free = shutil.disk_usage(self.folder).free
+        if free - size >= MIN_FREE_BYTES:
+            return True
+        print(f"collect: {self.folder}: only {free / 1e6:.0f} MB free on its disk (the floor "
+              f"is {MIN_FREE_BYTES / 1e6:.0f} MB): collection stopped, predictions go on",
+              file=self.stream, flush=True)
+        self.stopped = True
+        return False
 
     def _say_full(self, what: str) -> None:
         if not self.full_said:
