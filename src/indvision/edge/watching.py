@@ -78,11 +78,18 @@ def _arrivals(classifier: EdgeClassifier, folder: Path, interval: float,
     """Poll ``folder`` for ever: ``(path, scores row)`` once per new image (with ``maps``:
     ``(path, (scores row, map, model input))``), ``(path, error)`` for one that still does not
     decode after ``retries`` polls with the same size and time, and None at the end of each
-    poll (before sleeping ``interval``)."""
+    poll (before sleeping ``interval``). A link resolving outside ``folder`` is skipped. What
+    was seen is pruned to the files present at each poll, so memory stays bounded by the
+    folder's contents however many files come and go (a file that comes back is new)."""
     done: set[Path] = set()
     attempts: dict[Path, tuple[int, tuple[int, int]]] = {}
+    root = folder.resolve()
     while True:
-        for path in image_files([folder]):
+        present = [p for p in image_files([folder]) if _inside(p, root)]
+        done.intersection_update(present)  # bounded by the folder: gone files are forgotten
+        for gone in attempts.keys() - set(present):
+            del attempts[gone]
+        for path in present:
             if path in done:
                 continue
             try:
@@ -100,6 +107,15 @@ def _arrivals(classifier: EdgeClassifier, folder: Path, interval: float,
             yield path, row
         yield None
         time.sleep(interval)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves inside the watched folder: a link out of it is not read."""
+    try:
+        path.resolve(strict=True).relative_to(root)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def _score(classifier: EdgeClassifier, image: np.ndarray, maps: bool) -> Any:
