@@ -240,3 +240,17 @@ def test_a_nearly_full_disk_stops_collecting_with_one_line(
     assert reasons[0] == ["uncertain"]  # predictions go on; the offer is weighed
     assert [p for p in (tmp_path / "keep").rglob("*") if p.is_file()] == []
     assert said.getvalue().count("collection stopped") == 1 and "MB free" in said.getvalue()
+
+
+def test_files_left_by_a_crash_count_against_the_limit_and_are_kept(tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+    leftovers = images_in(keep / "ok", 2)  # written, then a crash before collected.csv
+    sources = images_in(tmp_path / "line", 3)
+    said = io.StringIO()
+    take = collector(keep, said, max_images=3)
+    for path in sources:
+        take.offer(result("dent", ok=0.4, dent=0.6), source=path)
+    take.close()
+    assert [r["file"] for r in rows_of(keep)] == [f"dent/{sources[-1].name}"]
+    assert all(path.is_file() for path in leftovers)
+    assert "2 files not in collected.csv" in said.getvalue()

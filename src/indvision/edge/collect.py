@@ -16,11 +16,16 @@ ignores it).
 
 Bounded: at most ``max_images`` files and ``max_bytes`` bytes. When full, the oldest collected
 images go (``when_full="drop-oldest"``) or collection stops (``"stop"``); either is said once on
-stderr. Every write is atomic (a temporary name, then a rename), so a crash never leaves half an
-image, and the copying runs on a background thread, off the prediction path. ``collected.csv``
-is rewritten (atomically) whenever the queue runs dry and at least every second while it does
-not, so after a crash it may miss the last second's rows — never the other way round: a row
-always names a file that exists.
+stderr. Files in ``DIR`` that no row names (left by a crash, or by a person) count against the
+limits and are never deleted; a row naming a file outside ``DIR`` or through a link is ignored,
+so only this collector's own files are ever unlinked. Collecting also stops (one line) before
+the disk's free space falls under ``MIN_FREE_BYTES``, and a writer that falls behind drops
+images (counted, said once) rather than queueing more than ``QUEUE_BOUND``. Every write is
+atomic (a temporary name, then a rename), so a crash never leaves half an image, and the copying
+runs on a background thread, off the prediction path. ``collected.csv`` is rewritten
+(atomically) whenever the queue runs dry and at least every second while it does not, so after a
+crash it may miss the last second's rows — never the other way round: a row always names a file
+that exists.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import queue
 import random
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -124,6 +130,7 @@ class Collector:
         self._check_writable()
         self.rows: deque[dict[str, str]] = deque(self._read_rows())
         self.bytes = sum(self._size(row["file"]) for row in self.rows)
+        self.others, self.others_bytes = self._untracked()
         self.full_said = False
         self.stopped = False
         self.dirty = False  # rows not yet in collected.csv
@@ -161,6 +168,26 @@ class Collector:
                   f"through a link (e.g. {outside[0]!r}); ignored, never deleted",
                   file=self.stream, flush=True)
         return kept
+
+    def _untracked(self) -> tuple[int, int]:
+        """Files in the folder that no row names (left by a crash before ``collected.csv``
+        caught up, or put there by a person): counted against the limits, never deleted."""
+        root = self.folder.resolve()
+        tracked = {root / row["file"] for row in self.rows} | {root / CSV_NAME}
+        count = size = 0
+        for dirpath, _, names in os.walk(root):  # links to folders: not entered
+            for name in names:
+                path = Path(dirpath) / name
+                if path in tracked:
+                    continue
+                info = path.lstat()
+                if stat.S_ISREG(info.st_mode):
+                    count, size = count + 1, size + info.st_size
+        if count:
+            print(f"collect: {self.folder}: {count} files not in {CSV_NAME} ({size / 1e6:.1f} "
+                  "MB) count against the limits; they are never deleted", file=self.stream,
+                  flush=True)
+        return count, size
 
     def _own_file(self, relative: str) -> Path | None:
         """``relative`` as a regular file inside the folder with no link on the way, or None
@@ -280,8 +307,13 @@ class Collector:
         limits = self.config
         if size > limits.max_bytes:
             return False
-        while self.rows and (len(self.rows) + 1 > limits.max_images
-                             or self.bytes + size > limits.max_bytes):
+        while (len(self.rows) + self.others + 1 > limits.max_images
+               or self.bytes + self.others_bytes + size > limits.max_bytes):
+            if not self.rows:  # only untracked files left: nothing this collector may delete
+                self._say_full("collection stopped (move away the files not in "
+                               f"{CSV_NAME})")
+                self.stopped = True
+                return False
             if limits.when_full == "stop":
                 self._say_full("collection stopped")
                 self.stopped = True
