@@ -29,12 +29,13 @@ from indvision.edge.service import Limits, create_app
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BASE = "http://127.0.0.1"  # an allowed Host (the service answers loopback names only)
 
 
 @pytest.fixture(scope="module")
 def client(bundle: Path) -> TestClient:
     slot = ModelSlot(lambda: EdgeClassifier(bundle))
-    return TestClient(create_app(slot, TOKEN, Limits(max_body_bytes=200_000,
+    return TestClient(base_url=BASE, app=create_app(slot, TOKEN, Limits(max_body_bytes=200_000,
                                                      max_pixels=1_000_000)))
 
 
@@ -126,7 +127,7 @@ def test_an_internal_failure_is_json_without_a_traceback(bundle: Path,
 
     classifier.scores = broken
     app = create_app(ModelSlot(lambda: classifier))
-    got = TestClient(app).post("/predict", headers={"Content-Type": "image/png"},
+    got = TestClient(app, base_url=BASE).post("/predict", headers={"Content-Type": "image/png"},
                                content=sorted((eval_tree / "ok").iterdir())[0].read_bytes())
     assert got.status_code == 500 and got.json() == {
         "error": "internal error (see the service's log)"}
@@ -152,7 +153,7 @@ def test_a_bundle_swaps_under_load_and_a_bad_one_is_refused(bundle: Path, eval_t
     failures, answers, stop = [], [], threading.Event()
 
     def hammer() -> None:
-        with TestClient(app) as local:
+        with TestClient(app, base_url=BASE) as local:
             while not stop.is_set():
                 got = local.post("/predict", content=image,
                                  headers={"Content-Type": "image/png"})
@@ -174,8 +175,9 @@ def test_a_bundle_swaps_under_load_and_a_bad_one_is_refused(bundle: Path, eval_t
             worker.join()
     assert failures == [] and len(answers) > 0
     assert all(answer == want for answer in answers)
-    model = TestClient(app).get("/model").json()
+    model = TestClient(app, base_url=BASE).get("/model").json()
     assert model["bundle"].endswith("second")  # the good new bundle keeps serving
     assert (model["serving"]["swaps"], model["serving"]["refusals"]) == (1, 1)
-    assert "model.onnx" in model["serving"]["last_refusal"]
+    assert "model.onnx" in model["serving"]["last_refusal"]["reason"]
+    assert "/" not in model["bundle"] and str(exports) not in json.dumps(model)
     json.dumps(model)

@@ -198,6 +198,9 @@ def _add_serve_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1: this machine only)")
     sub.add_argument("--port", type=int, default=8000)
+    sub.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
+                     help="also answer requests whose Host header is NAME (besides --host "
+                          "and localhost); others get 400 (DNS rebinding)")
     sub.add_argument("--token-file", metavar="FILE",
                      help="require 'Authorization: Bearer <token>' (the file's one line, "
                           "16+ characters) on every endpoint but /healthz")
@@ -487,6 +490,10 @@ def _serve_command(args: argparse.Namespace) -> int:
     """``serve``: the bundle behind HTTP (:mod:`indvision.edge.service`)."""
     from indvision.edge import hotswap, service
 
+    if not service.is_loopback(args.host) and not args.token_file:
+        print(f"error: --host {args.host} reaches other machines: give --token-file too",
+              file=sys.stderr)
+        return 2
     token = service.read_token(args.token_file) if args.token_file else None
     limits = service.Limits(int(args.max_body_mb * 1e6), args.max_pixels)
     follow = None if args.follow is None else (args.follow or args.bundle)
@@ -504,7 +511,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         follower = hotswap.Follower(slot, follow, args.follow_interval)
         follower.start()
     try:
-        service.serve(slot, args.host, args.port, token, limits)
+        service.serve(slot, args.host, args.port, token, limits, follower, args.allowed_host)
     finally:
         if follower is not None:
             follower.stop()

@@ -8,12 +8,17 @@ classifier that loaded completely replaces it — one reference assignment. A bu
 fails any check is refused and the old one keeps serving.
 
 :class:`Follower` watches ``exports/<pipeline>/latest.json`` (what a new run that passed every
-gate rewrites) and asks the slot to reload when its content changes.
+gate rewrites) and asks the slot to reload when its content changes. Whatever a load raises
+(a half-copied bundle, a garbage ``model.json``, an ``OSError`` mid-copy) is a refusal, never
+the end of the follower: a refused ``latest.json`` is tried again after a back-off that doubles
+from ``backoff_min`` to ``backoff_max`` (a bundle still being copied at first sight is good a
+little later, without ``latest.json`` changing again). :meth:`Follower.state` says how it stands.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import threading
 import time
@@ -26,6 +31,16 @@ from indvision.errors import IndvisionError
 LATEST = "latest.json"
 
 
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a failed load: the message of a user-fixable problem, else its type too."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, IndvisionError) else f"{type(exc).__name__}: {text}"
+
+
 class ModelSlot:
     """One loaded classifier, swapped whole (see the module docstring)."""
 
@@ -35,7 +50,8 @@ class ModelSlot:
         self.current = load()
         self.swaps = 0
         self.refusals = 0
-        self.last_refusal: str | None = None
+        self.last_swap: dict[str, Any] | None = None  # {time, run}
+        self.last_refusal: dict[str, Any] | None = None  # {time, reason}
 
     def get(self) -> Any:
         """The classifier to answer one request with (take it once, use it throughout)."""
@@ -43,17 +59,19 @@ class ModelSlot:
 
     def reload(self) -> tuple[bool, str]:
         """Load the bundle again; swap it in only when it loaded and passed every check.
-        Returns (swapped, what happened)."""
+        Any failure of the load is a refusal. Returns (swapped, what happened)."""
         with self._lock:
             try:
                 fresh = self._load()
-            except IndvisionError as exc:
+            except Exception as exc:  # a broken bundle of any kind must not stop serving
                 self.refusals += 1
-                self.last_refusal = str(exc)
-                return False, f"new bundle refused, the old one keeps serving: {exc}"
+                self.last_refusal = {"time": _stamp(), "reason": _reason(exc)}
+                return False, ("new bundle refused, the old one keeps serving: "
+                               f"{self.last_refusal['reason']}")
             self.current = fresh
             self.swaps += 1
             run_id = (fresh.meta.get("provenance") or {}).get("run_id")
+            self.last_swap = {"time": _stamp(), "run": run_id}
             return True, f"now serving {fresh.bundle} (run {run_id})"
 
 
@@ -64,34 +82,79 @@ def _fingerprint(path: Path) -> str | None:
         return None
 
 
+def _say(message: str) -> None:
+    print(f"serve: {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
 class Follower(threading.Thread):
     """Polls ``folder/latest.json`` every ``interval`` seconds and reloads ``slot`` when its
-    content changes; each outcome is one line on stderr."""
+    content changes, or when a refused content's back-off has passed; each outcome is one
+    line on stderr."""
 
-    def __init__(self, slot: ModelSlot, folder: str | Path, interval: float = 2.0) -> None:
+    def __init__(self, slot: ModelSlot, folder: str | Path, interval: float = 2.0,
+                 backoff_min: float = 1.0, backoff_max: float = 60.0) -> None:
         super().__init__(name="indvision-follow", daemon=True)
         self.slot = slot
-        self.latest = Path(folder) / LATEST
+        self.folder = Path(folder)
+        self.latest = self.folder / LATEST
         if not self.latest.is_file():
             raise IndvisionError(f"--follow {folder}: no {LATEST} there (follow an "
                                  "exports/<pipeline> folder)")
         self.interval = interval
-        self.seen = _fingerprint(self.latest)
+        self.backoff_min, self.backoff_max = backoff_min, backoff_max
+        self.seen = _fingerprint(self.latest)  # the content now served
+        self._refused: str | None = None  # a content refused, to be tried again
+        self._delay = 0.0
+        self._retry_at = 0.0
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
-            self.check()
+            try:
+                self.check()
+            except Exception as exc:  # the follower outlives anything a poll meets
+                self._back_off(self._refused)
+                _say(f"follow: {_reason(exc)}; trying again in {self._delay:.1f} s")
 
     def check(self) -> bool | None:
-        """One poll: None when nothing changed, else whether the new bundle was swapped in."""
+        """One poll: None when there is nothing to try, else whether the bundle was swapped
+        in."""
         now = _fingerprint(self.latest)
         if now is None or now == self.seen:
             return None
-        self.seen = now
+        if now == self._refused and time.monotonic() < self._retry_at:
+            return None
         swapped, message = self.slot.reload()
-        print(f"serve: {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+        if swapped:
+            self.seen, self._refused, self._delay = now, None, 0.0
+        else:
+            self._back_off(now)
+            message += f"; trying again in {self._delay:.1f} s"
+        _say(message)
         return swapped
+
+    def _back_off(self, fingerprint: str | None) -> None:
+        """Wait longer before trying ``fingerprint`` again: doubled each time, capped."""
+        same = fingerprint is not None and fingerprint == self._refused and self._delay > 0
+        self._delay = min(self._delay * 2, self.backoff_max) if same else self.backoff_min
+        self._refused = fingerprint
+        self._retry_at = time.monotonic() + self._delay
+
+    def state(self) -> dict[str, Any]:
+        """How the follower stands: alive, swaps, refusals, the last of each, and the seconds
+        until a refused bundle is tried again (None: nothing waiting). Paths inside the
+        followed folder are named relative to it."""
+        retry_in = (round(max(0.0, self._retry_at - time.monotonic()), 3)
+                    if self._refused is not None else None)
+        refusal = self.slot.last_refusal
+        if refusal is not None:
+            reason = refusal["reason"]
+            for prefix in {str(self.folder), str(self.folder.resolve())}:
+                reason = reason.replace(prefix + os.sep, "")
+            refusal = {**refusal, "reason": reason}
+        return {"alive": self.is_alive(), "swaps": self.slot.swaps,
+                "refusals": self.slot.refusals, "last_swap": self.slot.last_swap,
+                "last_refusal": refusal, "retry_in": retry_in}
 
     def stop(self) -> None:
         self._stop_event.set()

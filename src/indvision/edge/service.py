@@ -21,13 +21,22 @@ Security: with ``token`` set every endpoint but ``/healthz`` and the page's stat
 ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time); the page reads
 the token from its URL fragment (``/#token=...``, never sent to the server) and sends it as
 that header. Bodies over ``max_body_bytes`` → 413 (refused from ``Content-Length`` before
-reading); images whose header claims more than ``max_pixels`` → 422 before decoding; a body
+reading; a body without one, chunked or multipart, is counted while it streams and refused as
+soon as it passes the limit); images whose header claims more than ``max_pixels`` → 422 before
+decoding; a request whose images together hold more than ``max_request_pixels`` → 413; a body
 that is not an image → 415 (wrong content type) or 422 (cannot be decoded), with the reason.
-Errors are JSON ``{"error": ...}``; no response ever carries a traceback.
+Errors are JSON ``{"error": ...}``; no response ever carries a traceback. A ``Host`` header
+naming none of the allowed hosts (the bound address, localhost, ``--allowed-host``) → 400, so a
+page on another site cannot reach the service through DNS rebinding. ``/model`` names files
+relative to the bundle's folder, never by absolute path.
+
+Images are decoded off the event loop, one at a time, and each is cut to the model input at
+once: a request holds one full-size image at most, and ``/healthz`` answers while it decodes.
 
 The bundle is held by a :class:`~indvision.edge.hotswap.ModelSlot`: with ``follow`` a new
 ``latest.json`` is loaded and checked beside the old model and swapped in whole; a bad bundle
-is refused and the old one keeps serving.
+is refused and the old one keeps serving; ``/healthz`` and ``/metrics`` say how the follower
+stands (alive, last swap, last refusal, when it retries).
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ import base64
 import collections
 import functools
 import hmac
+import ipaddress
+import os
 import sys
 import threading
 import time
@@ -49,7 +60,7 @@ import numpy as np
 
 from indvision import heatmaps, images, metrics
 from indvision.edge import info as bundle_info
-from indvision.edge.hotswap import ModelSlot
+from indvision.edge.hotswap import Follower, ModelSlot
 from indvision.edge.service_metrics import ServiceMetrics
 from indvision.errors import IndvisionError
 
@@ -57,13 +68,26 @@ RECENT = 12  # decisions the live page shows
 THUMBNAIL = 160  # px, the longer side of a page image
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+REQUEST_PIXELS_PER_IMAGE_LIMIT = 4  # default request budget: four images at the image limit
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What a request may carry."""
+    """What a request may carry. ``max_request_pixels`` bounds the pixels of all its images
+    together (decoding time and memory); ``None`` means four times ``max_pixels``."""
 
     max_body_bytes: int = 20_000_000
     max_pixels: int = 40_000_000
     max_files: int = 64
+    max_request_pixels: int | None = None
+
+    @property
+    def request_pixels(self) -> int:
+        """The pixel budget of one request."""
+        if self.max_request_pixels is not None:
+            return self.max_request_pixels
+        return REQUEST_PIXELS_PER_IMAGE_LIMIT * self.max_pixels
 
 
 class RequestError(Exception):
@@ -86,22 +110,58 @@ def decode_image(data: bytes, name: str, limits: Limits) -> np.ndarray:
         raise RequestError(422, str(exc)) from None
 
 
+class PixelBudget:
+    """The pixels one request may still decode (:attr:`Limits.request_pixels`)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.left = limits.request_pixels
+        self.total = limits.request_pixels
+
+    def charge(self, name: str, width: int, height: int) -> None:
+        """Take ``width x height`` pixels, or 413 when the request would pass its budget."""
+        self.left -= width * height
+        if self.left < 0:
+            raise RequestError(413, f"{name}: the request's images hold more than "
+                                    f"{self.total} pixels together, over its limit")
+
+
+def model_input(classifier: Any, data: bytes, name: str, limits: Limits,
+                budget: PixelBudget) -> np.ndarray:
+    """One image's bytes → the classifier's model input, the full-size decode dropped at once.
+    The pixels are charged from the header before decoding (after it, where the format's
+    header does not say). Runs in the thread pool: decoding never blocks the event loop."""
+    size = images.header_size(data)
+    if size is not None and size[0] * size[1] <= limits.max_pixels:  # else 422 below
+        budget.charge(name, *size)
+    rgb = decode_image(data, name, limits)
+    if size is None:
+        budget.charge(name, rgb.shape[1], rgb.shape[0])
+    return classifier.load(rgb)
+
+
 class Recent:
-    """The last decisions, for the live page: the model input, label and score of each."""
+    """The last decisions, for the live page: the model input, label and score of each.
+    They belong to one model: a decision by another (a swapped-in bundle, perhaps with another
+    input size) starts the list afresh, and only the asking model's items are shown."""
 
     def __init__(self, size: int = RECENT) -> None:
         self._items: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
         self._lock = threading.Lock()
+        self._owner: Any = None
 
-    def add(self, name: str, model_input: np.ndarray, result: dict[str, Any]) -> None:
+    def add(self, owner: Any, name: str, model_input: np.ndarray, result: dict[str, Any]
+            ) -> None:
         with self._lock:
+            if owner is not self._owner:
+                self._items.clear()
+                self._owner = owner
             self._items.appendleft({"name": name, "time": time.strftime("%H:%M:%S"),
                                     "input": model_input, "label": result["label"],
                                     "score": result["score"]})
 
-    def items(self) -> list[dict[str, Any]]:
+    def items(self, owner: Any) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._items)
+            return list(self._items) if owner is self._owner else []
 
 
 def _jpeg(rgb: np.ndarray) -> str:
@@ -115,7 +175,7 @@ def _jpeg(rgb: np.ndarray) -> str:
 def recent_view(classifier: Any, recent: Recent) -> list[dict[str, Any]]:
     """The page's rows: image, and (bundles with maps) its heatmap, computed here for the
     rows shown — predictions never pay for the page."""
-    items = recent.items()
+    items = recent.items(classifier)
     maps = None
     if items and classifier.has_maps:
         _, maps = classifier.scores_and_maps(np.stack([item["input"] for item in items]))
@@ -129,16 +189,17 @@ def recent_view(classifier: Any, recent: Recent) -> list[dict[str, Any]]:
     return rows
 
 
-def predict_arrays(classifier: Any, arrays: list[np.ndarray]) -> tuple[list[dict], np.ndarray]:
-    """Results exactly as :meth:`EdgeClassifier.predict` gives them, and the model inputs."""
-    batch = np.stack([classifier.load(array) for array in arrays])
+def predict_inputs(classifier: Any, inputs: list[np.ndarray]) -> tuple[list[dict], np.ndarray]:
+    """Results exactly as :meth:`EdgeClassifier.predict` gives them, and the model inputs
+    (already prepared by :func:`model_input`)."""
+    batch = np.stack(inputs)
     return classifier.results(classifier.scores(batch)), batch
 
 
-def predict_object(classifier: Any, names: list[str], arrays: list[np.ndarray]
+def predict_object(classifier: Any, names: list[str], inputs: list[np.ndarray]
                    ) -> tuple[dict[str, Any], np.ndarray]:
     """One object from its views: the least-good view decides (the bundle's rule)."""
-    batch = np.stack([classifier.load(array) for array in arrays])
+    batch = np.stack(inputs)
     probs = classifier.scores(batch)
     _, chosen, fused = metrics.fuse_groups(probs, ["object"] * len(names),
                                            classifier.good_index)
@@ -167,14 +228,55 @@ def read_token(path: str | Path) -> str:
     return token
 
 
+def relative(value: Any, base: Path) -> Any:
+    """``value`` (JSON-like) with every ``base/`` prefix in its strings removed: what the
+    service tells a client names files inside the served folder, never where it lies."""
+    if isinstance(value, str):
+        for prefix in {str(base), str(base.resolve())}:
+            value = value.replace(prefix + os.sep, "")
+        return value
+    if isinstance(value, dict):
+        return {key: relative(item, base) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative(item, base) for item in value]
+    return value
+
+
+def bundle_name(bundle: Path) -> str:
+    """A bundle's name for a client: its folder (``<run>/bundle`` for a run's bundle)."""
+    return f"{bundle.parent.name}/{bundle.name}" if bundle.name == "bundle" else bundle.name
+
+
 def model_summary(slot: ModelSlot) -> dict[str, Any]:
+    """``GET /model``: the bundle's summary and how it is served, without absolute paths."""
     classifier = slot.get()
-    summary = bundle_info.summary(str(classifier.bundle))
+    bundle = Path(classifier.bundle)
+    summary = bundle_info.summary(str(bundle))
+    summary["bundle"] = bundle_name(bundle)
     summary["serving"] = {"model_file": classifier.model_file, "runtime": classifier.runtime,
                           "signed_by": classifier.signed_by, "has_maps": classifier.has_maps,
                           "swaps": slot.swaps, "refusals": slot.refusals,
-                          "last_refusal": slot.last_refusal}
-    return summary
+                          "last_swap": slot.last_swap, "last_refusal": slot.last_refusal}
+    return relative(summary, bundle.parent)
+
+
+def allowed_hosts(host: str, extra: list[str] | None = None) -> list[str]:
+    """The ``Host`` names the service answers: the bound address, the loopback names and
+    ``extra``; a wildcard bind (0.0.0.0, ::) adds nothing — name the hosts with ``extra``."""
+    hosts = [*LOOPBACK_HOSTS, *(extra or [])]
+    if host not in ("0.0.0.0", "::", ""):
+        hosts.append(host)
+    return list(dict.fromkeys(hosts))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the service on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @functools.cache
@@ -183,14 +285,21 @@ def live_page() -> str:
     return resources.files("indvision.edge").joinpath("live.html").read_text(encoding="utf-8")
 
 
-def create_app(slot: ModelSlot, token: str | None = None, limits: Limits = Limits()) -> Any:
-    """The FastAPI application serving ``slot``'s classifier (see the module docstring)."""
+def create_app(slot: ModelSlot, token: str | None = None, limits: Limits = Limits(),
+               follower: Follower | None = None, hosts: list[str] | None = None) -> Any:
+    """The FastAPI application serving ``slot``'s classifier (see the module docstring);
+    ``hosts``: the allowed ``Host`` names (default: the loopback names)."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     from indvision.edge.service_routes import build
 
-    return build(slot, token, limits, ServiceMetrics(), Recent())
+    app = build(slot, token, limits, ServiceMetrics(), Recent(), follower)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts or list(LOOPBACK_HOSTS))
+    return app
 
 
-def serve(slot: ModelSlot, host: str, port: int, token: str | None, limits: Limits) -> None:
+def serve(slot: ModelSlot, host: str, port: int, token: str | None, limits: Limits,
+          follower: Follower | None = None, extra_hosts: list[str] | None = None) -> None:
     """Run the service with uvicorn until Ctrl-C."""
     try:
         import uvicorn
@@ -199,4 +308,5 @@ def serve(slot: ModelSlot, host: str, port: int, token: str | None, limits: Limi
                              "'indvision[serve]'") from None
     print(f"serve: http://{host}:{port}/ ({'token required' if token else 'no token'}), "
           f"{slot.get().bundle}", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(slot, token, limits), host=host, port=port, log_level="warning")
+    app = create_app(slot, token, limits, follower, allowed_hosts(host, extra_hosts))
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -42,8 +42,10 @@ class ServiceMetrics:
         with self._lock:
             self.decisions.update(labels)
 
-    def render(self, model: dict[str, Any], swaps: int, refusals: int) -> str:
-        """The exposition text; ``model`` labels the served bundle."""
+    def render(self, model: dict[str, Any], state: dict[str, Any]) -> str:
+        """The exposition text; ``model`` labels the served bundle, ``state`` is the slot's
+        swaps and refusals or the follower's :meth:`~indvision.edge.hotswap.Follower.state`."""
+        swaps, refusals = state["swaps"], state["refusals"]
         with self._lock:
             lines = ["# HELP indvision_requests_total HTTP requests by endpoint and status.",
                      "# TYPE indvision_requests_total counter"]
@@ -84,4 +86,13 @@ class ServiceMetrics:
                   "# HELP indvision_model_refusals_total New bundles refused (failed a check).",
                   "# TYPE indvision_model_refusals_total counter",
                   f"indvision_model_refusals_total {refusals}"]
+        if "alive" in state:
+            retry = state["retry_in"]
+            lines += ["# HELP indvision_follower_alive Whether the latest.json follower runs.",
+                      "# TYPE indvision_follower_alive gauge",
+                      f"indvision_follower_alive {int(bool(state['alive']))}",
+                      "# HELP indvision_follower_retry_seconds Seconds until a refused bundle "
+                      "is tried again (-1: none waiting).",
+                      "# TYPE indvision_follower_retry_seconds gauge",
+                      f"indvision_follower_retry_seconds {-1 if retry is None else retry}"]
         return "\n".join(lines) + "\n"

@@ -9,23 +9,26 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
-from indvision.edge.hotswap import ModelSlot
+from indvision.edge.hotswap import Follower, ModelSlot
 from indvision.edge.service import (
     Limits,
+    PixelBudget,
     Recent,
     RequestError,
     check_token,
-    decode_image,
     live_page,
+    model_input,
     model_summary,
-    predict_arrays,
+    predict_inputs,
     predict_object,
     recent_view,
 )
@@ -36,7 +39,8 @@ IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
 def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceMetrics,
-          recent: Recent) -> FastAPI:
+          recent: Recent, follower: Follower | None = None) -> FastAPI:
+    """The application: the routes below behind one guard (token, body size, timing)."""
     app = FastAPI(title="indvision", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.middleware("http")
@@ -72,12 +76,12 @@ def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceM
     @app.post("/predict")
     async def predict(request: Request) -> Any:
         classifier = slot.get()  # one model for the whole request, even during a swap
-        named = await _images(request, limits)
-        results, batch = await run_in_threadpool(predict_arrays, classifier,
+        named = await _images(request, limits, classifier)
+        results, batch = await run_in_threadpool(predict_inputs, classifier,
                                                  [array for _, array in named])
         counters.decided([r["label"] for r in results])
-        for (name, _), result, model_input in zip(named, results, batch, strict=True):
-            recent.add(name, model_input, result)
+        for (name, _), result, prepared in zip(named, results, batch, strict=True):
+            recent.add(classifier, name, prepared, result)
         if request.headers.get("content-type", "").startswith("multipart/"):
             return {"results": [{"filename": name, **result}
                                 for (name, _), result in zip(named, results, strict=True)]}
@@ -89,12 +93,12 @@ def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceM
         if not request.headers.get("content-type", "").startswith("multipart/"):
             raise RequestError(415, "send the views of one object as multipart/form-data "
                                     "files")
-        named = await _images(request, limits)
+        named = await _images(request, limits, classifier)
         result, batch = await run_in_threadpool(predict_object, classifier,
                                                 [n for n, _ in named], [a for _, a in named])
         counters.decided([result["label"]])
-        for (name, _), model_input in zip(named, batch, strict=True):
-            recent.add(name, model_input, result)
+        for (name, _), prepared in zip(named, batch, strict=True):
+            recent.add(classifier, name, prepared, result)
         return result
 
     @app.get("/model")
@@ -103,14 +107,18 @@ def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceM
 
     @app.get("/healthz")
     async def healthz() -> Any:
-        return {"status": "ok"}
+        if follower is None:
+            return {"status": "ok"}
+        return {"status": "ok", "follower": follower.state()}
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
         classifier = slot.get()
         labels = {"run_id": (classifier.meta.get("provenance") or {}).get("run_id"),
                   "model": classifier.model_file}
-        return PlainTextResponse(counters.render(labels, slot.swaps, slot.refusals),
+        state = follower.state() if follower is not None else {
+            "swaps": slot.swaps, "refusals": slot.refusals}
+        return PlainTextResponse(counters.render(labels, state),
                                  media_type="text/plain; version=0.0.4")
 
     @app.get("/recent")
@@ -130,36 +138,48 @@ def _error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
-async def _images(request: Request, limits: Limits) -> list[tuple[str, Any]]:
-    """(name, RGB image) pairs from a raw image body or multipart files, each checked."""
+async def _images(request: Request, limits: Limits, classifier: Any
+                  ) -> list[tuple[str, Any]]:
+    """(name, model input) pairs from a raw image body or multipart files, each checked and
+    decoded in the thread pool, one at a time, within the request's pixel budget."""
     kind = request.headers.get("content-type", "")
+    budget = PixelBudget(limits)
     if kind.startswith("multipart/form-data"):
+        parser = MultiPartParser(request.headers, _stream(request, limits),
+                                 max_files=limits.max_files, max_fields=limits.max_files,
+                                 max_part_size=limits.max_body_bytes)
         try:
-            form = await request.form(max_files=limits.max_files,
-                                      max_part_size=limits.max_body_bytes)
+            form = await parser.parse()
+        except RequestError:
+            raise
         except Exception as exc:  # starlette's parser errors vary (HTTPException, its own)
             raise RequestError(422, f"cannot read the multipart body ({exc})") from None
-        files = [value for _, value in form.multi_items() if hasattr(value, "read")]
-        if not files:
-            raise RequestError(422, "the multipart body holds no file")
-        named = []
-        for index, upload in enumerate(files):
-            name = upload.filename or f"file {index + 1}"
-            named.append((name, decode_image(await upload.read(), name, limits)))
-        return named
+        try:
+            files = [value for _, value in form.multi_items() if hasattr(value, "read")]
+            if not files:
+                raise RequestError(422, "the multipart body holds no file")
+            named = []
+            for index, upload in enumerate(files):
+                name = upload.filename or f"file {index + 1}"
+                named.append((name, await run_in_threadpool(
+                    model_input, classifier, await upload.read(), name, limits, budget)))
+            return named
+        finally:
+            await form.close()
     if not kind.startswith(IMAGE_TYPES):
         raise RequestError(415, f"content type {kind or 'none'!r} is not an image: send an "
                                 "image body (image/*) or multipart/form-data files")
-    return [("body", decode_image(await _body(request, limits), "body", limits))]
+    body = b"".join([chunk async for chunk in _stream(request, limits)])
+    return [("body", await run_in_threadpool(model_input, classifier, body, "body", limits,
+                                             budget))]
 
 
-async def _body(request: Request, limits: Limits) -> bytes:
-    """The raw body, read in chunks and refused (413) as soon as it passes the limit — a
-    chunked upload without Content-Length too."""
-    chunks, size = [], 0
+async def _stream(request: Request, limits: Limits) -> AsyncIterator[bytes]:
+    """The body's chunks, refused (413) as soon as they pass the limit — an upload without
+    Content-Length (chunked, multipart) too."""
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limits.max_body_bytes:
             raise RequestError(413, f"body over the limit of {limits.max_body_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
