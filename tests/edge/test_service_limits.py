@@ -108,3 +108,60 @@ def test_a_non_loopback_host_without_a_token_is_refused(tmp_path: Path,
     assert main(["serve", str(tmp_path), "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--token-file" in err[0]
+
+
+def test_a_chunked_multipart_body_over_the_limit_gets_413(tmp_path: Path) -> None:
+    client = TestClient(create_app(ModelSlot(lambda: fake(8, tmp_path / "a")),
+                                   limits=Limits(max_body_bytes=200_000)), base_url=BASE)
+    noise = cv2.imencode(".png", np.random.default_rng(0).integers(
+        0, 255, (200, 200, 3), dtype=np.uint8))[1].tobytes()  # ~120 kB, 3 of them: ~360 kB
+    parts = b"".join(b"--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\""
+                     + f"{i}.png".encode() + b"\"\r\nContent-Type: image/png\r\n\r\n" + noise
+                     + b"\r\n" for i in range(3)) + b"--B--\r\n"
+    chunks = (parts[i:i + 50_000] for i in range(0, len(parts), 50_000))  # no Content-Length
+    got = client.post("/predict", content=chunks,
+                      headers={"Content-Type": "multipart/form-data; boundary=B"})
+    assert got.status_code == 413, got.text
+
+
+def test_healthz_answers_while_a_request_decodes(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import threading
+    import time
+
+    import httpx2 as httpx
+    import uvicorn
+
+    from indvision import images
+
+    real = images.decode
+
+    def slow(*args: object, **kwargs: object) -> np.ndarray:
+        time.sleep(3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(images, "decode", slow)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(ModelSlot(lambda: fake(8, tmp_path))),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        sender = threading.Thread(target=lambda: httpx.post(
+            url + "/predict", content=png(50, 50), headers={"Content-Type": "image/png"},
+            timeout=30))
+        sender.start()
+        time.sleep(0.5)  # the predict is decoding now
+        started = time.perf_counter()
+        assert httpx.get(url + "/healthz", timeout=30).status_code == 200
+        assert time.perf_counter() - started < 1.5  # generous: the decode takes 3 s
+        sender.join()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
