@@ -193,6 +193,21 @@ def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike,
     return {"key_id": own, "replaced": replaced, "dropped": dropped, "signatures": len(kept)}
 
 
+def require_verified(bundle: Path, model: str, entry: dict[str, Any],
+                     signed_by: str | None) -> None:
+    """Under a trusted key (``signed_by`` set), refuse a model file that verify never judged.
+
+    Export signs its ``model.json`` for the record, before verify runs: a trusted signature
+    alone says who built the bundle, not that its files reproduce the Keras model. Only a file
+    the signed ``model.json`` marks ``verified: true`` runs under trusted keys (a ``shippable:
+    false`` one is refused before this). Without trusted keys nothing changes.
+    """
+    if signed_by is not None and entry.get("verified") is not True:
+        raise IndvisionError(f"{Path(bundle) / model}: exported but never verified (no "
+                             "verdict in model.json) and trusted keys are set; run the verify "
+                             "stage on this bundle's run")
+
+
 def _entry_key_matches(entry: dict[str, Any], message: bytes) -> bool:
     """Whether an entry still matches ``message`` under the public key it carries."""
     _, ed25519 = _crypto()

@@ -29,6 +29,7 @@ import numpy as np
 from indvision import atomic, formats, images, metrics, signing
 from indvision import heatmaps as heatmaps_mod
 from indvision.decision import Decision
+from indvision.edge import latest as edge_latest
 from indvision.edge.objects import fuse_objects
 from indvision.edge.progress import Progress
 from indvision.errors import IndvisionError, did_you_mean
@@ -85,6 +86,7 @@ class EdgeClassifier:
             raise IndvisionError(f"{self.bundle / model}: marked not shippable by verify "
                                  f"({self.entry.get('reason', 'no reason recorded')}); use "
                                  f"another --model, or allow_unshippable=True to run it anyway")
+        signing.require_verified(self.bundle, model, self.entry, self.signed_by)
         self.classes: list[str] = list(self.meta["classes"])
         self.spec = images.InputSpec.from_dict(self.meta["input_spec"])
         raw = self.meta.get("decision") or {}
@@ -230,17 +232,8 @@ def resolve_bundle(path: str | os.PathLike) -> Path:
         return folder
     if (folder / "bundle" / formats.MODEL_JSON).is_file():
         return folder / "bundle"
-    latest_path = folder / LATEST
-    if latest_path.is_file():
-        try:
-            latest = json.loads(latest_path.read_text(encoding="utf-8"))
-            bundle = folder / latest["bundle"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise IndvisionError(f"cannot read {latest_path}: {exc}") from None
-        if not (bundle / formats.MODEL_JSON).is_file():
-            raise IndvisionError(f"{latest_path} points at {bundle}, which holds no "
-                                 f"{formats.MODEL_JSON}: was the run folder moved or deleted?")
-        return bundle
+    if (folder / LATEST).is_file():  # kept inside its folder (indvision.edge.latest)
+        return edge_latest.bundle_of(folder)
     if not folder.exists():
         raise IndvisionError(f"{folder}: no such bundle folder")
     raise IndvisionError(f"{folder}: not a bundle (no {formats.MODEL_JSON}), run folder or "
