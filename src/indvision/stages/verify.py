@@ -156,7 +156,6 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     sidecar = atomic.write_sha256_sidecar(model_json_path)  # travels with a copied bundle
     _record_rewritten_file(run, model_json_path, model_json_sha)
     _record_rewritten_file(run, sidecar, atomic.sha256_file(sidecar))
-    _sign_again(run, bundle)
     report.update(passed=not run_failures, model_json_sha256=model_json_sha,
                   shippable=[n for n, e in files.items() if e["shippable"]],
                   created=_now())
@@ -165,6 +164,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         raise IndvisionError(f"parity gate failed for {'; '.join(run_failures)} — the export "
                              f"does not reproduce the Keras model; latest.json left unchanged "
                              f"(details in {parity_path})")
+    _sign_again(run, bundle)  # only once every gate passed: a signature vouches for verdicts
     refused = promotion.refusal(run)
     fold = folds.fold_of(run)
     if refused:  # a child that regressed: verified, but latest.json stays on the parent
