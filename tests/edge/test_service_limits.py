@@ -165,3 +165,20 @@ def test_healthz_answers_while_a_request_decodes(tmp_path: Path,
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_request_holds_one_full_size_image_at_most(tmp_path: Path) -> None:
+    import tracemalloc
+
+    limits = Limits(max_body_bytes=50_000_000, max_pixels=1_000_000,
+                    max_request_pixels=10**12)
+    client = TestClient(create_app(ModelSlot(lambda: fake(40, tmp_path)), limits=limits),
+                        base_url=BASE)
+    files = [("files", (f"{i}.png", png(1000, 1000), "image/png")) for i in range(32)]
+    tracemalloc.start()
+    try:
+        assert client.post("/predict", files=files).status_code == 200
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 3_000_000 / 3  # 32 decoded images are 96 MB; one at a time is a few
