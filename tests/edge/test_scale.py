@@ -102,3 +102,33 @@ def test_ray_predict_never_overwrites_results(bundle: Path, eval_tree: Path,
     (tmp_path / "done.parquet").mkdir()
     with pytest.raises(IndvisionError, match="already exists"):
         Job(str(bundle), tmp_path / "done.parquet")
+
+
+def write_parts(folder: Path, suffix: str, parts: int, rows: int) -> None:
+    """A result folder as Ray's writers leave it: ``parts`` files of read rows, the last one
+    ending in an unreadable image's row (after hundreds of readable ones)."""
+    import pyarrow as pa
+
+    folder.mkdir()
+    good = {"label": "ok", "score": 0.9, "scores": {"ok": 0.9, "spot": 0.1}, "error": None}
+    bad = {"label": None, "score": None, "scores": None, "error": "not an image"}
+    for part in range(parts):
+        table = [{"path": f"/x/{part}_{i}.png", **good} for i in range(rows)]
+        if part == parts - 1:
+            table.append({"path": "/x/ok/broken.png", **bad})
+        if suffix == ".jsonl":
+            text = "".join(json.dumps(row) + "\n" for row in table)
+            (folder / f"part_{part:06d}.json").write_text(text, encoding="utf-8")
+        else:
+            pq.write_table(pa.Table.from_pylist(table, schema=scale.schema(["ok", "spot"],
+                                                                          False)),
+                           folder / f"part_{part:06d}.parquet")
+
+
+@pytest.mark.parametrize("suffix", scale.WRITERS)
+@pytest.mark.parametrize(("parts", "rows"), [(1, 12000), (3, 300)])  # past one JSON block
+def test_count_rows_reads_a_late_error_row_with_the_written_schema(
+        tmp_path: Path, suffix: str, parts: int, rows: int) -> None:
+    folder = tmp_path / f"results{suffix}"
+    write_parts(folder, suffix, parts, rows)
+    assert scale.count_rows(folder, suffix) == (parts * rows + 1, 1)

@@ -202,18 +202,32 @@ def run(job: Job, paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
                               pandas_json_args_fn=lambda: {"double_precision": 15})
         else:
             scored.write_parquet(str(partial.resolve()))
-        rows, errors = count_rows(partial, job.out.suffix)
-        os.replace(partial, job.out)
+        os.replace(partial, job.out)  # first: nothing after the write may discard the rows
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    try:
+        rows, errors = count_rows(job.out, job.out.suffix)
+    except Exception as exc:  # the rows are safe under --out; only the count is missing
+        raise IndvisionError(f"{job.out}: every row was written, but reading them back to "
+                             f"count them failed: {str(exc).splitlines()[0]}") from None
     return {"rows": rows, "errors": errors, "actors": actors, "out": str(job.out)}
 
 
 def count_rows(folder: Path, suffix: str) -> tuple[int, int]:
-    """(rows, rows with an error) of a written result folder, reading the ``error`` column."""
+    """(rows, rows with an error) of a written result folder, reading the ``error`` column
+    as the string it was written as: pyarrow's JSON reader would otherwise take its type from
+    the first rows (null where they all read) and refuse a later file's error text."""
+    import pyarrow as pa
     import pyarrow.dataset as arrow_dataset
+    import pyarrow.json as arrow_json
 
-    files = arrow_dataset.dataset(str(folder), format="parquet" if suffix == ".parquet"
-                                  else "json")
+    error = pa.schema([("error", pa.string())])
+    if suffix == ".parquet":
+        files = arrow_dataset.dataset(str(folder), format="parquet", schema=error)
+    else:
+        options = arrow_json.ParseOptions(explicit_schema=error,
+                                          unexpected_field_behavior="ignore")
+        files = arrow_dataset.dataset(str(folder), schema=error, format=arrow_dataset.
+                                      JsonFileFormat(parse_options=options))
     errors = files.to_table(columns=["error"]).column("error")
     return len(errors), len(errors) - errors.null_count
