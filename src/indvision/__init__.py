@@ -13,4 +13,5 @@ import os
 MAX_IMAGE_PIXELS = 100_000_000  # indvision.images.MAX_PIXELS; OpenCV's own wall, below
 # OpenCV reads this once, when cv2 loads: every indvision entry point imports this package
 # first, so a decoder that a header check misses still refuses an image over the limit.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+if not os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip():  # empty: cv2 fails to load
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_IMAGE_PIXELS)

@@ -17,7 +17,7 @@ import pytest
 from indvision import atomic, edge, metrics
 from indvision.edge import EdgeClassifier
 from tests.edge.conftest import VIEWS_REGEX, grouped_bundle, read_json, run_cli, write_views
-from tests.stages.conftest import verified_run  # noqa: F401
+from tests.stages.conftest import exported_run, verified_run  # noqa: F401
 
 
 def test_cli_predict_prints_one_json_line_per_image(bundle: Path, eval_tree: Path,
@@ -275,3 +275,17 @@ def test_classifier_maps_match_keras_and_follow_the_decided_class(verified_run: 
         np.testing.assert_allclose(result["map"], grid[..., index], atol=1e-5)
     parity = read_json(verified_run / "verify" / "parity.json")["formats"]
     assert parity["onnx"]["maps"]["max_abs_diff"] <= 1e-4
+
+
+def test_cli_serve_says_when_its_bundle_is_unverified(exported_run: Path,  # noqa: F811
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """A bundle export wrote but verify never checked: serve starts (no trusted keys), but
+    says so in one line before it answers anything."""
+    from indvision.edge import cli, service
+
+    served = []
+    monkeypatch.setattr(service, "serve", lambda *args, **kwargs: served.append(args))
+    assert cli.main(["serve", str(exported_run / "bundle")]) == 0
+    err = capsys.readouterr().err
+    assert served and "bundle/model.onnx has not been verified" in err

@@ -486,6 +486,13 @@ def _sign_command(args: argparse.Namespace) -> int:
 KEY_COMMANDS = {"keygen": _keygen_command, "sign": _sign_command}
 
 
+def warn_if_unverified(classifier: EdgeClassifier) -> None:
+    """One stderr line when the model file about to answer was never checked by verify."""
+    if not classifier.verified:
+        print(f"warning: {classifier.bundle.name}/{classifier.model_file} has not been "
+              "verified against the Keras model (run the verify stage)", file=sys.stderr)
+
+
 def _serve_command(args: argparse.Namespace) -> int:
     """``serve``: the bundle behind HTTP (:mod:`indvision.edge.service`)."""
     from indvision.edge import hotswap, service
@@ -506,6 +513,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
     slot = hotswap.ModelSlot(load)
     signing.warn_if_unchecked(slot.get().bundle, slot.get().signed_by)
+    warn_if_unverified(slot.get())
     follower = None
     if follow is not None:
         follower = hotswap.Follower(slot, follow, args.follow_interval)
@@ -545,9 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         signing.warn_if_unchecked(classifier.bundle, classifier.signed_by)
         if classifier.group_regex:
             check_regex(classifier.group_regex)
-        if not classifier.verified:
-            print(f"warning: {classifier.model_file} has not been verified against the Keras "
-                  "model (run the verify stage)", file=sys.stderr)
+        warn_if_unverified(classifier)
         return COMMANDS[args.command](classifier, args)
     except KeyboardInterrupt:
         return 130
