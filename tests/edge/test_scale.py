@@ -132,3 +132,62 @@ def test_count_rows_reads_a_late_error_row_with_the_written_schema(
     folder = tmp_path / f"results{suffix}"
     write_parts(folder, suffix, parts, rows)
     assert scale.count_rows(folder, suffix) == (parts * rows + 1, 1)
+
+
+@pytest.fixture(scope="module")
+def late_error_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 readable tiny PNGs, then (last in sorted order) a file that is not an image: its
+    error row comes after every block's readable rows."""
+    import cv2
+    import numpy as np
+
+    from tests.conftest import draw_tiny
+
+    folder = tmp_path_factory.mktemp("late-error") / "ok"
+    folder.mkdir()
+    for i in range(300):
+        image = draw_tiny(("ok", "spot", "scratch")[i % 3], np.random.default_rng(i))
+        cv2.imwrite(str(folder / f"{i:04d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    (folder / "zzzz_broken.png").write_text("not an image")
+    return folder
+
+
+def rows_by_path(out: Path) -> dict[str, dict]:
+    rows = (pq.read_table(out).to_pylist() if out.suffix == ".parquet" else read_jsonl(out))
+    return {row["path"]: {k: v for k, v in row.items() if v is not None} for row in rows}
+
+
+@pytest.mark.parametrize(("suffix", "actors"), [(".jsonl", "1"), (".jsonl", "2"),
+                                                (".parquet", "2")])
+def test_a_late_error_row_keeps_every_row_equal_to_local_predict(
+        bundle: Path, late_error_tree: Path, tmp_path: Path, suffix: str, actors: str,
+        capsys: pytest.CaptureFixture) -> None:
+    assert edge.main(["predict", str(bundle), str(late_error_tree)]) == 1
+    local = {row["path"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    out = tmp_path / f"results{suffix}"
+    code = edge.main(["predict", str(bundle), str(late_error_tree), "--ray", "--out", str(out),
+                      "--actors", actors])
+    err = capsys.readouterr().err  # main returned: no exception escaped (Ray's own logging
+    assert code == 1 and "301 rows" in err  # may print to a stream pytest closed; not ours)
+    got = rows_by_path(out)
+    assert set(got) == set(local) and len(got) == 301
+    for path, want in local.items():
+        assert got[path].keys() == want.keys(), path
+        assert got[path].get("error") == want.get("error")
+        assert got[path].get("label") == want.get("label")
+        assert got[path].get("scores", {}) == pytest.approx(want.get("scores", {}), abs=1e-6)
+
+
+def test_a_failed_count_keeps_the_written_rows_and_says_so(
+        bundle: Path, late_error_tree: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    def broken(folder: Path, suffix: str) -> tuple[int, int]:
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(scale, "count_rows", broken)
+    out = tmp_path / "kept.jsonl"
+    code = edge.main(["predict", str(bundle), str(late_error_tree), "--ray", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1  # main returned: the error was one line, not an exception
+    assert "every row was written" in err and "disk went away" in err
+    assert len(read_jsonl(out)) == 301  # renamed into place before the count
