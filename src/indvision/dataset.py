@@ -87,10 +87,14 @@ def list_csv(path: Path) -> tuple[list[Item], list[Rejected]]:
         say(f"ingest: warning: {path}: ignoring unknown column(s) "
               f"{', '.join(sorted(unknown))}")
     items, rejected = [], []
-    for line, row in enumerate(reader, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in row:  # DictReader keeps a row's extra fields, as a list, under None
+            rejected.append((where, "", f"{len(row[None])} more field(s) than the header "
+                                        "(an unquoted comma?)"))
+            continue
+        row = {k.strip().lower(): (v or "").strip() for k, v in row.items()}
         file, label = row.get("path", ""), row.get("label", "")
-        where = f"{path}:{line}"
         if not file:
             rejected.append((where, label, "empty path"))
             continue

@@ -284,3 +284,20 @@ def test_edge_missing_bundle_is_one_error_line(tmp_path: Path) -> None:
     result = run_module("indvision.edge", "predict", str(tmp_path / "no_bundle"), str(image))
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip() == f"error: {tmp_path / 'no_bundle'}: no such bundle folder"
+
+
+def test_a_late_csv_row_with_more_fields_than_the_header_is_rejected_not_a_crash(
+        tmp_path: Path) -> None:
+    """Rows are typed one by one: a bad row after hundreds of good ones is one rejection
+    naming its line, never a traceback (it raised AttributeError: 'list' ... 'strip')."""
+    from indvision import dataset
+
+    tree = make_tree(tmp_path / "tree", per_class=2, size=40)
+    good = [f"{p.relative_to(tree)},{p.parent.name}" for p in sorted(tree.rglob("*.png"))]
+    listing = tree / "list.csv"
+    listing.write_text("path,label\n" + "\n".join(good * 50 + ["ok/x.png,ok,extra,more"]) + "\n",
+                       encoding="utf-8")
+    items, rejected = dataset.list_csv(listing)
+    assert len(items) == len(good) * 50
+    assert rejected == [(f"{listing}:{len(good) * 50 + 2}", "",
+                         "2 more field(s) than the header (an unquoted comma?)")]
