@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from indvision.errors import IndvisionError
+from indvision.formats import MODEL_JSON
 
 LATEST = "latest.json"
-MODEL_JSON = "model.json"
 
 
 def read_latest(folder: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from indvision.edge.progress import Progress
 from indvision.errors import IndvisionError, did_you_mean
 from indvision.rundir import MANIFEST, Run
 
-LATEST = "latest.json"
+LATEST = edge_latest.LATEST  # the one definition the edge reads
 ImageInput = str | os.PathLike | np.ndarray
 Emit = Callable[[dict[str, Any]], None]
 
