@@ -462,7 +462,7 @@ def load_model(path: str | Path) -> keras.Model:
     registered first, so a mirror-averaged model loads like any other."""
     import keras
 
-    from indvision import layers  # noqa: F401  (registers the layers, the anomaly model's too)
+    from indvision import layers  # noqa: F401  (registers every indvision layer)
 
     return keras.models.load_model(str(path), compile=False)
 

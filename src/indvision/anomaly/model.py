@@ -19,7 +19,8 @@ the edge decide it as they decide a classifier (good when P(good) >= 0.5) — an
 Everything is plain Keras ops (matmul, min, max, resize, average pooling), so tf2onnx and LiteRT
 convert it with a dynamic batch and the edge runtime needs no TensorFlow.
 
-Imports Keras at its top, like :mod:`indvision.layers`.
+Imports Keras at its top; its layers (``NearestPatchDistance``, ``BorderPad``, ``NormalisedScore``,
+``WorstPatch``) live in :mod:`indvision.layers`, where every saved layer is registered.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 from indvision import models
 from indvision.anomaly.bank import greedy_coreset
 from indvision.errors import IndvisionError
+from indvision.layers import BorderPad, NearestPatchDistance, NormalisedScore, WorstPatch
 
 #: The two depths whose features make a patch, per backbone (shallow, high resolution first:
 #: casting's small defects show there; measured in issue 18's first probes).
@@ -58,117 +60,6 @@ def check_border(grid: tuple[int, int], border: int) -> None:
         raise IndvisionError(f"anomaly: a border of {border} patches leaves nothing of the "
                              f"{grid[0]}×{grid[1]} patch grid to judge; use 0 to "
                              f"{(min(grid) - 1) // 2}")
-
-
-@keras.saving.register_keras_serializable(package="indvision")
-class NearestPatchDistance(keras.layers.Layer):
-    """Each patch's distance to its nearest row of the bank: ``(B, h, w, D)`` → ``(B, h, w)``.
-
-    The bank is a non-trainable weight (a constant in every exported graph). Squared distances
-    are expanded as ``|p|² − 2 p·m + |m|²`` so the work is one matmul, clipped at 0 before the
-    square root. Patches and bank are first centred on the bank's mean (``centre``): the
-    expansion cancels for a patch close to the bank, and uncentred ReLU features have ``|p|²``
-    in the thousands, which made runtimes disagree by 0.5 % on near-good patches. The cross
-    term ``p·m`` is a 1x1 convolution whose kernel is the bank. (The exact
-    ``|p − m|`` of the nearest row needs ``argmin``, which Keras builds with a ``Bitcast``
-    that ONNX does not have.) Distances below ``floor`` read as ``floor``: where a patch
-    matches a bank patch almost exactly, the expansion's rounding (about 1e-7 of ``|p|²``)
-    is all that is left and its square root differs between runtimes by more than the parity
-    gate allows (2.6e-4 measured on a training image); the fitted model sets the floor to
-    :data:`FLOOR_SHARE` of its threshold — a patch that close is a perfect match either way."""
-
-    def __init__(self, bank_size: int, dims: int, floor: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.bank_size, self.dims, self.floor = int(bank_size), int(dims), float(floor)
-
-    def build(self, input_shape: Any) -> None:
-        self.bank = self.add_weight(shape=(self.bank_size, self.dims), initializer="zeros",
-                                    trainable=False, name="bank")
-        self.centre = self.add_weight(shape=(self.dims,), initializer="zeros", trainable=False,
-                                      name="centre")
-
-    def set_bank(self, bank: np.ndarray) -> None:
-        """Store ``bank`` (rows × dims) centred on its mean, and the mean."""
-        bank = np.asarray(bank, dtype=np.float32)
-        centre = bank.mean(axis=0)
-        self.set_weights([bank - centre, centre])
-
-    def call(self, patches: Any) -> Any:
-        ops = keras.ops
-        patches = patches - self.centre
-        bank_squared = ops.sum(ops.square(self.bank), axis=-1)
-        patch_squared = ops.sum(ops.square(patches), axis=-1, keepdims=True)
-        # every patch against every bank row: a 1x1 convolution with the bank as its kernel
-        # (a matmul on the 4-D patches is what OpenCV's dnn cannot run)
-        kernel = ops.reshape(ops.transpose(self.bank), (1, 1, self.dims, self.bank_size))
-        cross = ops.conv(patches, kernel)
-        squared = patch_squared - 2.0 * cross + bank_squared
-        return ops.sqrt(ops.maximum(ops.min(squared, axis=-1), self.floor ** 2))
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return tuple(input_shape[:-1])
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "bank_size": self.bank_size, "dims": self.dims,
-                "floor": self.floor}
-
-
-@keras.saving.register_keras_serializable(package="indvision")
-class NormalisedScore(keras.layers.Layer):
-    """Raw distances → [0, 1) with the raw ``threshold`` at 0.5 (the same formula as
-    :func:`indvision.anomaly.bank.normalise`): ``d / 2t`` below it, ``1 − t / 2d`` above."""
-
-    def __init__(self, threshold: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if not threshold > 0:
-            raise IndvisionError(f"anomaly: the raw threshold must be positive, got {threshold}")
-        self.threshold = float(threshold)
-
-    def call(self, distance: Any) -> Any:
-        ops, t = keras.ops, self.threshold
-        d = ops.maximum(distance, 0.0)
-        return ops.where(d <= t, d / (2.0 * t), 1.0 - t / (2.0 * ops.maximum(d, t)))
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "threshold": self.threshold}
-
-
-@keras.saving.register_keras_serializable(package="indvision")
-class BorderPad(keras.layers.Layer):
-    """``(B, h, w)`` interior distances → ``(B, h + 2·border, w + 2·border)``, the border zero:
-    the map keeps the patch grid of the whole input, and a zero never decides the worst
-    patch (distances are ≥ 0)."""
-
-    def __init__(self, border: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.border = int(border)
-
-    def call(self, distances: Any) -> Any:
-        b = self.border
-        return keras.ops.pad(distances, [[0, 0], [b, b], [b, b]])
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        grow = 2 * self.border
-        return (input_shape[0], *(None if d is None else d + grow for d in input_shape[1:]))
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "border": self.border}
-
-
-@keras.saving.register_keras_serializable(package="indvision")
-class WorstPatch(keras.layers.Layer):
-    """The image's probabilities from its worst (highest) patch: ``(B, h, w)`` → ``(B, 2)``,
-    [1 − worst, worst] — P(good) and P(anomaly)."""
-
-    def call(self, patch_scores: Any) -> Any:
-        worst = keras.ops.max(patch_scores, axis=(1, 2))[:, None]
-        return keras.ops.concatenate([1.0 - worst, worst], axis=-1)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return (input_shape[0], 2)
 
 
 def patch_extractor(backbone: str, height: int, width: int, weights: str,
@@ -245,6 +136,8 @@ def build_anomaly_model(extractor: keras.Model, bank: np.ndarray, threshold: flo
     The map stays on the grid: resizing it to the input is display work the runtime does
     (:func:`indvision.anomaly.bank.upsample_map`), and a resize inside the graph is where
     TensorFlow and ONNX disagree (0.4 % on a 4× bilinear resize, measured)."""
+    if not threshold > 0:
+        raise IndvisionError(f"anomaly: the raw threshold must be positive, got {threshold}")
     image = extractor.input
     distances = _distances(extractor, bank, border, FLOOR_SHARE * threshold)
     normalised = NormalisedScore(threshold, name="normalised")(distances)
