@@ -11,7 +11,6 @@ backbone wants happens inside the model.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from indvision import image_headers
 from indvision.errors import IndvisionError
 
+UNDECODABLE = "not a decodable image (corrupt, truncated or not an image)"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 100_000_000  # refuse before decoding: a forged header must not exhaust memory
 
@@ -37,53 +38,49 @@ class ImageError(IndvisionError):
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height read from a PNG, JPEG or BMP header without decoding, else None."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:2] == b"BM" and len(data) >= 26:
-        width, height = struct.unpack("<ii", data[18:26])
-        return abs(width), abs(height)
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                i += 1
-                continue
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                i += 1 if marker == 0xFF else 2
-                continue
-            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-                return width, height
-            i += 2 + length
-    return None
+    """Width and height read from the header of any format OpenCV decodes here, without
+    decoding (see :mod:`indvision.image_headers`), else None. Never raises."""
+    sizes = image_headers.claimed_sizes(data)
+    return sizes[0] if sizes else None
+
+
+def check_header(data: bytes, source: str | Path = "<bytes>",
+                 max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse, before any decoder runs, bytes of a format not in the whitelist, whose size
+    the header does not say, or whose header claims more than ``max_pixels`` anywhere (the
+    image, a tile, a later page or frame)."""
+    if not data:
+        raise ImageError(source, "empty file (0 bytes)")
+    fmt = image_headers.identify(data)
+    if fmt is None:
+        raise ImageError(source, UNDECODABLE)
+    if fmt.name == "JPEG" and b"\xff\xd9" not in data[-65536:]:
+        # libjpeg fills a cut-off JPEG with grey and only warns: refuse it instead
+        raise ImageError(source, "truncated JPEG (no end-of-image marker)")
+    sizes = image_headers.claimed_sizes(data)
+    if sizes is None:
+        raise ImageError(source, f"{fmt.name} header does not say the image size "
+                                 "(corrupt or truncated)")
+    for width, height in sizes:
+        if width * height > max_pixels:
+            raise ImageError(
+                source, f"header claims {width}x{height} pixels, over the limit of {max_pixels}")
 
 
 def decode(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes to RGB uint8 ``H x W x 3``.
+    """Decode image bytes to RGB uint8 ``H x W x 3``, after :func:`check_header`.
 
     Grayscale, RGBA (alpha dropped), 16-bit (scaled to 8-bit) and EXIF-rotated JPEGs all come
     out the same way. Raises :class:`ImageError` naming ``source`` for anything unusable.
     """
-    if not data:
-        raise ImageError(source, "empty file (0 bytes)")
-    size = header_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageError(
-            source, f"header claims {size[0]}x{size[1]} pixels, over the limit of {max_pixels}"
-        )
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-65536:]:
-        # libjpeg fills a cut-off JPEG with grey and only warns: refuse it instead
-        raise ImageError(source, "truncated JPEG (no end-of-image marker)")
+    check_header(data, source, max_pixels)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     except cv2.error as exc:  # OpenCV raises for some corrupt or oversized files
         raise ImageError(source, f"cannot decode ({str(exc).strip().splitlines()[-1]})") from None
     if bgr is None or bgr.size == 0:
-        raise ImageError(source, "not a decodable image (corrupt, truncated or not an image)")
+        raise ImageError(source, UNDECODABLE)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
