@@ -1,5 +1,8 @@
 """The train stage's machinery, one concern a module (:mod:`indvision.stages.train` drives it).
 
+- :mod:`~indvision.training.config` — the stage's settings, ``Config`` (no Keras);
+- :mod:`~indvision.training.prepare` — what every member trains on, rebuilt from the run folder
+  (the stage and a Ray task build the same);
 - :mod:`~indvision.training.plan` — which phases each ensemble member runs, its seed, class
   weights (no Keras: the stage's config and tests import it freely);
 - :mod:`~indvision.training.probe` — the linear probe the head starts from: a logistic

@@ -28,7 +28,7 @@ from indvision.console import say
 from indvision.training.plan import balanced_class_weights
 
 if TYPE_CHECKING:
-    from indvision.stages.train import Config
+    from indvision.training.config import Config
 
 CACHE_LIMIT_BYTES = 3 << 30  # decoded images above this are re-read from disk every batch
 

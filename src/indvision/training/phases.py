@@ -43,7 +43,7 @@ from indvision.training.plan import Phase, member_name, phases_for, uses_probe
 from indvision.training.probe import fit_probe
 
 if TYPE_CHECKING:
-    from indvision.stages.train import Config
+    from indvision.training.config import Config
 
 
 PROBE_HEAD = "probe_head.npz"  # the probe's kernel and bias: every member starts from them

@@ -15,7 +15,7 @@ import numpy as np
 from indvision import models
 
 if TYPE_CHECKING:
-    from indvision.stages.train import Config
+    from indvision.training.config import Config
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ The members of an ensemble are independent once the linear probe is fitted: each
 its own seed on the same data. With ``train.ray`` set, the train stage fits the probe once,
 here, then runs every member as one Ray task reserving ``train.task_cpus`` CPUs (TensorFlow's
 thread pools sized to them) and ``train.task_gpus`` GPUs. A task rebuilds the member's inputs
-from the run folder (:func:`indvision.stages.train.prepare`: the same splits, augmentation and
+from the run folder (:func:`indvision.training.prepare.prepare`: the same splits, augmentation and
 seed) and runs :func:`indvision.training.phases.train_member` exactly as the sequential path
 does, in its own folder ``train/members/m<k>/`` (its ``state.json``, best weights, backups,
 TensorBoard logs), so tasks never write the same file. It ends by saving ``member.keras`` and
@@ -37,7 +37,7 @@ from indvision.training.plan import Phase, member_seed, uses_probe
 
 if TYPE_CHECKING:
     from indvision.rundir import Run
-    from indvision.stages.train import Config
+    from indvision.training.config import Config
     from indvision.training.phases import Member
 
 MEMBERS = "members"
@@ -126,8 +126,8 @@ def _member_task(run_root: str, config: Config, member: int) -> None:
     """One member, inside a Ray worker (see the module docstring)."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from indvision.rundir import Run
-    from indvision.stages.train import prepare
     from indvision.training import devices, phases
+    from indvision.training.prepare import prepare
 
     devices.limit_threads(config.task_cpus)
     run = Run.open(Path(run_root))

@@ -26,7 +26,7 @@ from indvision.training.phases import PROBE_HEAD, PROBE_MODEL, Member
 from indvision.training.plan import Phase
 
 if TYPE_CHECKING:
-    from indvision.stages.train import Config
+    from indvision.training.config import Config
 
 
 @dataclass(frozen=True)
