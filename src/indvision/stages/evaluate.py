@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, decision, images, metrics, models, promotion
+from indvision import atomic, checked_model, decision, images, metrics, promotion
 from indvision import calibration as threshold_calibration
 from indvision.console import say
 from indvision.dataset import read_splits, rows_of
@@ -56,7 +55,7 @@ from indvision.evaluation_report import (
     render_report,
     thumbnail_png,
 )
-from indvision.rundir import Run
+from indvision.rundir import MANIFEST, Run
 
 OUTPUT_FILES = {
     "metrics": "metrics.json",
@@ -183,8 +182,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 
     spec = images.InputSpec.from_dict(
         atomic.read_json(run.artifact(run.model_stage, "input_spec")))
-    model_path = run.artifact(run.model_stage, "model")
-    model = _load_model(model_path, spec, len(classes))
+    model = _recorded_model(run, run.model_stage, "model", spec, len(classes))
     val_scores = score_images(model, [r["path"] for r in val_rows], spec, config.batch_size, "val")
     test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
                                "test")
@@ -203,7 +201,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         "n_test": len(test_rows),
         "n_test_groups": result["test_groups"]["n"] if "test_groups" in result else None,
         "dataset_hash": ingest_report.get("dataset_hash"),
-        "model_sha256": atomic.sha256_file(model_path),
+        "model_sha256": run.output(run.model_stage, "model")["sha256"],  # what was loaded
         "input_spec": spec.to_dict(),
         "gate": (check_gate(config, result["test_groups"], "per object")
                  if "test_groups" in result else check_gate(config, result["test"])),
@@ -306,7 +304,7 @@ def _probe_metrics(config: Config, run: Run, facts: decision.Decision, spec: ima
     if not run.has_artifact("train", "probe"):
         return None
     (val_rows, val_labels), (test_rows, test_labels) = val, test
-    model = _load_model(run.artifact("train", "probe"), spec, n_classes)
+    model = _recorded_model(run, "train", "probe", spec, n_classes)
     val_scores = score_images(model, [r["path"] for r in val_rows], spec, config.batch_size,
                               "val (linear probe)")
     test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
@@ -351,9 +349,10 @@ def _promotion(config: Config, run: Run, model: Any, record: decision.Decision,
     parent_record = decision.read_for_run(parent_run)
     parent_spec = images.InputSpec.from_dict(
         atomic.read_json(parent_run.artifact(parent_run.model_stage, "input_spec")))
-    atomic.check_sha256(parent["model"], parent["model_sha256"],
-                        run.artifact("ingest", "parent"))
-    parent_model = _load_model(Path(parent["model"]), parent_spec, len(parent["classes"]))
+    # one read of the parent's file: checked (hash; signature under trusted keys), then loaded
+    parent_model = _fitting(checked_model.load_parent(parent["model"], parent["model_sha256"],
+                                                      run.artifact("ingest", "parent")),
+                            Path(parent["model"]), parent_spec, len(parent["classes"]))
     paths = [r["path"] for r in rows]
     parent_scores = score_images(parent_model, paths, parent_spec, config.batch_size,
                                  "parent test (the parent)")
@@ -389,14 +388,25 @@ def promotion_line(verdict: dict[str, Any]) -> str:
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def _load_model(path: Path, spec: images.InputSpec, n_classes: int) -> Any:
-    """Load the Keras model and check it fits the input spec and the class list."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        model = models.load_model(path)  # inference only: no optimizer
-    except (ValueError, OSError, TypeError) as exc:
-        raise IndvisionError(f"{path}: cannot load the Keras model "
-                             f"({str(exc).strip().splitlines()[0][:200]}); re-run train") from None
+def _load_model(path: Path, spec: images.InputSpec, n_classes: int,
+                expected_sha256: str | None = None, recorded_in: Path | None = None) -> Any:
+    """The Keras model at ``path``, loaded from one read whose sha256 is ``expected_sha256``
+    when given (:mod:`indvision.checked_model`), checked to fit the input spec and the class
+    list."""
+    data = checked_model.read_checked(path, expected_sha256, recorded_in)
+    return _fitting(checked_model.load_bytes(data, path), path, spec, n_classes)
+
+
+def _recorded_model(run: Run, stage: str, name: str, spec: images.InputSpec,
+                    n_classes: int) -> Any:
+    """The model ``stage`` wrote as ``name``, from one read checked against the manifest."""
+    entry = run.output(stage, name)
+    return _load_model(run.root / entry["path"], spec, n_classes, entry.get("sha256"),
+                       run.root / MANIFEST)
+
+
+def _fitting(model: Any, path: Path, spec: images.InputSpec, n_classes: int) -> Any:
+    """``model`` (loaded from ``path``), checked to fit the input spec and the class list."""
     input_shape = tuple(model.inputs[0].shape[1:])
     if input_shape != (spec.height, spec.width, 3):
         raise IndvisionError(f"{path}: model input {input_shape} does not match input_spec.json "

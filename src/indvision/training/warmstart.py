@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from indvision import models
+from indvision import checked_model, models
 from indvision.errors import IndvisionError
 
 #: The train settings a child must share with its parent: the backbone's weights and the
@@ -77,12 +77,19 @@ def mismatches(child: dict[str, Any], parent: dict[str, Any]) -> list[str]:
             for key in SHARED_SETTINGS if child.get(key) != parent.get(key)]
 
 
-def start_from_parent(model: Any, parent_model: Path, seed: int) -> int:
+def start_from_parent(model: Any, parent_model: Path, seed: int,
+                      expected_sha256: str | None = None,
+                      recorded_in: Path | None = None) -> int:
     """Load the parent's classifier into ``model`` (same architecture; ``model``'s head may
     have more classes) and return the number of classes added. Layers are matched by name.
     An ensemble parent hands member k to the child's member k (``model.name``), its first
-    member to a member it does not have."""
-    saved = models.load_model(parent_model)
+    member to a member it does not have.
+
+    The parent's file is read once and loaded from those bytes
+    (:func:`indvision.checked_model.load_parent`): their sha256 must be ``expected_sha256``
+    (recorded in ``recorded_in``; default: the parent's manifest) and, under trusted keys, the
+    one the parent's signed ``model.json`` names."""
+    saved = checked_model.load_parent(parent_model, expected_sha256, recorded_in)
     try:
         parent = models.find_submodel(saved, model.name)
     except KeyError:
