@@ -33,7 +33,7 @@ def _run_fold(spec: Any, out_dir: str, verbose: bool, cpus: int, fold: int,
     pipeline as the sequential path runs it."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from indvision.pipeline import run_pipeline
+    from indvision.pipeline.library import run_pipeline
     from indvision.training.devices import limit_threads
 
     limit_threads(cpus)
