@@ -82,10 +82,20 @@ def test_header_pixel_limit_refuses_before_decoding() -> None:
         images.decode(bytes(header), "huge.png")
 
 
-def test_header_size_reads_jpeg_and_bmp() -> None:
-    for ext in (".jpg", ".bmp", ".png"):
+def test_header_size_reads_every_format_opencv_writes() -> None:
+    for ext in (".jpg", ".bmp", ".png", ".tif", ".webp", ".ppm", ".gif", ".ras"):
         _ok, data = cv2.imencode(ext, np.zeros((21, 34, 3), np.uint8))
         assert images.header_size(data.tobytes()) == (34, 21), ext
+
+
+def test_a_cut_jpeg_says_truncated_before_its_unreadable_header() -> None:
+    with pytest.raises(images.ImageError, match="truncated JPEG"):
+        images.decode(b"\xff\xd8\xff\xe0" + bytes(200), "cut.jpg")
+
+
+def test_a_known_format_whose_header_hides_its_size_is_refused() -> None:
+    with pytest.raises(images.ImageError, match=r"^odd\.gif: GIF header does not say the image"):
+        images.decode(b"GIF89a\x01", "odd.gif")
 
 
 def test_prepare_crops_then_resizes() -> None:
