@@ -81,3 +81,20 @@ def test_a_parent_that_cannot_be_one_is_one_clear_line(tmp_path: Path, case: str
     with pytest.raises(IndvisionError, match=message) as caught:
         lineage.open_parent(given)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("named", ["ABSOLUTE", "../outside", "r1/../../outside", "link",
+                                   "C:\\outside", ""])
+def test_latest_cannot_lead_from_out_of_the_exports_folder(tmp_path: Path, named: str) -> None:
+    """``latest.json``'s ``run_dir`` naming a run outside ``exports/<pipeline>`` (absolute,
+    ``..``, a link out) is refused in one line, never followed."""
+    outside = fake_run(tmp_path / "outside")
+    exports = tmp_path / "exports" / "defect"
+    fake_run(exports / "r1")
+    (exports / "link").symlink_to(outside)
+    named = str(outside) if named == "ABSOLUTE" else named
+    (exports / "latest.json").write_text(json.dumps({"run_dir": named}))
+    with pytest.raises(IndvisionError, match=r"leaves its folder|resolves outside|not a path") \
+            as caught:
+        lineage.run_folder(exports)
+    assert "\n" not in str(caught.value) and "latest.json" in str(caught.value)

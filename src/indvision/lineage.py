@@ -27,7 +27,7 @@ import io
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from indvision import atomic
@@ -143,6 +143,24 @@ class Parent:
                 "kept": {s: len(self.rows(s)) for s in ("train", "val", "test")}}
 
 
+def inside(folder: Path, named: object, field: str) -> Path:
+    """``folder / named``, refused unless it stays inside ``folder``: ``named`` (a field of a
+    file in ``folder``, such as ``latest.json``'s ``run_dir``) must be a relative path without
+    ``..`` that does not resolve (through a link) outside ``folder``. Pure but for the resolve;
+    ``edge/latest.py`` ``bundle_of`` checks its ``bundle`` field the same way."""
+    if not isinstance(named, str) or not named.strip():
+        raise IndvisionError(f"{field!r} is not a path: {named!r}")
+    relative = PurePosixPath(named.replace("\\", "/"))
+    if relative.is_absolute() or PureWindowsPath(named).is_absolute() or ".." in relative.parts:
+        raise IndvisionError(f"{field!r} {named!r} leaves its folder; it may only name a "
+                             "folder inside it")
+    target = folder / relative
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise IndvisionError(f"{field!r} {named!r} resolves outside its folder (a link?); "
+                             "it may only name a folder inside it")
+    return target
+
+
 def run_folder(given: str | Path) -> Path:
     """The run folder ``--from`` names: itself, the run a bundle folder sits in, or the run
     ``exports/<pipeline>/latest.json`` points at."""
@@ -153,9 +171,13 @@ def run_folder(given: str | Path) -> Path:
         return path
     if (path / LATEST).is_file():
         try:
-            return path / atomic.read_json(path / LATEST)["run_dir"]
+            named = atomic.read_json(path / LATEST)["run_dir"]
         except (KeyError, TypeError, IndvisionError) as exc:
             raise IndvisionError(f"--from {given}: cannot read {path / LATEST}: {exc}") from None
+        try:
+            return inside(path, named, "run_dir")
+        except IndvisionError as exc:
+            raise IndvisionError(f"--from {given}: {path / LATEST}: {exc}") from None
     if (path / MODEL_JSON).is_file():
         if (path.parent / MANIFEST).is_file():
             return path.parent
