@@ -18,8 +18,9 @@ by the converter module its row names (:mod:`indvision.converters`), and
 The same metadata (without ``files``: a file cannot hold its own hash) is stored as JSON
 strings in the ONNX file's ``metadata_props``, so a lone ``model.onnx`` still describes itself.
 
-The bundle is built in ``<run>/.bundle.tmp-<pid>/`` and renamed to ``bundle/`` in one step,
-``model.json`` written last: a killed export leaves no ``bundle/`` at all, never half of one.
+The bundle is built in ``<run>/.bundle.tmp-<random>/`` (``tempfile.mkdtemp``: a name nobody
+can plant a link at in advance) and renamed to ``bundle/`` in one step, ``model.json`` written
+last: a killed export leaves no ``bundle/`` at all, never half of one.
 Export also keeps what a child run needs in ``<run>/keep/`` (``keep_per_class``,
 ``keep_test_max``; :mod:`indvision.lineage`).
 
@@ -46,6 +47,7 @@ import importlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -174,8 +176,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     meta["provenance"]["keras_model_sha256"] = atomic.sha256_file(model_path)
     bundle = run.root / BUNDLE
     _remove_stale_tmp(run.root)
-    tmp = run.root / f"{TMP_PREFIX}{os.getpid()}"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(dir=run.root, prefix=TMP_PREFIX))  # random, O_EXCL-like
+    os.chmod(tmp, folder_mode())  # mkdtemp's 0700 would hide the bundle from its readers
     try:
         files: dict[str, dict[str, Any]] = {}
         for key in config.formats:
@@ -340,7 +342,16 @@ def _calibration_images(run: Run, spec: images.InputSpec, count: int) -> np.ndar
 def _remove_stale_tmp(root: Path) -> None:
     """Remove temp bundles left by an export that was killed (it never got to rename)."""
     for stale in root.glob(f"{TMP_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale.is_symlink() or not stale.is_dir():
+            stale.unlink(missing_ok=True)  # a planted link is removed, never followed
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def folder_mode() -> int:
+    """What ``mkdir`` would give a new folder: 0o777 less the umask."""
+    files = atomic._default_mode()  # 0o666 less the umask, read without changing it
+    return files | (files & 0o444) >> 2
 
 
 def _fsync_dir(path: Path) -> None:
@@ -359,12 +370,13 @@ def _fsync_dir(path: Path) -> None:
 def publish_dir(tmp: Path, target: Path) -> None:
     """Rename the finished folder ``tmp`` to ``target`` in one step.
 
-    A ``target`` left by an earlier, unrecorded export of this run is moved aside first, then
+    A ``target`` left by an earlier, unrecorded export of this run is moved aside first (onto
+    a fresh, randomly named empty folder, so nothing planted beside it is renamed over), then
     removed: readers see the old folder or the new one, never a mix.
     """
     _fsync_dir(tmp)
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
         os.replace(target, old)
         os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
