@@ -311,3 +311,10 @@ def test_header_size_never_raises_and_answers_two_ints_or_none() -> None:
     for data in _corpus():
         size = images.header_size(data)
         assert size is None or (len(size) == 2 and all(type(v) is int for v in size))
+
+
+def test_a_tiff_size_tag_given_twice_counts_its_larger_value() -> None:
+    blob = bytes(W * H)
+    data = bytearray(tiff([grey_tiff_page(W, H, blob)], [blob]))
+    struct.pack_into("<HHIH", data, 8 + 2 + 12 * 2, 256, 3, 1, HUGE)  # entry 258 → 256 again
+    assert images.header_size(bytes(data)) == (HUGE, H)

@@ -96,7 +96,7 @@ def _tiff_ifd(data: bytes, end: str, offset: int, big: bool) -> tuple[dict[int, 
             raise ValueError("IFD entry past the end")
         tag, kind = entry
         at = first + k * entry_size + 4
-        wanted = tag in (256, 257, 322, 323) and kind in _TIFF_VALUE
+        wanted = tag in (256, 257, 322, 323) and kind in _TIFF_VALUE and (big or kind != 16)
         if wanted and _tiff_count(data, end, at, big) == 1:
             value = _u(end + _TIFF_VALUE[kind], data, at + (8 if big else 4))
             if value is not None:  # a tag given twice: the larger value counts
