@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from indvision import atomic
 from indvision.synth import images
 from indvision.synth.images import classes_of
 from indvision.synth.kinds import GENERATOR_VERSION, IMAGE_SIZES, KINDS
@@ -73,13 +75,10 @@ def _sample_grid(kind: str, rows: dict[str, list[np.ndarray]]) -> np.ndarray:
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is moved aside first."""
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is moved aside first, onto a
+    fresh randomly named empty folder (nothing planted beside it is renamed over or removed)."""
     for _ in range(3):
-        if out_dir.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            out_dir.rename(old)
+        old = _aside(out_dir)
         try:
             tmp.rename(out_dir)
             break
@@ -87,10 +86,29 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
             # another process put a tree there meanwhile: move it aside and retry
             if not out_dir.exists():
                 raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     else:  # pragma: no cover - pathological races only
         raise OSError(f"could not move {tmp} into place at {out_dir}")
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+
+
+def _folder_mode() -> int:
+    """What ``mkdir`` would give a new folder: 0o777 less the umask."""
+    files = atomic._default_mode()  # 0o666 less the umask, read without changing it
+    return files | (files & 0o444) >> 2
+
+
+def _aside(out_dir: Path) -> Path | None:
+    """Move an existing ``out_dir`` out of the way (a link there is removed, not followed)."""
+    if out_dir.is_symlink() or out_dir.is_file():
+        out_dir.unlink()
+        return None
+    if not out_dir.exists():
+        return None
+    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+    os.replace(out_dir, old)  # a folder renamed over an empty folder
+    return old
 
 
 def generate(kind: str, out_dir: Path, *, seed: int = 0, per_class: int = 150) -> Path:
@@ -99,8 +117,8 @@ def generate(kind: str, out_dir: Path, *, seed: int = 0, per_class: int = 150) -
     Also writes ``samples.png`` (a class-labelled preview grid) and ``synth.json`` (kind,
     seed, per_class, classes, image_size, generator version). File names use an id that
     is unique across classes: defect ``{uid:05d}.png``, parcel ``{uid:05d}_top.png``. The
-    tree is built in ``out_dir.parent/.<name>.tmp-<pid>`` and renamed into place, so an
-    interrupted run never leaves a half-written ``out_dir``; an existing ``out_dir`` is
+    tree is built in ``out_dir.parent/.<name>.tmp-<random>`` (``mkdtemp``) and renamed into
+    place, so an interrupted run never leaves a half-written ``out_dir``; an existing ``out_dir`` is
     replaced. Same arguments -> byte-identical files.
 
     Raises IndvisionError (did-you-mean) for an unknown kind, ``ValueError`` for
@@ -111,11 +129,9 @@ def generate(kind: str, out_dir: Path, *, seed: int = 0, per_class: int = 150) -
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        tmp.mkdir()
+        os.chmod(tmp, _folder_mode())  # mkdtemp's 0700 would hide the set
         samples: dict[str, list[np.ndarray]] = {}
         for ci, name in enumerate(classes):
             cdir = tmp / name
