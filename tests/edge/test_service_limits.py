@@ -48,6 +48,20 @@ def test_a_host_header_from_another_site_gets_400(tmp_path: Path) -> None:
     assert evil.get("/healthz").status_code == 400
 
 
+def test_a_refused_host_gets_json_and_is_counted(tmp_path: Path) -> None:
+    app = create_app(ModelSlot(lambda: fake(8, tmp_path / "a")))
+    evil = TestClient(app, base_url="http://evil.example")
+    for path in ("/healthz", "/predict", "/nowhere"):
+        got = evil.get(path)
+        assert got.status_code == 400, got.text
+        assert got.headers["content-type"] == "application/json"
+        assert "evil.example" in got.json()["error"]
+    text = TestClient(app, base_url=BASE).get("/metrics").text
+    assert 'indvision_requests_total{endpoint="/healthz",status="400"} 1' in text
+    assert 'indvision_request_errors_total{endpoint="other"} 1' in text
+    assert 'indvision_request_errors_total{endpoint="/predict"} 1' in text
+
+
 def test_a_request_past_its_pixel_budget_is_refused(tmp_path: Path) -> None:
     limits = Limits(max_body_bytes=10_000_000, max_pixels=1_000_000)
     client = TestClient(create_app(ModelSlot(lambda: fake(8, tmp_path / "a")), limits=limits),

@@ -26,9 +26,10 @@ soon as it passes the limit); images whose header claims more than ``max_pixels`
 decoding; a request whose images together hold more than ``max_request_pixels`` → 413; a body
 that is not an image → 415 (wrong content type) or 422 (cannot be decoded), with the reason.
 Errors are JSON ``{"error": ...}``; no response ever carries a traceback. A ``Host`` header
-naming none of the allowed hosts (the bound address, localhost, ``--allowed-host``) → 400, so a
-page on another site cannot reach the service through DNS rebinding. ``/model`` names files
-relative to the bundle's folder, never by absolute path.
+naming none of the allowed hosts (the bound address, localhost, ``--allowed-host``) → 400 (JSON,
+counted in ``/metrics`` like every refusal), so a page on another site cannot reach the service
+through DNS rebinding. ``/model`` names files relative to the bundle's folder, never by
+absolute path.
 
 Images are decoded off the event loop, one at a time, and each is cut to the model input at
 once: a request holds one full-size image at most, and ``/healthz`` answers while it decodes.
@@ -289,13 +290,10 @@ def create_app(slot: ModelSlot, token: str | None = None, limits: Limits = Limit
                follower: Follower | None = None, hosts: list[str] | None = None) -> Any:
     """The FastAPI application serving ``slot``'s classifier (see the module docstring);
     ``hosts``: the allowed ``Host`` names (default: the loopback names)."""
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
-
     from indvision.edge.service_routes import build
 
-    app = build(slot, token, limits, ServiceMetrics(), Recent(), follower)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts or list(LOOPBACK_HOSTS))
-    return app
+    return build(slot, token, limits, ServiceMetrics(), Recent(), follower,
+                 hosts or list(LOOPBACK_HOSTS))
 
 
 def serve(slot: ModelSlot, host: str, port: int, token: str | None, limits: Limits,

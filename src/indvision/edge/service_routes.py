@@ -17,6 +17,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import Receive, Scope, Send
 
 from indvision.edge.hotswap import Follower, ModelSlot
 from indvision.edge.service import (
@@ -38,16 +40,46 @@ OPEN_PATHS = {"/healthz", "/"}  # no token: a liveness probe, and the page's sta
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
+def host_checker(hosts: list[str]) -> Any:
+    """``await check(scope)``: whether the request's ``Host`` is one of ``hosts``, decided by
+    Starlette's :class:`TrustedHostMiddleware` itself (its matching, wildcards included); its
+    plain-text 400 is dropped, so that the guard answers in JSON and counts the refusal."""
+    async def allowed(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["indvision.host_allowed"] = True
+
+    async def drop(message: Any) -> None:
+        return None
+
+    middleware = TrustedHostMiddleware(allowed, allowed_hosts=hosts, www_redirect=False)
+
+    async def check(scope: Scope) -> bool:
+        probe = {key: value for key, value in scope.items() if key != "indvision.host_allowed"}
+        await middleware(probe, _no_body, drop)
+        return bool(probe.get("indvision.host_allowed"))
+    return check
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceMetrics,
-          recent: Recent, follower: Follower | None = None) -> FastAPI:
-    """The application: the routes below behind one guard (token, body size, timing)."""
+          recent: Recent, follower: Follower | None = None,
+          hosts: list[str] | None = None) -> FastAPI:
+    """The application: the routes below behind one guard (host, token, body size, timing);
+    ``hosts``: the allowed ``Host`` names (None: any)."""
     app = FastAPI(title="indvision", docs_url=None, redoc_url=None, openapi_url=None)
+    host_allowed = host_checker(hosts) if hosts is not None else None
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
-        """Token, body size and timing around every request; no traceback ever leaves."""
+        """Host, token, body size and timing around every request; every refusal is JSON
+        and counted; no traceback ever leaves."""
         started = time.perf_counter()
         try:
+            if host_allowed is not None and not await host_allowed(request.scope):
+                raise RequestError(400, f"Host header {request.headers.get('host')!r} is not "
+                                        "one this service answers to (--allowed-host)")
             if request.url.path not in OPEN_PATHS:
                 check_token(request.headers.get("authorization"), token)
             length = request.headers.get("content-length")
