@@ -107,6 +107,7 @@ class Follower(threading.Thread):
         self._delay = 0.0
         self._retry_at = 0.0
         self._stop_event = threading.Event()
+        self.clock: Callable[[], float] = time.monotonic  # a test steps its own
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
@@ -122,7 +123,7 @@ class Follower(threading.Thread):
         now = _fingerprint(self.latest)
         if now is None or now == self.seen:
             return None
-        if now == self._refused and time.monotonic() < self._retry_at:
+        if now == self._refused and self.clock() < self._retry_at:
             return None
         swapped, message = self.slot.reload()
         if swapped:
@@ -138,13 +139,13 @@ class Follower(threading.Thread):
         same = fingerprint is not None and fingerprint == self._refused and self._delay > 0
         self._delay = min(self._delay * 2, self.backoff_max) if same else self.backoff_min
         self._refused = fingerprint
-        self._retry_at = time.monotonic() + self._delay
+        self._retry_at = self.clock() + self._delay
 
     def state(self) -> dict[str, Any]:
         """How the follower stands: alive, swaps, refusals, the last of each, and the seconds
         until a refused bundle is tried again (None: nothing waiting). Paths inside the
         followed folder are named relative to it."""
-        retry_in = (round(max(0.0, self._retry_at - time.monotonic()), 3)
+        retry_in = (round(max(0.0, self._retry_at - self.clock()), 3)
                     if self._refused is not None else None)
         refusal = self.slot.last_refusal
         if refusal is not None:
