@@ -145,10 +145,11 @@ def test_decode_gives_each_file_one_clear_answer_in_bounded_memory(corpus) -> No
         if row["peak_mb"] > PEAK_MB:
             failures.append(f"{name}: peak RSS {row['peak_mb']:.0f} MB, over {PEAK_MB:.0f}")
         peaks.append((row["peak_mb"], name))
-    if not rows or not rows[0]["per_file"]:
-        pytest.skip("/proc/self/clear_refs cannot reset the peak here: no per-file peak")
-    print(f"decode: {len(rows)} files, largest peak RSS {max(peaks)[0]:.0f} MB "
-          f"({max(peaks)[1]})")
+    # without clear_refs each peak is the process's so far: still a bound, perhaps blaming a
+    # later file for an earlier one's peak
+    per_file = "per file" if rows and rows[0]["per_file"] else "process-wide"
+    print(f"decode: {len(rows)} files, largest peak RSS {max(peaks, default=(0, ''))[0]:.0f} "
+          f"MB ({max(peaks, default=(0, ''))[1]}; {per_file})")
     report(failures, "decode")
 
 
