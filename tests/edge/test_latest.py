@@ -50,3 +50,13 @@ def test_a_bundle_of_another_pipeline_is_refused(tmp_path: Path) -> None:
     stand_in(exports / "r1" / "bundle", pipeline="other-line")
     with pytest.raises(IndvisionError, match="pipeline 'other-line', not 'line'"):
         resolve_bundle(follow(exports, "r1/bundle"))
+
+
+def test_a_latest_json_over_the_bound_is_refused_in_one_line(tmp_path: Path) -> None:
+    exports = tmp_path / "exports" / "line"
+    stand_in(exports / "r1" / "bundle")
+    padding = " " * (2**20 + 1)
+    (exports / "latest.json").write_text(json.dumps({"bundle": "r1/bundle", "pad": padding}))
+    with pytest.raises(IndvisionError, match=r"latest\.json: latest\.json larger than") as raised:
+        resolve_bundle(exports)
+    assert "\n" not in str(raised.value)
