@@ -55,6 +55,16 @@ def _no_training_unless_slow(request: pytest.FixtureRequest,
     monkeypatch.setattr(train, "run", refuse)
 
 
+@pytest.fixture(autouse=True)
+def _state_in_tmp(tmp_path_factory: pytest.TempPathFactory,
+                  monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's record of accepted bundles (indvision.edge.accepted) lives in a fresh tmp
+    folder: no test reads or writes the home folder's, nor sees another test's."""
+    folder = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("INDVISION_STATE_DIR", str(folder))
+    return folder
+
+
 def draw_tiny(label: str, rng: np.random.Generator, size: int = 48) -> np.ndarray:
     """One tiny RGB image whose class is a shape: plain (ok), a line (scratch), a disk (spot)."""
     base = rng.integers(90, 170)

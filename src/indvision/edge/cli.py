@@ -8,7 +8,7 @@ Copy a bundle folder (``model.json`` + model files) to the device, ``pip install
                              [--write-golden FILE | --golden FILE]
     python -m indvision.edge info     BUNDLE [--json]
     python -m indvision.edge serve    BUNDLE [--host H] [--port P] [--token-file F]
-                             [--follow [DIR]] [--trust KEY...]
+                             [--follow [DIR]] [--trust KEY...] [--allow-rollback]
     python -m indvision.edge keygen   DIR
     python -m indvision.edge sign     BUNDLE --key PRIVATE
     python -m indvision.edge watch    BUNDLE SOURCE [--interval S] [--max-frames N]
@@ -17,6 +17,9 @@ Copy a bundle folder (``model.json`` + model files) to the device, ``pip install
 ``BUNDLE`` is a bundle folder, a run folder (its ``bundle/``), or ``exports/<pipeline>`` (the
 bundle its ``latest.json`` points at: the newest run that passed every gate). ``--model FILE``
 picks a file of the bundle (default: ``model.json``'s ``default_model``, ``model.onnx``).
+Under ``--trust`` keys, ``exports/<pipeline>`` pointed at a signed bundle older than the one
+accepted before for that pipeline is refused (a rollback) unless ``--allow-rollback``
+(:mod:`indvision.edge.accepted`); ``serve --follow`` refuses later rollbacks either way.
 
 - ``predict`` prints one JSON line per image: ``{"path", "label", "score", "scores"}``. An
   image that cannot be read gets ``{"path", "error"}`` instead and the others carry on; the exit
@@ -238,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="public key file(s): refuse a bundle no trusted key signed as "
                               "it is (default: INDVISION_TRUSTED_KEYS; none: signatures are "
                               "not checked)")
+        sub.add_argument("--allow-rollback", action="store_true",
+                         help="run the bundle latest.json points at even when it is older "
+                              "than the signed one accepted before for its pipeline")
         return sub
 
     predict = add("predict", "one JSON line per image (per object with a group rule)")
@@ -435,7 +441,8 @@ def _ray_predict_command(args: argparse.Namespace) -> int:
     """``predict --ray``: the same rows as ``predict``, scored on Ray Data, written to --out."""
     from indvision.edge import scale
 
-    for flag, value in (("--collect", args.collect), ("--heatmaps", args.heatmaps)):
+    for flag, value in (("--collect", args.collect), ("--heatmaps", args.heatmaps),
+                        ("--allow-rollback", args.allow_rollback)):
         if value:
             raise IndvisionError(f"{flag} works on the local path only, not with --ray")
     if not args.out:
@@ -505,11 +512,13 @@ def _serve_command(args: argparse.Namespace) -> int:
     limits = service.Limits(int(args.max_body_mb * 1e6), args.max_pixels)
     follow = None if args.follow is None else (args.follow or args.bundle)
     source = follow or args.bundle
+    allow_rollback = [args.allow_rollback]  # the first load only: later rollbacks are refused
 
     def load() -> EdgeClassifier:
+        allow, allow_rollback[0] = allow_rollback[0], False
         return EdgeClassifier(source, args.model, allow_unshippable=args.allow_unshippable,
                               spin_wait=not args.no_spin_wait, runtime=args.runtime,
-                              trusted_keys=args.trust)
+                              trusted_keys=args.trust, allow_rollback=allow)
 
     slot = hotswap.ModelSlot(load)
     signing.warn_if_unchecked(slot.get().bundle, slot.get().signed_by)
@@ -549,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                                     allow_unshippable=args.allow_unshippable,
                                     group_regex=args.group_regex,
                                     spin_wait=not args.no_spin_wait,
-                                    runtime=args.runtime, trusted_keys=args.trust)
+                                    runtime=args.runtime, trusted_keys=args.trust,
+                                    allow_rollback=args.allow_rollback)
         signing.warn_if_unchecked(classifier.bundle, classifier.signed_by)
         if classifier.group_regex:
             check_regex(classifier.group_regex)

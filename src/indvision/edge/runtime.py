@@ -17,7 +17,6 @@ interpreter): only :mod:`indvision.images`, :mod:`indvision.metrics`, :mod:`indv
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 from indvision import atomic, formats, images, metrics, signing
 from indvision import heatmaps as heatmaps_mod
 from indvision.decision import Decision
+from indvision.edge import accepted
 from indvision.edge import latest as edge_latest
 from indvision.edge.objects import fuse_objects
 from indvision.edge.progress import Progress
@@ -52,10 +52,13 @@ class EdgeClassifier:
     ``model.onnx``); ``None`` is the format's default. ``trusted_keys`` (public key files;
     default: ``INDVISION_TRUSTED_KEYS``) makes it refuse a bundle that a trusted key did not
     sign as it is (:func:`indvision.signing.check_signature`); without any, signatures are
-    not checked.
+    not checked. Under trusted keys, a bundle reached through ``latest.json`` that is older
+    than the one accepted before for its pipeline is refused unless ``allow_rollback``
+    (:mod:`indvision.edge.accepted`); the bundle that loads becomes the record.
 
-    Each file is read once: ``model.json``'s bytes are checked against its records and its
-    signature and then parsed, the model file's bytes are hashed and then loaded (the map
+    Each file is read once: ``latest.json`` (its hash of ``model.json`` and pipeline are
+    checked from that one read), ``model.json``'s bytes are checked against its records and
+    its signature and then parsed, the model file's bytes are hashed and then loaded (the map
     runner too, from the same bytes kept in memory), so a file swapped on disk after a check
     never runs.
     """
@@ -64,15 +67,20 @@ class EdgeClassifier:
                  allow_unshippable: bool = False, group_regex: str | None = None,
                  threads: int | None = None, spin_wait: bool = True,
                  runtime: str | None = None,
-                 trusted_keys: Sequence[str | os.PathLike] | None = None) -> None:
-        self.bundle = resolve_bundle(bundle)
+                 trusted_keys: Sequence[str | os.PathLike] | None = None,
+                 allow_rollback: bool = False) -> None:
+        self.bundle, followed = locate_bundle(bundle)
         # model.json is read once: these bytes are checked, signature-checked and parsed
-        model_json = check_model_json(self.bundle, Path(bundle))
+        model_json = check_model_json(self.bundle, Path(bundle), followed=followed)
         trusted = signing.trusted_key_paths(trusted_keys)
         #: the trusted key that signed this bundle (None: signatures were not checked)
         self.signed_by: str | None = (signing.check_signature(self.bundle, trusted, model_json)
                                       if trusted else None)
         self.meta = formats.read_model_json(self.bundle, model_json)
+        newest = None  # recorded as accepted once everything below has loaded
+        if followed is not None:
+            edge_latest.check_pipeline(followed, self.meta)
+            newest = accepted.check(followed.path, self.meta, self.signed_by, allow_rollback)
         files = self.meta["files"]
         model = model or self.meta.get("default_model") or formats.DEFAULT_MODEL
         if model not in files:
@@ -110,6 +118,7 @@ class EdgeClassifier:
         # ... from the checked bytes, kept for it (the file on disk is never opened again)
         self._model_bytes: bytes | None = data if self.has_maps else None
         self._maps_lock = threading.Lock()
+        accepted.remember(newest, allow_rollback)
 
     @property
     def verified(self) -> bool:
@@ -226,26 +235,40 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def resolve_bundle(path: str | os.PathLike) -> Path:
-    """A bundle folder; a run folder → its ``bundle/``; ``exports/<pipeline>`` → latest's."""
+    """A bundle folder; a run folder → its ``bundle/``; ``exports/<pipeline>`` → latest's
+    (inside its folder and of latest.json's pipeline, :mod:`indvision.edge.latest`)."""
+    bundle, followed = locate_bundle(path)
+    if followed is not None:
+        edge_latest.check_pipeline(followed, edge_latest.read_meta(bundle))
+    return bundle
+
+
+def locate_bundle(path: str | os.PathLike) -> tuple[Path, edge_latest.Followed | None]:
+    """:func:`resolve_bundle`'s folder, and the one read of ``latest.json`` when it came
+    through one (None otherwise); the caller checks the pipeline on the ``model.json`` it
+    parses (:func:`indvision.edge.latest.check_pipeline`)."""
     folder = Path(path).expanduser()
     if (folder / formats.MODEL_JSON).is_file():
-        return folder
+        return folder, None
     if (folder / "bundle" / formats.MODEL_JSON).is_file():
-        return folder / "bundle"
+        return folder / "bundle", None
     if (folder / LATEST).is_file():  # kept inside its folder (indvision.edge.latest)
-        return edge_latest.bundle_of(folder)
+        followed = edge_latest.follow(folder)
+        return followed.bundle, followed
     if not folder.exists():
         raise IndvisionError(f"{folder}: no such bundle folder")
     raise IndvisionError(f"{folder}: not a bundle (no {formats.MODEL_JSON}), run folder or "
                          f"exports/<pipeline> folder (no {LATEST}: no run has passed verify)")
 
 
-def check_model_json(bundle: Path, given: Path, data: bytes | None = None) -> bytes:
+def check_model_json(bundle: Path, given: Path, data: bytes | None = None,
+                     followed: edge_latest.Followed | None = None) -> bytes:
     """Refuse a ``model.json`` whose sha256 differs from a record of it: the sidecar
     ``model.json.sha256`` verify leaves in the bundle, ``latest.json`` when opened through
-    ``exports/<pipeline>``, and the run's ``manifest.json`` when the bundle is in a run folder.
-    Every record is compared with one read of the file (``data``, else read here), and those
-    bytes are returned: parse and signature-check them, not the file again."""
+    ``exports/<pipeline>`` (``followed``: the one read of it; else read here), and the run's
+    ``manifest.json`` when the bundle is in a run folder. Every record is compared with one
+    read of the file (``data``, else read here), and those bytes are returned: parse and
+    signature-check them, not the file again."""
     path = bundle / formats.MODEL_JSON
     if data is None:
         data = formats.model_json_bytes(bundle)
@@ -258,11 +281,15 @@ def check_model_json(bundle: Path, given: Path, data: bytes | None = None) -> by
             raise IndvisionError(f"{sidecar}: unreadable sha256 record; restore the original "
                                  "bundle or re-run verify") from None
         _refuse_mismatch(path, actual, expected, sidecar)
-    latest_path = Path(given).expanduser() / LATEST
-    if not (Path(given) / formats.MODEL_JSON).is_file() and latest_path.is_file():
-        expected = json.loads(latest_path.read_text(encoding="utf-8")).get("model_json_sha256")
+    given = Path(given).expanduser()
+    if followed is None and not (given / formats.MODEL_JSON).is_file() \
+            and not (given / "bundle" / formats.MODEL_JSON).is_file() \
+            and (given / LATEST).is_file():
+        followed = edge_latest.follow(given)
+    if followed is not None:
+        expected = followed.record.get("model_json_sha256")
         if expected:
-            _refuse_mismatch(path, actual, expected, latest_path)
+            _refuse_mismatch(path, actual, str(expected), followed.path)
     manifest_path = bundle.parent / MANIFEST
     if manifest_path.is_file():
         try:
