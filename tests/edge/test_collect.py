@@ -254,3 +254,26 @@ def test_files_left_by_a_crash_count_against_the_limit_and_are_kept(tmp_path: Pa
     assert [r["file"] for r in rows_of(keep)] == [f"dent/{sources[-1].name}"]
     assert all(path.is_file() for path in leftovers)
     assert "2 files not in collected.csv" in said.getvalue()
+
+
+def test_a_folder_swapped_for_a_link_mid_run_is_not_followed_by_drop_oldest(
+        tmp_path: Path) -> None:
+    """The collect folder is moved away and a link to another folder put in its place while
+    the collector runs: making room unlinks the oldest file in the folder it opened, never the
+    same-named file the link leads to."""
+    sources = images_in(tmp_path / "line", 3)
+    first = collector(tmp_path / "keep", max_images=2)
+    for path in sources[:2]:
+        first.offer(result("ok", ok=0.6, dent=0.4), source=path)
+    first.close()
+    keep = collector(tmp_path / "keep", max_images=2)  # opens the folder with two rows
+    victim = tmp_path / "victim"
+    (victim / "ok").mkdir(parents=True)
+    precious = victim / "ok" / sources[0].name  # the name the oldest row gives
+    precious.write_bytes(b"not the collector's")
+    os.rename(tmp_path / "keep", tmp_path / "moved")
+    (tmp_path / "keep").symlink_to(victim, target_is_directory=True)
+    keep.offer(result("ok", ok=0.6, dent=0.4), source=sources[2])
+    keep.close()
+    assert precious.read_bytes() == b"not the collector's"
+    assert not (tmp_path / "moved" / "ok" / sources[0].name).exists()  # its own oldest went

@@ -18,9 +18,10 @@ Bounded: at most ``max_images`` files and ``max_bytes`` bytes. When full, the ol
 images go (``when_full="drop-oldest"``) or collection stops (``"stop"``); either is said once on
 stderr. Files in ``DIR`` that no row names (left by a crash, or by a person) count against the
 limits and are never deleted; a row naming a file outside ``DIR`` or through a link is ignored,
-so only this collector's own files are ever unlinked. Collecting also stops (one line) before
-the disk's free space falls under ``MIN_FREE_BYTES``, and a writer that falls behind drops
-images (counted, said once) rather than queueing more than ``QUEUE_BOUND``. Every write is
+so only this collector's own files are ever unlinked — relative to the folder opened at the
+start, so a folder swapped for a link mid-run is not followed. Collecting also stops (one line)
+before the disk's free space falls under ``MIN_FREE_BYTES``, and a writer that falls behind
+drops images (counted, said once) rather than queueing more than ``QUEUE_BOUND``. Every write is
 atomic (a temporary name, then a rename), so a crash never leaves half an image, and the copying
 runs on a background thread, off the prediction path. ``collected.csv`` is rewritten
 (atomically) whenever the queue runs dry and at least every second while it does not, so after a
@@ -45,7 +46,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import cv2
@@ -59,6 +60,7 @@ CSV_COLUMNS = ("file", "source", "time", "bundle_run", "label", "score", "margin
 WHEN_FULL = ("drop-oldest", "stop")
 CSV_EVERY = 1.0  # seconds: collected.csv is rewritten when the queue runs dry, or this often
 QUEUE_BOUND = 32  # images waiting for the writer; more are dropped (counted, said once)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
 MIN_FREE_BYTES = 200_000_000  # collecting stops before the disk has less free than this
 
 
@@ -128,6 +130,7 @@ class Collector:
         self.stream = stream if stream is not None else sys.stderr
         self.random = random.Random(config.seed)
         self._check_writable()
+        self._root_fd = self._open_root()  # the folder as it is now, for drop-oldest unlinks
         self.rows: deque[dict[str, str]] = deque(self._read_rows())
         self.bytes = sum(self._size(row["file"]) for row in self.rows)
         self.others, self.others_bytes = self._untracked()
@@ -149,6 +152,44 @@ class Collector:
         except OSError as exc:
             raise IndvisionError(f"--collect {self.folder}: cannot write there "
                                  f"({exc.strerror or exc})") from None
+
+    def _open_root(self) -> int | None:
+        """The collect folder, opened once (``O_DIRECTORY|O_NOFOLLOW``): drop-oldest unlinks
+        relative to it, so a folder swapped for a link mid-run is never followed. None where
+        the platform cannot unlink relative to a folder descriptor."""
+        if os.unlink not in os.supports_dir_fd or not hasattr(os, "O_DIRECTORY"):
+            return None
+        try:
+            return os.open(self.folder.resolve(), _DIR_FLAGS)
+        except OSError as exc:
+            raise IndvisionError(f"--collect {self.folder}: cannot open it as a folder "
+                                 f"({exc.strerror or exc})") from None
+
+    def _unlink_own(self, relative: str) -> None:
+        """Remove the row's file ``relative`` through the folder opened at the start, each
+        folder on the way opened without following links; only a regular file is removed (a
+        link or a vanished file is let be)."""
+        own = self._own_file(relative)  # no absolute path, no .., no link (checked again)
+        if own is None:
+            return
+        if self._root_fd is None:
+            own.unlink(missing_ok=True)
+            return
+        *folders, name = PurePosixPath(relative).parts
+        opened: list[int] = []
+        try:
+            descriptor = self._root_fd
+            for folder in folders:
+                descriptor = os.open(folder, _DIR_FLAGS, dir_fd=descriptor)
+                opened.append(descriptor)
+            info = os.stat(name, dir_fd=descriptor, follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode):
+                os.unlink(name, dir_fd=descriptor)
+        except OSError:  # gone, or a link on the way (ELOOP, ENOTDIR): nothing is removed
+            pass
+        finally:
+            for descriptor in opened:
+                os.close(descriptor)
 
     def _read_rows(self) -> list[dict[str, str]]:
         path = self.folder / CSV_NAME
@@ -236,6 +277,9 @@ class Collector:
         stream when it happened; predicting went on)."""
         self.queue.put(None)
         self.worker.join()
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
         if self.failure:
             raise IndvisionError(self.failure)
 
@@ -320,9 +364,7 @@ class Collector:
                 return False
             oldest = self.rows.popleft()
             self.bytes -= self._size(oldest["file"])
-            own = self._own_file(oldest["file"])  # checked again right before the unlink
-            if own is not None:
-                own.unlink(missing_ok=True)
+            self._unlink_own(oldest["file"])
             self._say_full("the oldest collected images make room")
         return True
 
