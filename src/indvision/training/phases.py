@@ -12,12 +12,12 @@ validation, so the linear probe stays the fallback to the end. With a from-scrat
 backbone, BatchNorm is re-estimated before each validation so validation sees the model as it
 will be used.
 
-Resuming: after every epoch :class:`PhaseProgress` writes the state (history rows, best
-epoch, best weights) atomically and Keras' ``BackupAndRestore`` keeps the model and optimizer
-in ``train/backup/<phase key>``; a phase recorded done is skipped, an unfinished one continues
-after its last finished epoch. TensorBoard logs (``train/tensorboard/<phase key>``, Keras'
-``TensorBoard`` callback, epoch scalars only) are written every epoch and a resumed phase
-appends to them.
+Resuming: after every epoch :class:`~indvision.training.progress.PhaseProgress` writes the
+state (history rows, best epoch, best weights) atomically and Keras' ``BackupAndRestore`` keeps
+the model and optimizer in ``train/backup/<phase key>``; a phase recorded done is skipped, an
+unfinished one continues after its last finished epoch. TensorBoard logs
+(``train/tensorboard/<phase key>``, Keras' ``TensorBoard`` callback, epoch scalars only) are
+written every epoch and a resumed phase appends to them.
 
 Imports Keras at its top (like :mod:`indvision.layers`): the train stage imports this module
 inside its ``run``.
@@ -35,12 +35,13 @@ import keras
 import numpy as np
 
 from indvision import atomic, models
-from indvision.console import duration, say
+from indvision.console import say
 from indvision.errors import IndvisionError
 from indvision.training import records, warmstart
 from indvision.training.batches import FeatureBatches, Feed, ImageBatches, Split
 from indvision.training.plan import Phase, member_name, phases_for, uses_probe
 from indvision.training.probe import fit_probe
+from indvision.training.progress import PhaseProgress
 
 if TYPE_CHECKING:
     from indvision.training.config import Config
@@ -88,20 +89,10 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
         config.backbone, feed.n_classes, config.height, config.width,
         weights if parent_model is None else "none", config.alpha,
         config.dropout, name=member_name(config.backbone, member))
-    image_fit = Fit(model, model, feed.train_batches(seed), feed.val_data, feed.class_weight,
-                    None, feed.plain_train)
-    object_fit = None
-    if feed.objects is not None:
-        object_train = feed.object_batches(seed)
-        object_fit = Fit(model, models.object_trainer(model, object_train.views), object_train,
-                         feed.objects.val, None, feed.objects.good_index, feed.plain_train)
+    image_fit, object_fit = _member_fits(model, feed, seed)
     child, parent_head = None, None
     if parent_model is not None:
-        added = warmstart.start_from_parent(model, parent_model, seed)
-        child = "grown" if added else "same"
-        parent_head = warmstart.parent_head_of(model, added) if added else None
-        say(f"train: starting from the parent's weights ({parent_model})"
-            + (f", its head grown by {added} class(es)" if added else ""))
+        child, parent_head = _start_from_parent(model, parent_model, seed)
     elif uses_probe(config):
         start_from_probe(model, feed, out, state, seed)
 
@@ -146,6 +137,28 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
         recalibrated = models.recalibrate_batchnorm(model,
                                                     (plain[i][0] for i in range(len(plain))))
     return Member(model, source, member_phases, recalibrated)
+
+
+def _member_fits(model: Any, feed: Feed, seed: int) -> tuple[Fit, Fit | None]:
+    """What a member's image phases fit, and its objects phase (None without objects)."""
+    image_fit = Fit(model, model, feed.train_batches(seed), feed.val_data, feed.class_weight,
+                    None, feed.plain_train)
+    if feed.objects is None:
+        return image_fit, None
+    object_train = feed.object_batches(seed)
+    return image_fit, Fit(model, models.object_trainer(model, object_train.views), object_train,
+                          feed.objects.val, None, feed.objects.good_index, feed.plain_train)
+
+
+def _start_from_parent(model: Any, parent_model: Path, seed: int) -> tuple[str, Any]:
+    """A child starts from its parent's weights: ``("grown", the parent's head)`` when new
+    classes grew the head, else ``("same", None)``."""
+    added = warmstart.start_from_parent(model, parent_model, seed)
+    say(f"train: starting from the parent's weights ({parent_model})"
+        + (f", its head grown by {added} class(es)" if added else ""))
+    if not added:
+        return "same", None
+    return "grown", warmstart.parent_head_of(model, added)
 
 
 def first_candidates(config: Config, child: str | None, phase: Phase) -> list[Candidate]:
@@ -316,7 +329,7 @@ def starting_point(phase: Phase, out: Path, state: dict[str, Any], fit: Fit,
     """A phase that starts from trained weights (``finetune`` from the linear probe or the
     head, ``objects`` from the image phases) measures them on its validation data first and
     keeps them as a candidate: the last phase ends on them when its best epoch makes more
-    validation errors (see :class:`PhaseProgress`).
+    validation errors (see :class:`~indvision.training.progress.PhaseProgress`).
 
     ``candidates`` are what the previous phase handed on (:func:`handed_on`): its best epoch,
     then the start it began from. The phase begins from the best epoch unless that makes more
@@ -377,141 +390,3 @@ def _validate(fit: Fit) -> dict[str, float]:
     fit.val_data.set_epoch(0)
     logs = fit.trainer.evaluate(fit.val_data, verbose=0, return_dict=True)
     return {"loss": float(logs["loss"]), "accuracy": float(logs["accuracy"])}
-
-
-
-def epoch_line(key: str, epoch: int, epochs: int, logs: dict[str, Any], seconds: float,
-               mean_seconds: float) -> str:
-    """The console's one line per epoch (Keras' own progress is off): the metrics, the epoch's
-    time and the phase's remaining time at the mean epoch time so far — an upper bound, as a
-    validation plateau may end the phase sooner."""
-    parts = [f"{name} {float(logs[name]):.4f}"
-             for name in ("loss", "accuracy", "val_loss", "val_accuracy")
-             if logs.get(name) is not None]
-    left = epochs - epoch - 1
-    eta = f", at most {duration(left * mean_seconds)} left" if left else ""
-    return (f"train: {key} epoch {epoch + 1}/{epochs}: {', '.join(parts)} "
-            f"({duration(seconds)}{eta})")
-
-
-class PhaseProgress(keras.callbacks.Callback):
-    """After each epoch: record history, keep the best weights and stop early — all persisted
-    in ``state.json`` so a resumed run knows them too.
-
-    The best epoch is the one with the lowest validation loss (ties: the higher accuracy):
-    on a validation set of a few dozen images one lucky call moves accuracy by points, the loss
-    by little. ``patience`` epochs without a lower loss end the phase. A phase that validates
-    every few epochs (a child's, :meth:`Phase.validation_epochs`) chooses among those it
-    validated; the epochs between are recorded without validation metrics. With a ``start`` (the
-    weights the phase began from, measured on validation: :func:`starting_point`) the member's
-    last phase ends on its start when the best epoch makes more validation errors than the
-    start did — fine-tuning that only hurts returns the linear probe. An earlier phase keeps
-    its start file for the next phase to weigh.
-
-    With ``recalibration`` = (classifier, unaugmented batches) for a from-scratch model,
-    BatchNorm statistics are re-estimated on the batches before each validation, so validation
-    — and the choice of the best epoch — sees the model as it will be used, not with moving
-    averages that lag behind a short training.
-    """
-
-    def __init__(self, out: Path, state: dict[str, Any], phase: Phase, datasets: list[Any],
-                 patience: int, monitor_val: bool,
-                 recalibration: tuple[Any, Any] = (None, None),
-                 start: dict[str, Any] | None = None, classifier: Any = None) -> None:
-        super().__init__()
-        self.out, self.state, self.phase, self.datasets = out, state, phase, datasets
-        self.classifier = classifier  # whose weights are kept (None: the model fitted)
-        self.patience, self.monitor_val, self.recalibration = patience, monitor_val, recalibration
-        self.record = state["phases"].setdefault(
-            phase.key, {"done": False, "epochs_run": 0, "best_epoch": None,
-                        "best_val_accuracy": None, "best_val_loss": None,
-                        "best_weights": None, "seconds": 0.0, "stopped_early": False,
-                        "start": None, "kept_start": False})
-        if start is not None:
-            self.record["start"] = start
-        self.first_epoch: int | None = None
-        self.epoch_started = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        for dataset in self.datasets:
-            dataset.set_epoch(epoch)
-        if self.first_epoch is None:  # after BackupAndRestore: forget redone epochs
-            self.first_epoch = epoch
-            self.state["history"] = [r for r in self.state["history"]
-                                     if r["phase"] != self.phase.key
-                                     or r["epoch_in_phase"] < epoch]
-        self.epoch_started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = dict(logs or {})
-        out, state, key = self.out, self.state, self.phase.key
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        state["history"].append({
-            "phase": key, "epoch_in_phase": epoch,
-            "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
-            "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
-            "lr": lr,
-        })
-        record = self.record
-        record["epochs_run"] = epoch + 1
-        seconds = time.perf_counter() - self.epoch_started
-        record["seconds"] = round(record["seconds"] + seconds, 2)
-        say(epoch_line(key, epoch, self.phase.epochs, logs, seconds,
-                       record["seconds"] / record["epochs_run"]))
-        if not self.monitor_val or "val_loss" in logs:  # a child validates every few epochs
-            self._judge(epoch, logs)
-        records.write_state(out, state)
-        records.write_history(out, state)
-
-    def _judge(self, epoch: int, logs: dict[str, Any]) -> None:
-        """Keep the epoch's weights when it is the best so far (the state written before the
-        previous best's file goes), or stop when ``patience`` epochs brought no lower loss."""
-        out, record, key = self.out, self.record, self.phase.key
-        prefix = "val_" if self.monitor_val else ""
-        accuracy = float(logs.get(prefix + "accuracy", 0.0))
-        loss = float(logs.get(prefix + "loss", 0.0))
-        best = record["best_epoch"]
-        if best is None or (-loss, accuracy) > (-record["best_val_loss"],
-                                                record["best_val_accuracy"]):
-            weights_name = f"{key}_best_e{epoch}.npz"
-            kept = self.model if self.classifier is None else self.classifier
-            records.save_arrays(out / weights_name, kept.get_weights())
-            old = record["best_weights"]
-            record.update(best_epoch=epoch, best_val_accuracy=accuracy,
-                          best_val_loss=loss, best_weights=weights_name)
-            records.write_state(out, self.state)
-            if old and old != weights_name:
-                (out / old).unlink(missing_ok=True)
-        elif self.patience and epoch - best >= self.patience:
-            record["stopped_early"] = True
-            self.model.stop_training = True
-            say(f"train: {key}: validation loss not lower for {self.patience} epochs, "
-                f"stopping; best epoch {best + 1}")
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        classifier, data = self.recalibration
-        if data is not None:
-            models.recalibrate_batchnorm(classifier, (data[i][0] for i in range(len(data))))
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self._keep_start_if_better()
-        self.record["done"] = True  # before BackupAndRestore removes its backup
-        records.write_state(self.out, self.state)
-
-    def _keep_start_if_better(self) -> None:
-        """End on the start when the best epoch made more validation errors than it."""
-        record, start = self.record, self.record.get("start")
-        if not start or record.get("kept_start") or not self.phase.last:
-            return  # before the last phase, the next one weighs the start (handed_on)
-        if record["best_epoch"] is None or (record["best_val_accuracy"]
-                                            < start["val_accuracy"] - 1e-9):
-            say(f"train: {self.phase.key}: the best epoch's val accuracy "
-                  f"{record['best_val_accuracy'] or 0:.4f} is below the start's "
-                  f"{start['val_accuracy']:.4f}: keeping the start")
-            if record["best_weights"]:
-                (self.out / record["best_weights"]).unlink(missing_ok=True)
-            record.update(best_epoch=-1, best_val_accuracy=start["val_accuracy"],
-                          best_val_loss=start["val_loss"], best_weights=start["weights"],
-                          kept_start=True)
-        else:
-            (self.out / start["weights"]).unlink(missing_ok=True)
