@@ -204,3 +204,28 @@ def test_the_old_model_serves_through_chaos_and_a_good_bundle_swaps_in(
         follower.join(timeout=60)
     assert not follower.is_alive()
 
+
+
+def test_a_huge_latest_json_is_refused_unread(tmp_path: Path) -> None:
+    """A ``latest.json`` grown huge (a sparse 64 MiB file here; a link to a device alike) is
+    refused after reading at most a bound of it: the follower never holds it whole, and the
+    loader is never asked."""
+    import tracemalloc
+
+    from indvision.edge import hotswap
+
+    loads = []
+    slot = ModelSlot(lambda: loads.append(1) or "serving")
+    atomic.write_json(tmp_path / "latest.json", {"bundle": "old"})
+    follower = Follower(slot, tmp_path)
+    with open(tmp_path / "latest.json", "r+b") as handle:
+        handle.truncate(64 * 2**20)
+    tracemalloc.start()
+    try:
+        assert follower.check() is False
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * hotswap.MAX_LATEST_BYTES  # bounded, not 64 MiB
+    assert loads == [1] and slot.get() == "serving"  # only the first load ran
+    assert "larger than" in follower.state()["last_refusal"]["reason"]

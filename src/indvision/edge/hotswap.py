@@ -12,7 +12,9 @@ gate rewrites) and asks the slot to reload when its content changes. Whatever a 
 (a half-copied bundle, a garbage ``model.json``, an ``OSError`` mid-copy) is a refusal, never
 the end of the follower: a refused ``latest.json`` is tried again after a back-off that doubles
 from ``backoff_min`` to ``backoff_max`` (a bundle still being copied at first sight is good a
-little later, without ``latest.json`` changing again). :meth:`Follower.state` says how it stands.
+little later, without ``latest.json`` changing again). A ``latest.json`` over
+``MAX_LATEST_BYTES`` is refused after reading only that much of it (the loader never sees it).
+:meth:`Follower.state` says how it stands.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any
 from indvision.errors import IndvisionError
 
 LATEST = "latest.json"
+MAX_LATEST_BYTES = 2**20  # a pointer and a few metrics: a bigger one is refused unread
+_OVERSIZE = "+"  # marks the fingerprint of a latest.json over the bound
 
 
 def _stamp() -> str:
@@ -64,22 +68,30 @@ class ModelSlot:
             try:
                 fresh = self._load()
             except Exception as exc:  # a broken bundle of any kind must not stop serving
-                self.refusals += 1
-                self.last_refusal = {"time": _stamp(), "reason": _reason(exc)}
-                return False, ("new bundle refused, the old one keeps serving: "
-                               f"{self.last_refusal['reason']}")
+                return False, self.refuse(_reason(exc))
             self.current = fresh
             self.swaps += 1
             run_id = (fresh.meta.get("provenance") or {}).get("run_id")
             self.last_swap = {"time": _stamp(), "run": run_id}
             return True, f"now serving {fresh.bundle} (run {run_id})"
 
+    def refuse(self, reason: str) -> str:
+        """Count a new bundle refused for ``reason``; the line that says so."""
+        self.refusals += 1
+        self.last_refusal = {"time": _stamp(), "reason": reason}
+        return f"new bundle refused, the old one keeps serving: {reason}"
+
 
 def _fingerprint(path: Path) -> str | None:
+    """sha256 of ``path``'s first ``MAX_LATEST_BYTES`` + 1 bytes, marked when there are more
+    (a huge file, a link to a device, is never read whole); None when it cannot be read."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_LATEST_BYTES + 1)
     except OSError:
         return None
+    oversize = _OVERSIZE if len(data) > MAX_LATEST_BYTES else ""
+    return hashlib.sha256(data).hexdigest() + oversize
 
 
 def _say(message: str) -> None:
@@ -125,7 +137,11 @@ class Follower(threading.Thread):
             return None
         if now == self._refused and self.clock() < self._retry_at:
             return None
-        swapped, message = self.slot.reload()
+        if now.endswith(_OVERSIZE):  # refused unread: the loader never sees it
+            swapped, message = False, self.slot.refuse(
+                f"{LATEST} is larger than {MAX_LATEST_BYTES} bytes: not a pointer to a bundle")
+        else:
+            swapped, message = self.slot.reload()
         if swapped:
             self.seen, self._refused, self._delay = now, None, 0.0
         else:
