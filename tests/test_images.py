@@ -149,3 +149,13 @@ def test_colour_window_round_trips_and_is_validated() -> None:
     for bad in [(0.0, 0.5), (0.5, 1.2), (0.5,)]:
         with pytest.raises(ValueError, match="colour_window"):
             images.InputSpec(height=8, width=8, colour_window=bad)
+
+
+@pytest.mark.parametrize("record", [
+    "224x224", {"width": 224}, {"height": "224", "width": 224}, {"height": 0, "width": 4},
+    {"height": 4, "width": 4, "crop": "all"}, {"height": 4, "width": 4, "crop": [0, "a", 1, 1]},
+    {"height": 4, "width": 4, "resize": ["area"]}, {"height": True, "width": 4},
+])
+def test_a_malformed_input_spec_record_is_a_value_error_saying_what(record: object) -> None:
+    with pytest.raises(ValueError, match=r"mapping|must be"):
+        images.InputSpec.from_dict(record)  # type: ignore[arg-type]

@@ -70,6 +70,8 @@ def test_a_second_key_adds_a_signature_and_the_same_key_replaces_its_own(
     ("wrong key", "not by a trusted key"),
     ("truncated", "damaged signature file"),
     ("bad base64", "damaged signature file"),
+    ("key_id a list", "damaged signature file"),
+    ("entry not a mapping", "damaged signature file"),
 ])
 def test_every_failed_check_is_one_line_naming_the_problem(
         tmp_path: Path, keys: dict, damage: str, message: str) -> None:
@@ -85,7 +87,12 @@ def test_every_failed_check_is_one_line_naming_the_problem(
         sig.write_bytes(sig.read_bytes()[: len(sig.read_bytes()) // 2])
     else:
         record = json.loads(sig.read_text())
-        record["signatures"][0]["signature"] = "not*base64"
+        if damage == "bad base64":
+            record["signatures"][0]["signature"] = "not*base64"
+        elif damage == "key_id a list":
+            record["signatures"][0]["key_id"] = ["not", "an", "id"]
+        else:
+            record["signatures"][0] = "just text"
         sig.write_text(json.dumps(record))
     with pytest.raises(IndvisionError, match=message) as raised:
         signing.check_signature(bundle, trusted)

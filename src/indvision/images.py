@@ -139,10 +139,24 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        """The spec a ``model.json`` or artifact records; ``ValueError`` for a malformed one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping, got {type(data).__name__}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("height", "width"):
+            if type(known.get(key)) is not int or known[key] < 1:
+                raise ValueError(f"{key} must be a positive whole number, got {known.get(key)!r}")
         for key in ("crop", "colour_window", "value_range"):
-            if known.get(key) is not None:
-                known[key] = tuple(known[key])
+            value = known.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, list | tuple) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+                raise ValueError(f"{key} must be a list of numbers, got {value!r}")
+            known[key] = tuple(value)
+        for key in ("resize", "channel_order", "dtype"):
+            if key in known and not isinstance(known[key], str):
+                raise ValueError(f"{key} must be text, got {known[key]!r}")
         return cls(**known)
 
 

@@ -144,8 +144,9 @@ def read_signatures(bundle: Path) -> list[dict[str, Any]]:
         if record.get("format") != FORMAT or not isinstance(signatures, list):
             raise ValueError(f"expected format {FORMAT}")
         for entry in signatures:
+            if not isinstance(entry, dict) or not isinstance(entry.get("key_id"), str):
+                raise ValueError("each signature needs a text key_id")
             base64.b64decode(entry["signature"], validate=True)
-            str(entry["key_id"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise IndvisionError(f"{path}: damaged signature file ({exc}); sign the bundle again "
                              "with python -m indvision.edge sign") from None

@@ -96,7 +96,11 @@ class EdgeClassifier:
                                  f"another --model, or allow_unshippable=True to run it anyway")
         signing.require_verified(self.bundle, model, self.entry, self.signed_by)
         self.classes: list[str] = list(self.meta["classes"])
-        self.spec = images.InputSpec.from_dict(self.meta["input_spec"])
+        try:
+            self.spec = images.InputSpec.from_dict(self.meta["input_spec"])
+        except (ValueError, TypeError) as exc:
+            raise IndvisionError(f"{self.bundle / formats.MODEL_JSON}: bad 'input_spec' record "
+                                 f"({exc}); re-export the bundle") from None
         raw = self.meta.get("decision") or {}
         try:
             self.decision = Decision.from_dict(raw, self.classes)
