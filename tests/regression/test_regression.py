@@ -3,7 +3,7 @@
 A golden file (``python -m indvision.edge evaluate BUNDLE HELDOUT --write-golden FILE``) holds
 each held-out image's label and the metric floors (accuracy, each class's recall); a bundle
 passes when ``--golden FILE`` exits 0. See tests/regression/conftest.py for how to point this
-suite at your own bundle, and README.
+suite at your own bundle, and docs/edge.md ("Guard your model with held-out images").
 """
 
 from __future__ import annotations
