@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from indvision import metrics
-from indvision.evaluation_report import percent
+from indvision.formatting import percent
 
 
 @dataclass(frozen=True)

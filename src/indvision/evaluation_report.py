@@ -29,6 +29,7 @@ import numpy as np
 
 from indvision import images
 from indvision.errors import IndvisionError
+from indvision.formatting import percent
 
 if TYPE_CHECKING:
     import jinja2
@@ -52,11 +53,6 @@ object-fit:contain;image-rendering:pixelated;background:#eee}.card.escape{border
 
 
 # --- text ------------------------------------------------------------------------------------
-
-
-def percent(value: float | None) -> str:
-    """0.9944 → '99.4 %'; None → '—'."""
-    return "—" if value is None else f"{100 * value:.1f} %"
 
 
 def accuracy_text(part: dict[str, Any]) -> str:

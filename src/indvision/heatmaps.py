@@ -15,8 +15,16 @@ import cv2
 import numpy as np
 
 from indvision import atomic
-from indvision.anomaly.bank import upsample_map
 from indvision.errors import IndvisionError
+
+
+def upsample_map(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A model's patch-grid map ``(h, w)`` resized to the input ``(height, width)`` (bilinear,
+    pixel centres aligned), for display: the overlay an operator sees."""
+    grid = np.asarray(grid_map, dtype=np.float32)
+    if grid.ndim != 2:
+        raise IndvisionError(f"anomaly: expected one (h, w) map, got shape {grid.shape}")
+    return cv2.resize(grid, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
 
 
 def overlay(image: np.ndarray, grid_map: np.ndarray, opacity: float = 0.45) -> np.ndarray:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indvision.anomaly.bank import greedy_coreset, normalise, upsample_map
+from indvision.anomaly.bank import greedy_coreset, normalise
 from indvision.errors import IndvisionError
+from indvision.heatmaps import upsample_map
 
 
 def test_the_coreset_covers_every_cluster_a_random_sample_of_its_size_misses() -> None:

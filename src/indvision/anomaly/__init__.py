@@ -1,4 +1,4 @@
-"""Good-only anomaly models (issue 18): a PatchCore-style model fitted on good parts alone.
+"""Good-only anomaly models: a PatchCore-style model fitted on good parts alone.
 
 - :mod:`indvision.anomaly.bank` (numpy only): the memory bank of good patch features, reduced by
   a greedy k-centre coreset within a size budget, and the score normalisation the edge shares;

@@ -9,12 +9,11 @@ random sample of the same size does not. Distances for the selection are measure
 Gaussian projection to ``projection_dim`` dimensions (Johnson–Lindenstrauss: distances kept
 within a few per cent), which makes each step O(points × projection_dim).
 
-Numpy and OpenCV only: the edge runtime imports :func:`normalise` and :func:`upsample_map`.
+Numpy only: the edge runtime imports :func:`normalise`.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from indvision.errors import IndvisionError
@@ -62,11 +61,3 @@ def normalise(distance: np.ndarray | float, threshold: float) -> np.ndarray:
     above = 1.0 - threshold / (2.0 * np.maximum(d, threshold))
     return np.where(d <= threshold, below, above)
 
-
-def upsample_map(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A model's patch-grid map ``(h, w)`` resized to the input ``(height, width)`` (bilinear,
-    pixel centres aligned), for display: the overlay an operator sees."""
-    grid = np.asarray(grid_map, dtype=np.float32)
-    if grid.ndim != 2:
-        raise IndvisionError(f"anomaly: expected one (h, w) map, got shape {grid.shape}")
-    return cv2.resize(grid, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)

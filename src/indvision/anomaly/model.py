@@ -134,7 +134,7 @@ def build_anomaly_model(extractor: keras.Model, bank: np.ndarray, threshold: flo
     """The fitted model: outputs ``[probabilities (B, 2), map (B, h, w)]`` on the patch grid,
     normalised (the raw ``threshold`` at 0.5), the outer ``border`` patches 0 (not judged).
     The map stays on the grid: resizing it to the input is display work the runtime does
-    (:func:`indvision.anomaly.bank.upsample_map`), and a resize inside the graph is where
+    (:func:`indvision.heatmaps.upsample_map`), and a resize inside the graph is where
     TensorFlow and ONNX disagree (0.4 % on a 4× bilinear resize, measured)."""
     if not threshold > 0:
         raise IndvisionError(f"anomaly: the raw threshold must be positive, got {threshold}")
