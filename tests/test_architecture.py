@@ -19,7 +19,6 @@ from tests.conftest import PROJECT_ROOT
 #: one of these cycles fails too. Empty this list as they go.
 KNOWN_CYCLES: list[frozenset[str]] = [
     frozenset({"indvision.anomaly.evaluation", "indvision.stages.evaluate"}),
-    frozenset({"indvision.edge.service", "indvision.edge.service_routes"}),
 ]
 
 

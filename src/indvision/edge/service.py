@@ -1,299 +1,41 @@
 """``python -m indvision.edge serve BUNDLE``: the bundle as an HTTP service (FastAPI).
 
-On a plant the model is called by other machines — a PLC gateway, the MES, a sorter's
-controller. :func:`create_app` builds the FastAPI application; ``serve`` runs it with uvicorn,
-bound to 127.0.0.1:8000 unless told otherwise. The optional extra ``[serve]`` installs FastAPI
-and uvicorn; the runtime stays TF-free.
-
-- ``POST /predict``: one image as the body (``Content-Type: image/*`` or
-  ``application/octet-stream``) → the :meth:`EdgeClassifier.predict` dict (``label``,
-  ``score``, ``scores``); or ``multipart/form-data`` with one or more files →
-  ``{"results": [{"filename", ...}]}``, in order.
-- ``POST /predict/object``: the views of one object (multipart) → one decision by the
-  bundle's rule (its least-good view decides): ``label, score, scores, views, decided_by``.
-- ``GET /model``: the bundle's summary (``edge info --json``: classes, decision, metrics,
-  files, lineage, signatures) and how it is served. ``GET /healthz``: ``{"status": "ok"}``.
-  ``GET /metrics``: Prometheus text (:mod:`indvision.edge.service_metrics`).
-- ``GET /``: a live page (model summary, the last decisions with their images and, for bundles
-  with maps, heatmaps), fed by ``GET /recent``.
-
-Security: with ``token`` set every endpoint but ``/healthz`` and the page's static HTML needs
-``Authorization: Bearer <token>`` (401 otherwise; compared in constant time); the page reads
-the token from its URL fragment (``/#token=...``, never sent to the server) and sends it as
-that header. Bodies over ``max_body_bytes`` → 413 (refused from ``Content-Length`` before
-reading; a body without one, chunked or multipart, is counted while it streams and refused as
-soon as it passes the limit); images whose header claims more than ``max_pixels`` → 422 before
-decoding; a request whose images together hold more than ``max_request_pixels`` → 413; a body
-that is not an image → 415 (wrong content type) or 422 (cannot be decoded), with the reason.
-Errors are JSON ``{"error": ...}``; no response ever carries a traceback. A ``Host`` header
-naming none of the allowed hosts (the bound address, localhost, ``--allowed-host``) → 400 (JSON,
-counted in ``/metrics`` like every refusal), so a page on another site cannot reach the service
-through DNS rebinding. ``/model`` names files relative to the bundle's folder, never by
-absolute path.
-
-Images are decoded off the event loop, one at a time, and each is cut to the model input at
-once: a request holds one full-size image at most, and ``/healthz`` answers while it decodes.
-
-The bundle is held by a :class:`~indvision.edge.hotswap.ModelSlot`: with ``follow`` a new
-``latest.json`` is loaded and checked beside the old model and swapped in whole; a bad bundle
-is refused and the old one keeps serving; ``/healthz`` and ``/metrics`` say how the follower
-stands (alive, last swap, last refusal, when it retries).
+On a plant the model is called by other machines (a PLC gateway, the MES, a sorter's
+controller). :func:`create_app` builds the application from
+:mod:`~indvision.edge.service_core` (limits, decoding, predictions, the token) and
+:mod:`~indvision.edge.service_routes` (the endpoints); :func:`serve` runs it with uvicorn.
+FastAPI and uvicorn come with the optional ``[serve]`` extra and are imported only here, when
+an app is built, so the runtime stays light. What each endpoint answers and how requests are
+bounded: docs/serving.md.
 """
 
 from __future__ import annotations
 
-import base64
-import collections
-import functools
-import hmac
-import ipaddress
-import os
 import sys
-import threading
-import time
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
-from indvision import heatmaps, images, metrics
-from indvision.edge import info as bundle_info
 from indvision.edge.hotswap import Follower, ModelSlot
-from indvision.edge.service_metrics import ServiceMetrics
+from indvision.edge.service_core import (
+    LOOPBACK_HOSTS,
+    Limits,
+    ServiceState,
+    allowed_hosts,
+    is_loopback,
+    read_token,
+)
 from indvision.errors import IndvisionError
 
-RECENT = 12  # decisions the live page shows
-THUMBNAIL = 160  # px, the longer side of a page image
+__all__ = ["Limits", "create_app", "is_loopback", "read_token", "serve"]
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-REQUEST_PIXELS_PER_IMAGE_LIMIT = 4  # default request budget: four images at the image limit
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What a request may carry. ``max_request_pixels`` bounds the pixels of all its images
-    together (decoding time and memory); ``None`` means four times ``max_pixels``."""
-
-    max_body_bytes: int = 20_000_000
-    max_pixels: int = 40_000_000
-    max_files: int = 64
-    max_request_pixels: int | None = None
-
-    @property
-    def request_pixels(self) -> int:
-        """The pixel budget of one request."""
-        if self.max_request_pixels is not None:
-            return self.max_request_pixels
-        return REQUEST_PIXELS_PER_IMAGE_LIMIT * self.max_pixels
-
-
-class RequestError(Exception):
-    """A request the service refuses: HTTP ``status`` and the reason."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def decode_image(data: bytes, name: str, limits: Limits) -> np.ndarray:
-    """Bytes → RGB image, or a 413/422 :class:`RequestError` naming ``name``."""
-    if len(data) > limits.max_body_bytes:
-        raise RequestError(413, f"{name}: {len(data)} bytes, over the limit of "
-                                f"{limits.max_body_bytes}")
-    try:
-        return images.decode(data, name, limits.max_pixels)
-    except images.ImageError as exc:
-        raise RequestError(422, str(exc)) from None
-
-
-class PixelBudget:
-    """The pixels one request may still decode (:attr:`Limits.request_pixels`)."""
-
-    def __init__(self, limits: Limits) -> None:
-        self.left = limits.request_pixels
-        self.total = limits.request_pixels
-
-    def charge(self, name: str, width: int, height: int) -> None:
-        """Take ``width x height`` pixels, or 413 when the request would pass its budget."""
-        self.left -= width * height
-        if self.left < 0:
-            raise RequestError(413, f"{name}: the request's images hold more than "
-                                    f"{self.total} pixels together, over its limit")
-
-
-def model_input(classifier: Any, data: bytes, name: str, limits: Limits,
-                budget: PixelBudget) -> np.ndarray:
-    """One image's bytes → the classifier's model input, the full-size decode dropped at once.
-    The pixels are charged from the header before decoding (after it, where the format's
-    header does not say). Runs in the thread pool: decoding never blocks the event loop."""
-    size = images.header_size(data)
-    if size is not None and size[0] * size[1] <= limits.max_pixels:  # else 422 below
-        budget.charge(name, *size)
-    rgb = decode_image(data, name, limits)
-    if size is None:
-        budget.charge(name, rgb.shape[1], rgb.shape[0])
-    return classifier.load(rgb)
-
-
-class Recent:
-    """The last decisions, for the live page: the model input, label and score of each.
-    They belong to one model: a decision by another (a swapped-in bundle, perhaps with another
-    input size) starts the list afresh, and only the asking model's items are shown."""
-
-    def __init__(self, size: int = RECENT) -> None:
-        self._items: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
-        self._lock = threading.Lock()
-        self._owner: Any = None
-
-    def add(self, owner: Any, name: str, model_input: np.ndarray, result: dict[str, Any]
-            ) -> None:
-        with self._lock:
-            if owner is not self._owner:
-                self._items.clear()
-                self._owner = owner
-            self._items.appendleft({"name": name, "time": time.strftime("%H:%M:%S"),
-                                    "input": model_input, "label": result["label"],
-                                    "score": result["score"]})
-
-    def items(self, owner: Any) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._items) if owner is self._owner else []
-
-
-def _jpeg(rgb: np.ndarray) -> str:
-    scale = THUMBNAIL / max(rgb.shape[:2])
-    if scale < 1:
-        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    _, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
-
-
-def recent_view(classifier: Any, recent: Recent) -> list[dict[str, Any]]:
-    """The page's rows: image, and (bundles with maps) its heatmap, computed here for the
-    rows shown — predictions never pay for the page."""
-    items = recent.items(classifier)
-    maps = None
-    if items and classifier.has_maps:
-        _, maps = classifier.scores_and_maps(np.stack([item["input"] for item in items]))
-    rows = []
-    for index, item in enumerate(items):
-        row = {key: item[key] for key in ("name", "time", "label", "score")}
-        row["image"] = _jpeg(item["input"])
-        if maps is not None:
-            row["heatmap"] = _jpeg(heatmaps.overlay(item["input"], maps[index]))
-        rows.append(row)
-    return rows
-
-
-def predict_inputs(classifier: Any, inputs: list[np.ndarray]) -> tuple[list[dict], np.ndarray]:
-    """Results exactly as :meth:`EdgeClassifier.predict` gives them, and the model inputs
-    (already prepared by :func:`model_input`)."""
-    batch = np.stack(inputs)
-    return classifier.results(classifier.scores(batch)), batch
-
-
-def predict_object(classifier: Any, names: list[str], inputs: list[np.ndarray]
-                   ) -> tuple[dict[str, Any], np.ndarray]:
-    """One object from its views: the least-good view decides (the bundle's rule)."""
-    batch = np.stack(inputs)
-    probs = classifier.scores(batch)
-    _, chosen, fused = metrics.fuse_groups(probs, ["object"] * len(names),
-                                           classifier.good_index)
-    result = classifier.results(fused)[0]
-    return {**result, "views": names, "decided_by": names[chosen[0]]}, batch
-
-
-def check_token(header: str | None, token: str | None) -> None:
-    """401 unless ``header`` is ``Bearer <token>`` (constant-time comparison)."""
-    if token is None:
-        return
-    scheme, _, given = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                             token.encode()):
-        raise RequestError(401, "missing or wrong bearer token")
-
-
-def read_token(path: str | Path) -> str:
-    """The token in ``path`` (one line; at least 16 characters)."""
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IndvisionError(f"--token-file {path}: cannot read it ({exc})") from None
-    if len(token) < 16:
-        raise IndvisionError(f"--token-file {path}: the token must be at least 16 characters")
-    return token
-
-
-def relative(value: Any, base: Path) -> Any:
-    """``value`` (JSON-like) with every ``base/`` prefix in its strings removed: what the
-    service tells a client names files inside the served folder, never where it lies."""
-    if isinstance(value, str):
-        for prefix in {str(base), str(base.resolve())}:
-            value = value.replace(prefix + os.sep, "")
-        return value
-    if isinstance(value, dict):
-        return {key: relative(item, base) for key, item in value.items()}
-    if isinstance(value, list):
-        return [relative(item, base) for item in value]
-    return value
-
-
-def bundle_name(bundle: Path) -> str:
-    """A bundle's name for a client: its folder (``<run>/bundle`` for a run's bundle)."""
-    return f"{bundle.parent.name}/{bundle.name}" if bundle.name == "bundle" else bundle.name
-
-
-def model_summary(slot: ModelSlot) -> dict[str, Any]:
-    """``GET /model``: the bundle's summary and how it is served, without absolute paths."""
-    classifier = slot.get()
-    bundle = Path(classifier.bundle)
-    summary = bundle_info.summary(str(bundle))
-    summary["bundle"] = bundle_name(bundle)
-    summary["serving"] = {"model_file": classifier.model_file, "runtime": classifier.runtime,
-                          "signed_by": classifier.signed_by, "has_maps": classifier.has_maps,
-                          "swaps": slot.swaps, "refusals": slot.refusals,
-                          "last_swap": slot.last_swap, "last_refusal": slot.last_refusal}
-    return relative(summary, bundle.parent)
-
-
-def allowed_hosts(host: str, extra: list[str] | None = None) -> list[str]:
-    """The ``Host`` names the service answers: the bound address, the loopback names and
-    ``extra``; a wildcard bind (0.0.0.0, ::) adds nothing — name the hosts with ``extra``."""
-    hosts = [*LOOPBACK_HOSTS, *(extra or [])]
-    if host not in ("0.0.0.0", "::", ""):
-        hosts.append(host)
-    return list(dict.fromkeys(hosts))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the service on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@functools.cache
-def live_page() -> str:
-    """The page's HTML, read from the package once (it never changes while serving)."""
-    return resources.files("indvision.edge").joinpath("live.html").read_text(encoding="utf-8")
-
-
-def create_app(slot: ModelSlot, token: str | None = None, limits: Limits = Limits(),
+def create_app(slot: ModelSlot, token: str | None = None, limits: Limits | None = None,
                follower: Follower | None = None, hosts: list[str] | None = None) -> Any:
-    """The FastAPI application serving ``slot``'s classifier (see the module docstring);
-    ``hosts``: the allowed ``Host`` names (default: the loopback names)."""
+    """The FastAPI application serving ``slot``'s classifier; ``hosts``: the allowed ``Host``
+    names (default: the loopback names)."""
     from indvision.edge.service_routes import build
 
-    return build(slot, token, limits, ServiceMetrics(), Recent(), follower,
-                 hosts or list(LOOPBACK_HOSTS))
+    return build(ServiceState(slot, token, limits or Limits(), follower=follower,
+                              hosts=hosts or list(LOOPBACK_HOSTS)))
 
 
 def serve(slot: ModelSlot, host: str, port: int, token: str | None, limits: Limits,

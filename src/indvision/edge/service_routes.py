@@ -1,7 +1,7 @@
-"""The routes of ``edge serve`` (:mod:`indvision.edge.service` says what each answers).
+"""The routes of ``edge serve`` on the request helpers of :mod:`indvision.edge.service_core`.
 
-Imports FastAPI at its top: :func:`indvision.edge.service.create_app` imports this module, so
-an edge install without the ``[serve]`` extra never needs it.
+Imports FastAPI at its top: :func:`indvision.edge.service.create_app` imports this module when
+it builds an app, so an edge install without the ``[serve]`` extra never needs it.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from starlette.formparsers import MultiPartParser
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import Receive, Scope, Send
 
-from indvision.edge.hotswap import Follower, ModelSlot
-from indvision.edge.service import (
+from indvision.edge.service_core import (
     Limits,
     PixelBudget,
-    Recent,
     RequestError,
+    ServiceState,
     check_token,
     live_page,
     model_input,
@@ -34,7 +33,6 @@ from indvision.edge.service import (
     predict_object,
     recent_view,
 )
-from indvision.edge.service_metrics import ServiceMetrics
 
 OPEN_PATHS = {"/healthz", "/"}  # no token: a liveness probe, and the page's static HTML
 IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -63,13 +61,20 @@ async def _no_body() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceMetrics,
-          recent: Recent, follower: Follower | None = None,
-          hosts: list[str] | None = None) -> FastAPI:
-    """The application: the routes below behind one guard (host, token, body size, timing);
-    ``hosts``: the allowed ``Host`` names (None: any)."""
+def build(state: ServiceState) -> FastAPI:
+    """The application: the routes below behind one guard (host, token, body size, timing)."""
     app = FastAPI(title="indvision", docs_url=None, redoc_url=None, openapi_url=None)
-    host_allowed = host_checker(hosts) if hosts is not None else None
+    _add_guard(app, state)
+    _add_predict_routes(app, state)
+    _add_status_routes(app, state)
+    app.state.paths = {route.path for route in app.routes}
+    return app
+
+
+def _add_guard(app: FastAPI, state: ServiceState) -> None:
+    """The middleware around every request and the handlers that turn refusals into JSON."""
+    host_allowed = host_checker(state.hosts) if state.hosts is not None else None
+    limits = state.limits
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
@@ -81,7 +86,7 @@ def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceM
                 raise RequestError(400, f"Host header {request.headers.get('host')!r} is not "
                                         "one this service answers to (--allowed-host)")
             if request.url.path not in OPEN_PATHS:
-                check_token(request.headers.get("authorization"), token)
+                check_token(request.headers.get("authorization"), state.token)
             length = request.headers.get("content-length")
             if length is not None and (not length.isdigit()
                                        or int(length) > limits.max_body_bytes):
@@ -93,8 +98,8 @@ def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceM
         except Exception:  # the one place that turns any failure into JSON: logged here
             traceback.print_exc(file=sys.stderr)
             response = _error(500, "internal error (see the service's log)")
-        counters.observe(request.url.path if request.url.path in app.state.paths else "other",
-                         response.status_code, time.perf_counter() - started)
+        path = request.url.path if request.url.path in app.state.paths else "other"
+        state.counters.observe(path, response.status_code, time.perf_counter() - started)
         return response
 
     @app.exception_handler(RequestError)
@@ -104,6 +109,11 @@ def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceM
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
+
+
+def _add_predict_routes(app: FastAPI, state: ServiceState) -> None:
+    """``POST /predict`` (an image body or multipart files) and ``POST /predict/object``."""
+    slot, limits, recent, counters = state.slot, state.limits, state.recent, state.counters
 
     @app.post("/predict")
     async def predict(request: Request) -> Any:
@@ -133,6 +143,11 @@ def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceM
             recent.add(classifier, name, prepared, result)
         return result
 
+
+def _add_status_routes(app: FastAPI, state: ServiceState) -> None:
+    """``GET /model``, ``/healthz``, ``/metrics``, ``/recent`` and the live page ``/``."""
+    slot, follower = state.slot, state.follower
+
     @app.get("/model")
     async def model() -> Any:
         return await run_in_threadpool(model_summary, slot)
@@ -148,21 +163,18 @@ def build(slot: ModelSlot, token: str | None, limits: Limits, counters: ServiceM
         classifier = slot.get()
         labels = {"run_id": (classifier.meta.get("provenance") or {}).get("run_id"),
                   "model": classifier.model_file}
-        state = follower.state() if follower is not None else {
+        served = follower.state() if follower is not None else {
             "swaps": slot.swaps, "refusals": slot.refusals}
-        return PlainTextResponse(counters.render(labels, state),
+        return PlainTextResponse(state.counters.render(labels, served),
                                  media_type="text/plain; version=0.0.4")
 
     @app.get("/recent")
     async def recent_decisions() -> Any:
-        return {"decisions": await run_in_threadpool(recent_view, slot.get(), recent)}
+        return {"decisions": await run_in_threadpool(recent_view, slot.get(), state.recent)}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
         return HTMLResponse(live_page())
-
-    app.state.paths = {route.path for route in app.routes}
-    return app
 
 
 def _error(status: int, reason: str) -> JSONResponse:
