@@ -318,3 +318,91 @@ def test_a_tiff_size_tag_given_twice_counts_its_larger_value() -> None:
     data = bytearray(tiff([grey_tiff_page(W, H, blob)], [blob]))
     struct.pack_into("<HHIH", data, 8 + 2 + 12 * 2, 256, 3, 1, HUGE)  # entry 258 → 256 again
     assert images.header_size(bytes(data)) == (HUGE, H)
+
+
+def deep_sample(ext: str, channels: int, dtype: type, params: tuple[int, ...] = ()) -> bytes:
+    """An ``W x H`` image of that many channels and sample type, as OpenCV writes it."""
+    pixels = np.random.default_rng(2).integers(0, 255, (H, W, channels)).astype(dtype)
+    pixels = pixels / 255 if np.issubdtype(dtype, np.floating) else pixels
+    pixels = pixels[..., 0] if channels == 1 else pixels
+    return cv2.imencode(ext, pixels.astype(dtype), list(params))[1].tobytes()
+
+
+#: what this OpenCV writes but does not read back with IMREAD_COLOR (float TIFF: "can not
+#: handle images with 32-bit samples"; 16-bit RGBA PAM)
+NOT_DECODED_AS_COLOUR = {(".tif", np.float32), (".tif", np.float64), (".pam", np.uint16)}
+
+
+@pytest.mark.parametrize(("ext", "channels", "dtype", "params", "depth"), [
+    (".png", 4, np.uint16, (), (4, 16)), (".png", 1, np.uint16, (), (1, 16)),
+    (".png", 3, np.uint8, (), (3, 8)),
+    (".tif", 4, np.uint16, (), (4, 16)), (".tif", 3, np.float32, (), (3, 32)),
+    (".tif", 3, np.float64, (), (3, 64)), (".tif", 1, np.uint8, (), (1, 8)),
+    (".pfm", 3, np.float32, (), (3, 32)), (".pfm", 1, np.float32, (), (1, 32)),
+    (".hdr", 3, np.float32, (), (3, 32)),
+    (".jp2", 3, np.uint16, (), (3, 16)), (".jp2", 1, np.uint16, (), (1, 16)),
+    (".jp2", 3, np.uint8, (), (3, 8)),
+    (".jpg", 3, np.uint8, (), (3, 8)), (".jpg", 1, np.uint8, (), (1, 8)),
+    (".bmp", 3, np.uint8, (), (3, 8)), (".bmp", 4, np.uint8, (), (4, 8)),
+    (".ppm", 3, np.uint16, (), (3, 16)), (".pgm", 1, np.uint8, (), (1, 8)),
+    (".pbm", 1, np.uint8, (), (1, 1)), (".pam", 4, np.uint16, (), (4, 16)),
+    (".pam", 3, np.uint8, (), (3, 8)), (".ras", 3, np.uint8, (), (3, 8)),
+    (".webp", 3, np.uint8, (), (4, 8)), (".gif", 3, np.uint8, (), (4, 8)),  # never said
+    (".avif", 3, np.uint8, (), (3, 8)),
+    (".avif", 3, np.uint16, (cv2.IMWRITE_AVIF_DEPTH, 10), (3, 10)),
+    (".avif", 4, np.uint16, (cv2.IMWRITE_AVIF_DEPTH, 12), (4, 12)),  # an alpha plane too
+])
+def test_every_format_reads_the_channels_and_bits_opencv_wrote(
+        ext: str, channels: int, dtype: type, params: tuple[int, ...],
+        depth: tuple[int, int]) -> None:
+    data = deep_sample(ext, channels, dtype, params)
+    header = image_headers.claimed_header(data)
+    assert (header.sizes[0], header.depth) == ((W, H), depth)
+    if (ext, dtype) not in NOT_DECODED_AS_COLOUR:
+        assert images.decode(data).shape == (H, W, 3)
+
+
+DEEP_W, DEEP_H = 10_000, 9_000  # 90 MP: under the pixel limit
+
+
+@pytest.mark.parametrize(("name", "data", "depth"), [
+    ("RGBA 16-bit PNG", FORGERS["PNG"](deep_sample(".png", 4, np.uint16), DEEP_W, DEEP_H),
+     "4 channels at 16 bits"),
+    ("RGBA 16-bit TIFF", _tiff_sizes_patched(deep_sample(".tif", 4, np.uint16), DEEP_W, DEEP_H),
+     "4 channels at 16 bits"),
+    ("float PFM", FORGERS["PFM"](deep_sample(".pfm", 3, np.float32), DEEP_W, DEEP_H),
+     "3 channels at 32 bits"),
+    ("Radiance HDR", FORGERS["Radiance HDR"](deep_sample(".hdr", 3, np.float32), DEEP_H,
+                                             DEEP_W), "3 channels at 32 bits"),  # -Y h +X w
+    ("16-bit JPEG 2000", _jp2_siz(deep_sample(".jp2", 3, np.uint16), DEEP_W, DEEP_H),
+     "3 channels at 16 bits"),
+])
+def test_a_deep_image_under_the_pixel_limit_over_the_byte_budget_is_refused(
+        name: str, data: bytes, depth: str) -> None:
+    budget_mb = images.MAX_PIXELS * 4 // 1_000_000  # RGBA 8-bit at the pixel limit
+    with pytest.raises(images.ImageError, match=f"^deep.img: header claims {DEEP_W}x{DEEP_H} "
+                       f"pixels of {depth}, over the decoding budget of {budget_mb} MB$"):
+        images.decode(data, "deep.img")
+    assert images.header_size(data) == (DEEP_W, DEEP_H), name
+
+
+@pytest.mark.parametrize("fmt", [f for f in image_headers.FORMATS  # 8-bit at most
+                                 if f.name in ("BMP", "WebP", "GIF", "Sun raster")],
+                         ids=lambda f: f.name)
+def test_an_8bit_image_at_the_pixel_limit_is_never_refused_for_its_bytes(
+        fmt: image_headers.Format) -> None:
+    side = int(images.MAX_PIXELS ** 0.5)
+    images.check_header(forged(fmt, side, side), "limit.img")  # no error: RGBA at most
+    rgba = FORGERS["PNG"](deep_sample(".png", 4, np.uint8), side, side)
+    images.check_header(rgba, "limit.png")
+
+
+def test_a_tiff_depth_the_header_does_not_say_counts_the_formats_worst() -> None:
+    blob = bytes(W * H)
+    tags = grey_tiff_page(5000, 4000, blob)
+    data = bytearray(tiff([tags], [blob]))
+    struct.pack_into("<HHIH", data, 8 + 2 + 12 * 2, 258, 2, 1, 8)  # BitsPerSample as ASCII
+    with pytest.raises(images.ImageError, match="header claims 5000x4000 pixels of 4 channels "
+                       "at 64 bits, over the decoding budget"):
+        images.decode(bytes(data), "odd.tif")
+    assert image_headers.claimed_header(tiff([tags], [blob])).depth == (1, 8)

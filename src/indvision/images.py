@@ -24,6 +24,7 @@ from indvision.errors import IndvisionError
 UNDECODABLE = "not a decodable image (corrupt, truncated or not an image)"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 100_000_000  # refuse before decoding: a forged header must not exhaust memory
+BUDGET_BYTES_PER_PIXEL = 4  # the decoding budget: an RGBA 8-bit image at the pixel limit
 
 _RESIZE_METHODS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
 
@@ -44,11 +45,20 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return sizes[0] if sizes else None
 
 
+def decoded_bytes(size: tuple[int, int], depth: tuple[int, int]) -> int:
+    """Bytes a decoder holds for an image of that size and ``(channels, bits)`` before it is
+    converted to 8-bit RGB (at least three channels: the RGB it becomes)."""
+    (width, height), (channels, bits) = size, depth
+    return width * height * max(channels, 3) * max(1, -(-bits // 8))
+
+
 def check_header(data: bytes, source: str | Path = "<bytes>",
                  max_pixels: int = MAX_PIXELS) -> None:
     """Refuse, before any decoder runs, bytes of a format not in the whitelist, whose size
     the header does not say, or whose header claims more than ``max_pixels`` anywhere (the
-    image, a tile, a later page or frame)."""
+    image, a tile, a later page or frame), or more decoded bytes than ``max_pixels`` RGBA
+    8-bit pixels take (a 16-bit or float image is held at its own depth first; where the
+    header does not say the depth, the most its format allows counts)."""
     if not data:
         raise ImageError(source, "empty file (0 bytes)")
     fmt = image_headers.identify(data)
@@ -57,14 +67,21 @@ def check_header(data: bytes, source: str | Path = "<bytes>",
     if fmt.name == "JPEG" and b"\xff\xd9" not in data[-65536:]:
         # libjpeg fills a cut-off JPEG with grey and only warns: refuse it instead
         raise ImageError(source, "truncated JPEG (no end-of-image marker)")
-    sizes = image_headers.claimed_sizes(data)
-    if sizes is None:
+    header = image_headers.claimed_header(data)
+    if header is None:
         raise ImageError(source, f"{fmt.name} header does not say the image size "
                                  "(corrupt or truncated)")
-    for width, height in sizes:
+    for width, height in header.sizes:
         if width * height > max_pixels:
             raise ImageError(
                 source, f"header claims {width}x{height} pixels, over the limit of {max_pixels}")
+    budget = max_pixels * BUDGET_BYTES_PER_PIXEL
+    for width, height in header.sizes:
+        if decoded_bytes((width, height), header.depth) > budget:
+            channels, bits = header.depth
+            raise ImageError(source, f"header claims {width}x{height} pixels of {channels} "
+                                     f"channels at {bits} bits, over the decoding budget of "
+                                     f"{budget / 1e6:g} MB")
 
 
 def decode(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
