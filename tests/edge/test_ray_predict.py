@@ -1,4 +1,4 @@
-"""Batch inference on Ray Data (:mod:`indvision.edge.scale`): the same answers as the local
+"""Batch inference on Ray Data (:mod:`indvision.edge.ray_predict`): the same answers as the local
 ``predict``, bad images as error rows, objects fused after the map, refusals in one line.
 Runs on a local Ray (``num_cpus=2``); skips where the ``[scale]`` extra is not installed."""
 
@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from indvision import edge
-from indvision.edge import EdgeClassifier, scale
-from indvision.edge.scale import Job
+from indvision.edge import EdgeClassifier
+from indvision.edge import ray_predict as scale
+from indvision.edge.ray_predict import Job
 from indvision.errors import IndvisionError
 from tests.edge.conftest import VIEWS_REGEX, write_views
 from tests.stages.conftest import verified_run  # noqa: F401

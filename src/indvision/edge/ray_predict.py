@@ -1,29 +1,15 @@
 """Batch inference over many images on Ray Data: ``edge predict BUNDLE SOURCE... --ray``.
 
-Re-scoring an archive (millions of frames, every night or after each new model) outgrows one
-process long before it outgrows one model. Ray Data does the distribution; this module only
-says what one actor does:
-
-- The paths (:func:`indvision.edge.runtime.expand_sources`: folders, list files, CSVs) become a
-  dataset of ``{"path"}`` rows; ``map_batches`` runs :class:`BundleScorer`, a callable class
-  holding one :class:`~indvision.edge.EdgeClassifier` (one onnxruntime session) per actor, made
-  once in ``__init__``. Each actor reserves ``threads`` CPUs and runs onnxruntime with that many
-  intra-op threads, so actors x threads never exceeds the CPUs Ray was given.
-- Every path becomes one row, decided exactly as :meth:`EdgeClassifier.predict` decides it
-  (the same :func:`indvision.edge.runtime.score_files`): ``path, label, score, scores, error``,
-  with ``error`` null for an image that was read and the others null for one that was not. A bad
-  image is a row, never a failed job.
-- With a group rule (the bundle's ``decision.group_regex`` or ``--group-regex``) the rows are
-  grouped by object after the map (``groupby("group").map_groups``) and fused by the local
-  rule (:func:`indvision.edge.objects.fuse_objects`): one row per object, ``group, label,
-  score, scores, views, decided_by``, plus one error row per unreadable view.
-- Ray's own writers write the rows (``.parquet`` or ``.jsonl``: a folder of part files) to a
-  temporary folder beside ``--out``, renamed into place when the whole job is done, so a
-  crashed job never leaves a half result under the final name.
-
-The bundle, the images and ``--out`` must be at the same paths on every node of a cluster (a
-shared filesystem); a local Ray (no address) needs nothing. Ray is an optional extra:
-``pip install 'indvision[scale]'``. TensorFlow is never imported.
+Re-scoring an archive outgrows one process long before it outgrows one model. Ray Data does
+the distribution; this module says what one actor does: :class:`BundleScorer` holds one
+:class:`~indvision.edge.EdgeClassifier` (one onnxruntime session, ``threads`` intra-op threads
+and as many reserved CPUs) and turns each path into one row decided exactly as the local
+``predict`` decides it (:func:`indvision.edge.runtime.score_files`); a bad image is an error
+row, never a failed job. With a group rule the rows are fused per object after the map by the
+local rule (:func:`indvision.edge.objects.fuse_objects`). Ray's writers write the rows to a
+temporary folder beside ``--out``, renamed into place when the job is done, so a crashed job
+never leaves a half result under the final name. On a cluster the bundle, images and ``--out``
+must be at the same paths on every node. Optional extra ``[scale]``; never imports TensorFlow.
 """
 
 from __future__ import annotations
