@@ -45,6 +45,7 @@ from indvision.training.progress import PhaseProgress
 
 if TYPE_CHECKING:
     from indvision.training.config import Config
+    from indvision.training.prepare import ParentModel
 
 
 PROBE_HEAD = "probe_head.npz"  # the probe's kernel and bias: every member starts from them
@@ -78,21 +79,21 @@ class Member:
 
 
 def train_member(config: Config, feed: Feed, member: int, seed: int, weights: str,
-                 out: Path, state: dict[str, Any], parent_model: Path | None = None) -> Member:
+                 out: Path, state: dict[str, Any], parent: ParentModel | None = None) -> Member:
     """Build member ``member`` from ``seed``, start it from the parent's weights
-    (``parent_model``, a child run: :mod:`indvision.training.warmstart`) or its head from the
+    (``parent``, a child run: :mod:`indvision.training.warmstart`) or its head from the
     linear probe (when the config uses one), and run its phases, skipping those done."""
     if config.ensemble > 1:
         say(f"train: ensemble member {member} of {config.ensemble} (seed {seed})")
     keras.utils.set_random_seed(seed)
     model, source = models.build_classifier_with_source(
         config.backbone, feed.n_classes, config.height, config.width,
-        weights if parent_model is None else "none", config.alpha,
+        weights if parent is None else "none", config.alpha,
         config.dropout, name=member_name(config.backbone, member))
     image_fit, object_fit = _member_fits(model, feed, seed)
     child, parent_head = None, None
-    if parent_model is not None:
-        child, parent_head = _start_from_parent(model, parent_model, seed)
+    if parent is not None:
+        child, parent_head = _start_from_parent(model, parent, seed)
     elif uses_probe(config):
         start_from_probe(model, feed, out, state, seed)
 
@@ -150,11 +151,12 @@ def _member_fits(model: Any, feed: Feed, seed: int) -> tuple[Fit, Fit | None]:
                           feed.objects.val, None, feed.objects.good_index, feed.plain_train)
 
 
-def _start_from_parent(model: Any, parent_model: Path, seed: int) -> tuple[str, Any]:
-    """A child starts from its parent's weights: ``("grown", the parent's head)`` when new
-    classes grew the head, else ``("same", None)``."""
-    added = warmstart.start_from_parent(model, parent_model, seed)
-    say(f"train: starting from the parent's weights ({parent_model})"
+def _start_from_parent(model: Any, parent: ParentModel, seed: int) -> tuple[str, Any]:
+    """A child starts from its parent's weights, the bytes its ingest recorded:
+    ``("grown", the parent's head)`` when new classes grew the head, else ``("same", None)``."""
+    added = warmstart.start_from_parent(model, parent.path, seed, parent.sha256,
+                                        parent.recorded_in)
+    say(f"train: starting from the parent's weights ({parent.path})"
         + (f", its head grown by {added} class(es)" if added else ""))
     if not added:
         return "same", None

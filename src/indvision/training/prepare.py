@@ -20,6 +20,16 @@ from indvision.training.config import Config
 
 
 @dataclass(frozen=True)
+class ParentModel:
+    """The parent's model as the child's ingest recorded it: warm start reads the file once
+    and refuses it unless its sha256 is ``sha256`` (recorded in ``recorded_in``)."""
+
+    path: Path
+    sha256: str
+    recorded_in: Path
+
+
+@dataclass(frozen=True)
 class Prepared:
     """What every member trains on, rebuilt from the run folder alone (so a Ray task builds
     the same as the stage: :mod:`indvision.training.remote`)."""
@@ -31,10 +41,14 @@ class Prepared:
     feed: Any
     weights: str
     parent: dict | None
+    parent_record: Path | None = None  # the child's ingest/parent.json
 
     @property
-    def parent_model(self) -> Path | None:
-        return Path(self.parent["model"]) if self.parent else None
+    def parent_model(self) -> ParentModel | None:
+        if not self.parent or self.parent_record is None:
+            return None
+        return ParentModel(Path(self.parent["model"]), self.parent["model_sha256"],
+                           self.parent_record)
 
 
 def prepare(config: Config, run: Run) -> Prepared:
@@ -52,8 +66,9 @@ def prepare(config: Config, run: Run) -> Prepared:
     splits = batches.load_splits(config, classes, train_rows, val_rows, len(rows))
     good_index = _objects_good_index(config, run, classes, train_rows)
     feed = batches.Feed.build(config, len(classes), splits, augmentation, good_index)
+    record = run.artifact("ingest", "parent") if run.has_artifact("ingest", "parent") else None
     return Prepared(classes, len(train_rows), len(val_rows), augmentation, feed,
-                    config.resolved_weights(), _parent(config, run))
+                    config.resolved_weights(), _parent(config, record), record)
 
 
 def check_parent(config: Config, parent: dict) -> None:
@@ -68,14 +83,14 @@ def check_parent(config: Config, parent: dict) -> None:
                              "parent's or start without --from")
 
 
-def _parent(config: Config, run: Run) -> dict | None:
-    """A child's ``ingest/parent.json``, its model checked unchanged (None: no parent)."""
-    if not run.has_artifact("ingest", "parent"):
+def _parent(config: Config, record: Path | None) -> dict | None:
+    """A child's ``ingest/parent.json`` (None: no parent), its model the same as the child's.
+    Its bytes are checked against the record where they are read, by warm start
+    (:class:`ParentModel`)."""
+    if record is None:
         return None
-    parent = atomic.read_json(run.artifact("ingest", "parent"))
+    parent = atomic.read_json(record)
     check_parent(config, parent)
-    atomic.check_sha256(parent["model"], parent["model_sha256"],
-                        run.artifact("ingest", "parent"))
     return parent
 
 
