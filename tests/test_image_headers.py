@@ -406,3 +406,14 @@ def test_a_tiff_depth_the_header_does_not_say_counts_the_formats_worst() -> None
                        "at 64 bits, over the decoding budget"):
         images.decode(bytes(data), "odd.tif")
     assert image_headers.claimed_header(tiff([tags], [blob])).depth == (1, 8)
+
+
+def test_a_tiff_depth_tag_with_billions_of_values_is_not_read_and_counts_the_worst() -> None:
+    pixels = np.zeros((H, W, 4), np.uint16)
+    data = bytearray(cv2.imencode(".tif", pixels)[1].tobytes())
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    entries = [ifd + 2 + 12 * k for k in range(struct.unpack_from("<H", data, ifd)[0])]
+    at = next(e for e in entries if struct.unpack_from("<H", data, e)[0] == 258)
+    struct.pack_into("<I", data, at + 4, 0xFFFF_FFFF)  # count: 4 G values (8 GB) at the offset
+    assert image_headers.claimed_header(bytes(data)).depth == (4, 64)
+    assert image_headers.claimed_header(bytes(data)).sizes == [(W, H)]

@@ -119,14 +119,14 @@ _UNREADABLE = 1 << 64  # a depth tag whose values cannot be read: the worst case
 
 
 def _tiff_largest(data: bytes, end: str, at: int, big: bool, kind: int) -> int:
-    """The largest of an entry's values, inline or at its offset (up to :data:`MAX_VALUES`),
-    else :data:`_UNREADABLE`."""
+    """The largest of an entry's values, inline or at its offset, else (an odd type, none or
+    more than :data:`MAX_VALUES` of them) :data:`_UNREADABLE`."""
     count = _tiff_count(data, end, at, big)
-    if kind not in _TIFF_VALUE or (kind == 16 and not big) or not count:
+    if kind not in _TIFF_VALUE or (kind == 16 and not big) or not 0 < (count or 0) <= MAX_VALUES:
         return _UNREADABLE
-    fmt = end + _TIFF_VALUE[kind] * min(count, MAX_VALUES)
+    fmt = end + _TIFF_VALUE[kind] * count
     where = at + (8 if big else 4)
-    if struct.calcsize(end + _TIFF_VALUE[kind] * count) > (8 if big else 4):
+    if struct.calcsize(_TIFF_VALUE[kind]) * count > (8 if big else 4):  # stored at an offset
         (where,) = _u(end + ("Q" if big else "I"), data, where) or (-1,)
     values = _u(fmt, data, where)
     return max(values) if values else _UNREADABLE
