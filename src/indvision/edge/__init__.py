@@ -1,19 +1,12 @@
 """The edge runtime: run an exported bundle with numpy, OpenCV and onnxruntime only.
 
-``python -m indvision.edge predict|evaluate|watch ...`` (usage: :mod:`indvision.edge.cli`, or
-``--help``); in Python, :class:`EdgeClassifier`. One module per concern:
-
-- :mod:`~indvision.edge.runtime` — :class:`EdgeClassifier` (bundle checks, ``predict``,
-  ``predict_groups``), :func:`resolve_bundle`, :func:`check_model_json`,
-  :func:`predict_files` / :func:`predict_objects` (what ``predict`` prints);
-- :mod:`~indvision.edge.objects` — views of one object fused into one result (pure: no model);
-- :mod:`~indvision.edge.evaluate` — a folder-per-class tree scored (``evaluate``);
-- :mod:`~indvision.edge.golden` — golden files, the regression guard (``--golden``);
-- :mod:`~indvision.edge.watching` — folders being filled, video files, cameras (``watch``);
-- :mod:`~indvision.edge.cli` — the command line.
-
-The package never imports TensorFlow or Keras (a test imports every module in a fresh
-interpreter and checks).
+``python -m indvision.edge <command> --help`` (:mod:`indvision.edge.cli`); in Python,
+:class:`EdgeClassifier`. The runtime (:mod:`~indvision.edge.runtime`: bundle checks,
+``predict``, ``predict_groups``), one module per command's work (``evaluate``, ``golden``,
+``watching``, ``collect``, ``ray_predict``, ``info``), objects fused from their views
+(``objects``), and the HTTP service (``service``, ``service_core``, ``service_routes``,
+``hotswap``). The package never imports TensorFlow or Keras (a test imports every module in a
+fresh interpreter and checks).
 """
 
 from indvision.edge.cli import build_parser, main

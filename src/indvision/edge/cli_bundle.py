@@ -12,6 +12,7 @@ from indvision import signing
 from indvision.edge import info as bundle_info
 from indvision.edge.cli_common import BUNDLE_HELP
 from indvision.edge.runtime import resolve_bundle
+from indvision.layout import MODEL_JSON, SIGNATURE
 
 
 def add(commands: Any) -> None:
@@ -54,8 +55,8 @@ def sign_command(args: argparse.Namespace) -> int:
     bundle = resolve_bundle(args.bundle)
     done = signing.sign_bundle(bundle, args.key, args.signer)
     what = "replaced its own earlier signature" if done["replaced"] else "added a signature"
-    print(f"signed {bundle / signing.MODEL_JSON} with key {done['key_id']}: {what}; "
-          f"{done['signatures']} signature(s) in {bundle / signing.SIGNATURE}")
+    print(f"signed {bundle / MODEL_JSON} with key {done['key_id']}: {what}; "
+          f"{done['signatures']} signature(s) in {bundle / SIGNATURE}")
     if done["dropped"]:
         print(f"warning: dropped signature(s) by {', '.join(done['dropped'])}: they no longer "
               "match model.json", file=sys.stderr)

@@ -1,32 +1,15 @@
-"""Collect on the device: keep the images worth a person's look (``--collect DIR``).
+"""Collect on the device: keep the images worth a person's look (``--collect DIR``), for the
+next training run.
 
-Each prediction is weighed by :func:`reasons_for`:
-
-- ``uncertain`` — the top-1 probability minus the top-2 is below ``margin``, or, for a bundle
-  with a good class and threshold, P(good) lies within ``band`` of the threshold;
-- ``rejected`` — every defect call (off by default: on a line with many rejects it is a lot);
-- ``sample`` — a random ``sample`` fraction of the confident calls, because a confident mistake
-  is the dangerous one and only a sample of them can show it.
-
-A kept image goes to ``DIR/<predicted label>/`` (the file's own bytes; a video frame as PNG)
-and gets a row in ``DIR/collected.csv``: file, source (path or frame), time, bundle run id,
-label, score, margin, reason. Once a person has moved the files into the right class folders,
-``DIR`` is a valid ``--data`` for the next run (``collected.csv`` is not an image; ingest
-ignores it).
-
-Bounded: at most ``max_images`` files and ``max_bytes`` bytes. When full, the oldest collected
-images go (``when_full="drop-oldest"``) or collection stops (``"stop"``); either is said once on
-stderr. Files in ``DIR`` that no row names (left by a crash, or by a person) count against the
-limits and are never deleted; a row naming a file outside ``DIR`` or through a link is ignored,
-so only this collector's own files are ever unlinked — relative to the folder opened at the
-start, so a folder swapped for a link mid-run is not followed. Collecting also stops (one line)
-before the disk's free space falls under ``MIN_FREE_BYTES``, and a writer that falls behind
-drops images (counted, said once) rather than queueing more than ``QUEUE_BOUND``. Every write is
-atomic (a temporary name, then a rename), so a crash never leaves half an image, and the copying
-runs on a background thread, off the prediction path. ``collected.csv`` is rewritten
-(atomically) whenever the queue runs dry and at least every second while it does not, so after a
-crash it may miss the last second's rows — never the other way round: a row always names a file
-that exists.
+:func:`reasons_for` weighs each prediction: ``uncertain`` (small top-1 minus top-2 margin, or
+P(good) near the threshold), ``rejected`` (every defect call, off by default) and ``sample`` (a
+random fraction of confident calls: a confident mistake is the dangerous one, and only a sample
+shows it). A kept image goes to ``DIR/<predicted label>/`` with a row in ``DIR/collected.csv``,
+so that, sorted by a person, ``DIR`` is a valid ``--data``. The folder is bounded (images,
+bytes, free disk, queue length) and only this collector's own files are ever unlinked, through
+the folder opened at the start, so a folder swapped for a link is not followed. Writes are
+atomic and run on a background thread, off the prediction path; the CSV is rewritten at least
+every second, and a row always names a file that exists.
 """
 
 from __future__ import annotations

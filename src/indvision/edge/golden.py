@@ -4,7 +4,7 @@ Record a model's behaviour on held-out images once (:func:`golden_record`: every
 class, label and scores, and the metric floors: accuracy and each class's recall as measured,
 minus a margin), then check every later model — a retrained one, another format, another
 device, a library upgrade — against it before it ships (:func:`compare_golden`). The CLI's
-usage is in :mod:`indvision.edge.cli`.
+options: ``edge evaluate --help``.
 """
 
 from __future__ import annotations
@@ -82,6 +82,20 @@ def check_floors(report: dict[str, Any], floors: dict[str, Any]) -> dict[str, An
     return result
 
 
+def floor_failures(floors: dict[str, Any]) -> list[str]:
+    """One sentence per floor not met (:func:`check_floors`' result)."""
+    failures = []
+    if "accuracy" in floors and not floors["accuracy"]["passed"]:
+        failures.append(f"accuracy {floors['accuracy']['now']:.4f} is below its floor "
+                        f"{floors['accuracy']['floor']:.4f}")
+    for name, entry in floors["recall"].items():
+        if not entry["passed"]:
+            now_text = "no images" if entry["now"] is None else f"{entry['now']:.4f}"
+            failures.append(f"recall of '{name}' {now_text} is below its floor "
+                            f"{entry['floor']:.4f}")
+    return failures
+
+
 def compare_golden(classifier: EdgeClassifier, found: TreePredictions, golden: dict[str, Any],
                    report: dict[str, Any] | None = None, max_changed: int = 0,
                    tolerance: float | None = None) -> dict[str, Any]:
@@ -112,15 +126,7 @@ def compare_golden(classifier: EdgeClassifier, found: TreePredictions, golden: d
     if tolerance is None and not model_changed:  # the very same file must reproduce its scores
         tolerance = SAME_MODEL_TOLERANCE
 
-    failures = []
-    if "accuracy" in floors and not floors["accuracy"]["passed"]:
-        failures.append(f"accuracy {floors['accuracy']['now']:.4f} is below its floor "
-                        f"{floors['accuracy']['floor']:.4f}")
-    for name, entry in floors["recall"].items():
-        if not entry["passed"]:
-            now_text = "no images" if entry["now"] is None else f"{entry['now']:.4f}"
-            failures.append(f"recall of '{name}' {now_text} is below its floor "
-                            f"{entry['floor']:.4f}")
+    failures = floor_failures(floors)
     if len(changed) > max_changed:
         failures.append(f"{len(changed)} of {len(common)} images changed label "
                         f"(allowed {max_changed})")

@@ -1,22 +1,14 @@
 """Watching: predict what arrives in a folder being filled, or the frames of a video or camera
 (``python -m indvision.edge watch``).
 
-- Folder: each new image is predicted once (images already there first, then every
-  ``interval`` seconds a poll); a file that does not decode may still be being written, so it
-  is retried on the next polls before its error line is emitted.
-- Folder with an :class:`~indvision.edge.objects.ObjectRule` (a group rule: views of one
-  object): arriving views are collected per object and one line is emitted per object when it
-  is complete — it has the rule's number of views, or no new view of it arrived for the rule's
-  timeout (default 3 x ``interval``), or the watch ends (``max_frames`` views, Ctrl-C: what is
-  pending is flushed). The object is decided as :meth:`EdgeClassifier.predict_groups` decides
-  (it takes its least-good view) on its readable views; an unreadable view gets its own
-  ``{"path", "error"}`` line.
-- Video file / camera index: one line per frame (or per ``interval`` seconds). Frames have no
-  file names, so a group rule does not apply to streams: they are always per frame.
-
-With ``heatmaps`` (a folder; images and frames, not objects) each prediction's map is drawn
-on the image as the model saw it and written there (``<name>.heatmap.png``, frames as
-``frame_<index>.heatmap.png``), named in the line's ``heatmap``.
+A folder's new images are predicted once each (those already there first, then a poll every
+``interval`` seconds); a file that does not decode may still be being written, so it is retried
+on later polls before its error line. With an :class:`~indvision.edge.objects.ObjectRule` the
+arriving views are gathered per object and one line is emitted when the object is complete
+(enough views, a timeout with no new view, or the end of the watch), decided as
+:meth:`EdgeClassifier.predict_groups` decides. Video and camera frames have no file names, so
+they are always one line per frame. With ``heatmaps`` each prediction's map is written beside,
+named in the line's ``heatmap``.
 """
 
 from __future__ import annotations
