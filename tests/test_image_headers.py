@@ -376,6 +376,8 @@ DEEP_W, DEEP_H = 10_000, 9_000  # 90 MP: under the pixel limit
                                              DEEP_W), "3 channels at 32 bits"),  # -Y h +X w
     ("16-bit JPEG 2000", _jp2_siz(deep_sample(".jp2", 3, np.uint16), DEEP_W, DEEP_H),
      "3 channels at 16 bits"),
+    ("16-bit JPEG 2000 codestream", _jp2_siz(deep_sample(".jp2", 1, np.uint16).split(
+        b"jp2c", 1)[1], DEEP_W, DEEP_H), "1 channels at 16 bits"),  # 90 MP x 3 x 2 bytes
 ])
 def test_a_deep_image_under_the_pixel_limit_over_the_byte_budget_is_refused(
         name: str, data: bytes, depth: str) -> None:
