@@ -98,3 +98,19 @@ def test_latest_cannot_lead_from_out_of_the_exports_folder(tmp_path: Path, named
             as caught:
         lineage.run_folder(exports)
     assert "\n" not in str(caught.value) and "latest.json" in str(caught.value)
+
+
+def test_a_kept_row_naming_a_file_outside_keep_is_refused(tmp_path: Path) -> None:
+    """``keep.csv``'s ``file`` was joined to ``keep/`` as written: a row
+    ``../../elsewhere/<sha256>.png`` (its stem still the sha256) made the child train on a file
+    the manifest never checked."""
+    keep = tmp_path / "run" / "keep"
+    (keep / "images").mkdir(parents=True)
+    digest = "ab" * 32
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / f"{digest}.png").write_bytes(b"not checked")
+    (keep / "keep.csv").write_text("file,label,split,group,sha256,width,height\n"
+                                   f"../../elsewhere/{digest}.png,ok,train,,{digest},,\n")
+    with pytest.raises(IndvisionError, match="leaves its folder") as caught:
+        lineage._kept_rows(keep, ["ok"])
+    assert "\n" not in str(caught.value) and "keep.csv" in str(caught.value)

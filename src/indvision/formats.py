@@ -3,21 +3,15 @@
 Each row says what file a format becomes in the bundle, whether it is float or int8, which
 converter writes it (and which export options that converter reads), which runtimes run it (the
 first is the default; the pip extra a device needs for it), and which parity gate ``verify``
-holds it — in every one of its runtimes — to:
+holds it to in every one of its runtimes: the **float** gate (every top-1 equal, every
+probability within ``float_max_abs_diff``: a conversion bug fails the run) or the **int8**
+gate (accuracy may drop by at most ``int8_accuracy_budget`` points, top-1 agreement at least
+``int8_min_agreement``; failing it marks the file ``"shippable": false``, which the edge then
+refuses, while the run passes with its float files).
 
-- **float** gate — the file must reproduce the Keras model: every top-1 equal and every
-  probability within ``float_max_abs_diff`` (1e-4). A conversion bug is a bug, so failing it
-  fails the run.
-- **int8** gate — quantisation is allowed to cost a little: accuracy may drop by at most
-  ``int8_accuracy_budget`` points and top-1 agreement must stay at or above
-  ``int8_min_agreement``. Failing it marks the file ``"shippable": false`` in ``model.json``
-  (the edge runtime then refuses it); the run still passes with its float files.
-
-:func:`load_runner` loads a file in one of its row's runtimes (:mod:`indvision.runners`: numpy
-in, probabilities out, int8 (de)quantisation handled). Export's self-check, verify and
-:mod:`indvision.edge` all run models through these, so the number verify reports is the number
-the device gets. Only numpy is imported here; onnxruntime, OpenCV and ai_edge_litert are
-imported when a runner is made, and TensorFlow never.
+:func:`load_runner` loads a file in one of its row's runtimes (:mod:`indvision.runners`), so
+the number verify reports is the number the device gets. Only numpy is imported here;
+onnxruntime, OpenCV and ai_edge_litert when a runner is made, TensorFlow never.
 """
 
 from __future__ import annotations
@@ -25,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from indvision import atomic
 from indvision.errors import IndvisionError, did_you_mean
+from indvision.layout import MAX_MODEL_JSON_BYTES, MODEL_JSON
+from indvision.layout import read_bounded as read_bounded  # re-exported: the one bounded read
 from indvision.runners import MapRunner as MapRunner  # re-exported: load_map_runner's
 from indvision.runners import Runner as Runner  # re-exported: what load_runner returns
 
@@ -100,8 +95,6 @@ FORMATS: dict[str, ExportFormat] = {
 }
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(r for f in FORMATS.values() for r in f.runners))
 DEFAULT_MODEL = FORMATS["onnx"].filename
-MODEL_JSON = "model.json"
-MAX_MODEL_JSON_BYTES = 16 * 2**20  # a bundle description is kilobytes; more is not one
 MAX_MODEL_BYTES = 2 * 2**30  # protobuf (ONNX) cannot hold more; nor can a device's memory
 
 
@@ -162,28 +155,6 @@ def gate_failures(fmt: ExportFormat, parity: dict[str, Any], limits: GateLimits)
 
 
 # ----------------------------------------------------------------------------- bundle files
-
-def read_bounded(path: str | Path, limit: int, what: str) -> bytes:
-    """The bytes of ``path``, read once (what is checked is then what is used), refusing a
-    file over ``limit`` bytes with one line naming it (``what``: e.g. "model file")."""
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            if os.fstat(handle.fileno()).st_size > limit:
-                raise IndvisionError(f"{path}: {what} larger than {limit} bytes; not a bundle "
-                                     "file indvision wrote — restore the original bundle")
-            data = handle.read(limit + 1)
-    except FileNotFoundError:
-        raise IndvisionError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise IndvisionError(f"{path}: {what} is a folder, not a file") from None
-    except OSError as exc:
-        raise IndvisionError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:  # grew while read
-        raise IndvisionError(f"{path}: {what} larger than {limit} bytes; not a bundle file "
-                             "indvision wrote — restore the original bundle")
-    return data
-
 
 def model_json_bytes(bundle: str | Path) -> bytes:
     """``bundle/model.json``'s bytes, read once: the record checks, the signature check and

@@ -1,23 +1,17 @@
 """Parents and children: what a run keeps for the runs started from it, and finding it again.
 
 A run that exports keeps, inside its own folder, what a child (``--from``) needs after the
-original ``--data`` folder is moved or deleted (:func:`write_keep`, called by export):
+original ``--data`` folder is moved or deleted (:func:`write_keep`, called by export): per
+class up to ``per_class`` training and as many validation images, drawn as whole objects in a
+seeded random order (so a rare class is replayed as fully as a common one), and its test split
+(up to ``test_max`` images, sampled per class in proportion), which the promotion gate judges a
+child on. The images are copied content-addressed (``keep/images/<sha256><suffix>``) and listed
+in ``keep/keep.csv``; the manifest records every file's sha256.
 
-- **replay exemplars**: per class, up to ``per_class`` training images and as many validation
-  images, drawn as whole objects in a seeded random order (stratified random, the stated rule:
-  every class is represented in proportion to nothing but the bound, so a rare class is
-  replayed as fully as a common one);
-- **its test split** (up to ``test_max`` images; a larger split is sampled per class in
-  proportion), the images the promotion gate judges a child on.
-
-The images are copied content-addressed (``keep/images/<sha256><suffix>``) and listed in
-``keep/keep.csv`` (file, label, split, group, sha256). The manifest records every file's
-sha256, and :func:`open_parent` checks them all: a missing or changed file is one clear line.
-
-:func:`open_parent` resolves what a user passes to ``--from`` — a run folder, a bundle folder
-inside one, or ``exports/<pipeline>`` (its ``latest.json``) — and checks that the parent
-finished, exported and is intact. No numpy, no TensorFlow: ingest calls it before anything
-heavy is imported.
+:func:`open_parent` resolves what ``--from`` names (a run folder, a bundle folder inside one,
+or ``exports/<pipeline>``: :func:`indvision.layout.run_of`) and checks that the parent
+finished, exported and is intact: a missing or changed file is one clear line. No numpy, no
+TensorFlow: ingest calls it before anything heavy is imported.
 """
 
 from __future__ import annotations
@@ -27,18 +21,17 @@ import io
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
-from indvision import atomic
+from indvision import atomic, layout
 from indvision.errors import IndvisionError
-from indvision.rundir import MANIFEST, Run
+from indvision.layout import MODEL_JSON
+from indvision.rundir import Run
 
 KEEP_DIR = "keep"
 KEEP_CSV = "keep.csv"
 KEEP_COLUMNS = ("file", "label", "split", "group", "sha256", "width", "height")
-LATEST = "latest.json"
-MODEL_JSON = "model.json"
 
 
 # ----------------------------------------------------------------------------- choosing
@@ -143,49 +136,13 @@ class Parent:
                 "kept": {s: len(self.rows(s)) for s in ("train", "val", "test")}}
 
 
-def inside(folder: Path, named: object, field: str) -> Path:
-    """``folder / named``, refused unless it stays inside ``folder``: ``named`` (a field of a
-    file in ``folder``, such as ``latest.json``'s ``run_dir``) must be a relative path without
-    ``..`` that does not resolve (through a link) outside ``folder``. Pure but for the resolve;
-    ``edge/latest.py`` ``bundle_of`` checks its ``bundle`` field the same way."""
-    if not isinstance(named, str) or not named.strip():
-        raise IndvisionError(f"{field!r} is not a path: {named!r}")
-    relative = PurePosixPath(named.replace("\\", "/"))
-    if relative.is_absolute() or PureWindowsPath(named).is_absolute() or ".." in relative.parts:
-        raise IndvisionError(f"{field!r} {named!r} leaves its folder; it may only name a "
-                             "folder inside it")
-    target = folder / relative
-    if not target.resolve().is_relative_to(folder.resolve()):
-        raise IndvisionError(f"{field!r} {named!r} resolves outside its folder (a link?); "
-                             "it may only name a folder inside it")
-    return target
-
-
 def run_folder(given: str | Path) -> Path:
     """The run folder ``--from`` names: itself, the run a bundle folder sits in, or the run
-    ``exports/<pipeline>/latest.json`` points at."""
-    path = Path(given).expanduser()
-    if not path.exists():
-        raise IndvisionError(f"--from {given}: no such folder")
-    if (path / MANIFEST).is_file():
-        return path
-    if (path / LATEST).is_file():
-        try:
-            named = atomic.read_json(path / LATEST)["run_dir"]
-        except (KeyError, TypeError, IndvisionError) as exc:
-            raise IndvisionError(f"--from {given}: cannot read {path / LATEST}: {exc}") from None
-        try:
-            return inside(path, named, "run_dir")
-        except IndvisionError as exc:
-            raise IndvisionError(f"--from {given}: {path / LATEST}: {exc}") from None
-    if (path / MODEL_JSON).is_file():
-        if (path.parent / MANIFEST).is_file():
-            return path.parent
-        raise IndvisionError(f"--from {given}: this bundle was copied out of its run folder, "
-                             "which holds the Keras model and the replay images a child "
-                             "starts from; give the run folder")
-    raise IndvisionError(f"--from {given}: not a run folder (no {MANIFEST}), a bundle or "
-                         f"an exports/<pipeline> folder (no {LATEST})")
+    ``exports/<pipeline>/latest.json`` points at (:func:`indvision.layout.run_of`)."""
+    try:
+        return layout.run_of(given)
+    except IndvisionError as exc:
+        raise IndvisionError(f"--from {exc}") from None
 
 
 def open_parent(given: str | Path) -> Parent:
@@ -235,5 +192,5 @@ def _kept_rows(keep: Path, classes: list[str]) -> list[dict[str, str]]:
                 "sha256"):
             raise IndvisionError(f"{keep / KEEP_CSV}: row {row} does not match the parent's "
                                  "classes or its content address")
-        row["path"] = str((keep / row["file"]).resolve())
+        row["path"] = str(layout.inside(keep, row["file"], "file", keep / KEEP_CSV).resolve())
     return rows

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from indvision import atomic
+from indvision import atomic, layout
 from indvision.errors import IndvisionError
+from indvision.layout import MANIFEST
 
-MANIFEST = "manifest.json"
 LOGS = "logs"  # <run>/logs/<stage>.log: each stage's whole console output
 TRACKED_PACKAGES = (
     "indvision", "numpy", "opencv-python-headless", "onnxruntime", "tensorflow-cpu",
@@ -117,7 +117,7 @@ class Run:
     def create(cls, out_dir: Path, pipeline: str, seed: int, config: dict[str, Any],
                config_hash: str) -> Run:
         """Make a new, never-used folder ``out_dir/<pipeline>/<run_id>/`` and its manifest."""
-        parent = Path(out_dir) / pipeline
+        parent = layout.pipeline_folder(out_dir, pipeline)
         try:
             parent.mkdir(parents=True, exist_ok=True)
             for _ in range(10):

@@ -23,19 +23,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from indvision.rundir import MANIFEST
+from indvision import layout
+from indvision.errors import IndvisionError
+from indvision.layout import MANIFEST
 
-LATEST = "latest.json"
 COLUMNS = ("run", "started (UTC)", "status", "data", "classes", "test accuracy", "defect recall",
            "per object", "latest", "parent")
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (bounded), ``{}`` when it is missing or not one."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return layout.read_record(path, layout.MAX_MANIFEST_BYTES, path.name)
+    except IndvisionError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def status_of(manifest: dict[str, Any]) -> str:
@@ -102,7 +103,10 @@ def rows(folder: Path) -> list[dict[str, Any]]:
     """Every run under ``folder`` (a pipeline folder or the exports folder), newest first."""
     found = []
     for pipeline in pipeline_folders(folder):
-        latest = _read(pipeline / LATEST).get("run_id")
+        try:
+            latest = layout.read_latest(pipeline).get("run_id")
+        except IndvisionError:
+            latest = None
         found += [row_of(run, latest) for run in pipeline.iterdir()
                   if (run / MANIFEST).is_file()]
     return sorted(found, key=lambda r: (r["started"], r["run"]), reverse=True)

@@ -1,26 +1,17 @@
 """Signed bundles: Ed25519 signatures over ``model.json`` (the ``cryptography`` package).
 
-A bundle travels over USB sticks and shared drives. Its sha256 records (``model.json`` lists
-every model file's hash; ``model.json.sha256`` and ``latest.json`` hold ``model.json``'s) stop
-accidents, not someone who rewrites every record consistently. A signature closes that: it is
-made over the exact bytes of ``model.json`` with a private key that never travels with the
-bundle, so changing any model file (its hash in ``model.json`` must then change) or any of
-``model.json``'s fields breaks it, and only the holder of the key can make a new one.
+A bundle's sha256 records (``model.json`` lists every model file's hash; ``model.json.sha256``
+and ``latest.json`` hold ``model.json``'s) stop accidents, not someone who rewrites every record
+consistently. A signature over the exact bytes of ``model.json``, made with a private key that
+never travels with the bundle, closes that: changing any model file or field breaks it.
 
-- ``python -m indvision.edge keygen DIR``: a key pair, ``DIR/indvision_signing.key`` (private,
-  PEM, readable by its owner only) and ``DIR/indvision_signing.pub.pem`` (public: give it to
-  the devices).
-- ``model.json.sig`` (JSON) holds one or more signatures, each with its key's id (the first 16
-  hex digits of the sha256 of the raw public key) and public key. :func:`sign_bundle` *adds* a
-  signature for a new key (a quality engineer's release sign-off beside the build's) and
-  *replaces* an earlier one by the same key (a re-sign); signatures that no longer match
-  ``model.json`` are dropped, and said so.
-- :func:`check_signature` accepts a bundle when at least one signature was made by a trusted
-  public key and matches ``model.json`` byte for byte; anything else — no signature file, a
-  damaged one, only untrusted signers, a ``model.json`` changed after signing — is one
-  :class:`~indvision.errors.IndvisionError` line naming the file and the problem.
-
-TF-free: the edge runtime imports it. ``cryptography`` is imported only where a key is used.
+``python -m indvision.edge keygen DIR`` makes a key pair (``indvision_signing.key``, private,
+owner-readable only; ``indvision_signing.pub.pem``, for the devices). ``model.json.sig`` holds
+one or more signatures, each with its key's id (16 hex digits of the raw public key's sha256):
+:func:`sign_bundle` adds one per key (a re-sign replaces that key's; stale ones are dropped,
+and said so). :func:`check_signature` accepts a bundle when a trusted key's signature matches
+``model.json`` byte for byte; anything else is one :class:`~indvision.errors.IndvisionError`
+line. TF-free: the edge runtime imports it; ``cryptography`` only where a key is used.
 """
 
 from __future__ import annotations
@@ -36,11 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from indvision import atomic
+from indvision import atomic, layout
 from indvision.errors import IndvisionError
+from indvision.layout import MAX_MODEL_JSON_BYTES, MODEL_JSON, SIGNATURE
 
-SIGNATURE = "model.json.sig"
-MODEL_JSON = "model.json"
 PRIVATE_NAME = "indvision_signing.key"
 PUBLIC_NAME = "indvision_signing.pub.pem"
 FORMAT = "indvision-signature/1"
@@ -135,10 +125,7 @@ def read_signatures(bundle: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     try:
-        with path.open("rb") as handle:  # bounded: a signature file is a few hundred bytes
-            raw = handle.read(MAX_SIGNATURE_BYTES + 1)
-        if len(raw) > MAX_SIGNATURE_BYTES:
-            raise ValueError(f"larger than {MAX_SIGNATURE_BYTES} bytes")
+        raw = layout.read_bounded(path, MAX_SIGNATURE_BYTES, SIGNATURE)  # a few hundred bytes
         record = json.loads(raw.decode("utf-8"))
         signatures = record["signatures"]
         if record.get("format") != FORMAT or not isinstance(signatures, list):
@@ -147,7 +134,7 @@ def read_signatures(bundle: Path) -> list[dict[str, Any]]:
             if not isinstance(entry, dict) or not isinstance(entry.get("key_id"), str):
                 raise ValueError("each signature needs a text key_id")
             base64.b64decode(entry["signature"], validate=True)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+    except (IndvisionError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise IndvisionError(f"{path}: damaged signature file ({exc}); sign the bundle again "
                              "with python -m indvision.edge sign") from None
     return signatures
@@ -169,10 +156,7 @@ def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike,
     ``{"key_id", "replaced", "dropped", "signatures"}`` (see the module docstring)."""
     bundle = Path(bundle)
     model_json = bundle / MODEL_JSON
-    try:
-        message = model_json.read_bytes()
-    except OSError as exc:
-        raise IndvisionError(f"{model_json}: cannot read it ({exc.strerror or exc})") from None
+    message = layout.read_bounded(model_json, MAX_MODEL_JSON_BYTES, MODEL_JSON)
     key = load_private_key(private_key_path)
     public = key.public_key()
     own = key_id(public)
@@ -261,11 +245,7 @@ def check_signature(bundle: str | os.PathLike, trusted: Sequence[str | os.PathLi
                              "--key PRIVATE")
     signatures = read_signatures(bundle)
     if message is None:
-        try:
-            message = (bundle / MODEL_JSON).read_bytes()
-        except OSError as exc:
-            raise IndvisionError(f"{bundle / MODEL_JSON}: cannot read it "
-                                 f"({exc.strerror or exc})") from None
+        message = layout.read_bounded(bundle / MODEL_JSON, MAX_MODEL_JSON_BYTES, MODEL_JSON)
     by_trusted = [e for e in signatures if e["key_id"] in keys]
     if not by_trusted:
         signers = ", ".join(sorted({e["key_id"] for e in signatures})) or "nobody"

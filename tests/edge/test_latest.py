@@ -1,5 +1,5 @@
 """latest.json cannot send a device outside its exports folder or to another pipeline's
-bundle (:mod:`indvision.edge.latest`). Stand-in bundles (a model.json) are enough: the
+bundle (:mod:`indvision.layout`). Stand-in bundles (a model.json) are enough: the
 refusals happen before any model is loaded."""
 
 from __future__ import annotations

@@ -211,14 +211,14 @@ def test_latest_json_is_read_once_for_the_bundle_its_hash_and_its_pipeline(
     """The model.json hash and pipeline checks use the record the bundle was found by:
     latest.json rewritten after that read (cut mid-copy, say) is never read again (it was,
     with no try: a JSONDecodeError traceback)."""
-    from indvision.edge import latest as edge_latest
+    from indvision import layout
 
-    original = edge_latest.read_latest
+    original = layout.read_latest
 
     def read_then_cut(folder: Path) -> dict:
         record = original(folder)
         (Path(folder) / "latest.json").write_text('{"bundle": "2026')
         return record
 
-    monkeypatch.setattr(edge_latest, "read_latest", read_then_cut)
+    monkeypatch.setattr(layout, "read_latest", read_then_cut)
     assert EdgeClassifier(pair).meta["provenance"]["run_id"] == NEW[0]

@@ -22,7 +22,7 @@ from tests.edge.conftest import grouped_bundle, read_json
 
 EDGE_MODULES = {"indvision.edge." + name for name in
                 ("__main__", "cli", "evaluate", "golden", "objects", "runtime", "watching",
-                 "scale", "sources", "service", "service_routes", "hotswap")}
+                 "ray_predict", "sources", "service", "service_routes", "hotswap")}
 
 NO_TENSORFLOW_SCRIPT = """
 import importlib, json, pkgutil, sys

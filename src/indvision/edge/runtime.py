@@ -2,21 +2,20 @@
 onnxruntime only.
 
 :class:`EdgeClassifier` opens a bundle (a bundle folder, a run folder or
-``exports/<pipeline>``, :func:`resolve_bundle`), refuses a tampered ``model.json``
+``exports/<pipeline>``, :func:`indvision.layout.bundle_of`), refuses a tampered ``model.json``
 (:func:`check_model_json`) or model file, and predicts images and objects. Labels are decided
 exactly as evaluate decided them (:func:`indvision.metrics.decide` with the bundle's good class
 and threshold); views of one object are fused with :func:`indvision.metrics.fuse_groups`
 (:mod:`indvision.edge.objects`). :func:`predict_files` and :func:`predict_objects` are what
-``python -m indvision.edge predict`` prints.
-
-This module never imports TensorFlow or Keras (a test checks the whole package in a fresh
-interpreter): only :mod:`indvision.images`, :mod:`indvision.metrics`, :mod:`indvision.formats`
-(numpy + onnxruntime; ai_edge_litert only for ``.tflite``).
+``python -m indvision.edge predict`` prints. Never imports TensorFlow or Keras (a test checks
+the whole package in a fresh interpreter).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -25,19 +24,31 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, formats, images, metrics, signing
+from indvision import atomic, formats, images, layout, metrics, signing
 from indvision import heatmaps as heatmaps_mod
 from indvision.decision import Decision
 from indvision.edge import accepted
-from indvision.edge import latest as edge_latest
 from indvision.edge.objects import fuse_objects
 from indvision.edge.progress import Progress
 from indvision.errors import IndvisionError, did_you_mean
-from indvision.rundir import MANIFEST, Run
+from indvision.layout import LATEST, MANIFEST, MODEL_JSON
 
-LATEST = edge_latest.LATEST  # the one definition the edge reads
 ImageInput = str | os.PathLike | np.ndarray
 Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How :class:`EdgeClassifier` opens and runs a bundle (each field is also a keyword of
+    :class:`EdgeClassifier`; see its docstring)."""
+
+    allow_unshippable: bool = False
+    group_regex: str | None = None
+    threads: int | None = None
+    spin_wait: bool = True
+    runtime: str | None = None
+    trusted_keys: Sequence[str | os.PathLike] | None = None
+    allow_rollback: bool = False
 
 
 class EdgeClassifier:
@@ -54,7 +65,9 @@ class EdgeClassifier:
     sign as it is (:func:`indvision.signing.check_signature`); without any, signatures are
     not checked. Under trusted keys, a bundle reached through ``latest.json`` that is older
     than the one accepted before for its pipeline is refused unless ``allow_rollback``
-    (:mod:`indvision.edge.accepted`); the bundle that loads becomes the record.
+    (:mod:`indvision.edge.accepted`); the bundle that loads becomes the record. The options
+    come as keywords (``allow_unshippable=True``), as an :class:`Options`, or both (keywords
+    win).
 
     Each file is read once: ``latest.json`` (its hash of ``model.json`` and pipeline are
     checked from that one read), ``model.json``'s bytes are checked against its records and
@@ -63,24 +76,11 @@ class EdgeClassifier:
     never runs.
     """
 
-    def __init__(self, bundle: str | os.PathLike, model: str | None = None, *,
-                 allow_unshippable: bool = False, group_regex: str | None = None,
-                 threads: int | None = None, spin_wait: bool = True,
-                 runtime: str | None = None,
-                 trusted_keys: Sequence[str | os.PathLike] | None = None,
-                 allow_rollback: bool = False) -> None:
-        self.bundle, followed = locate_bundle(bundle)
-        # model.json is read once: these bytes are checked, signature-checked and parsed
-        model_json = check_model_json(self.bundle, Path(bundle), followed=followed)
-        trusted = signing.trusted_key_paths(trusted_keys)
-        #: the trusted key that signed this bundle (None: signatures were not checked)
-        self.signed_by: str | None = (signing.check_signature(self.bundle, trusted, model_json)
-                                      if trusted else None)
-        self.meta = formats.read_model_json(self.bundle, model_json)
-        newest = None  # recorded as accepted once everything below has loaded
-        if followed is not None:
-            edge_latest.check_pipeline(followed, self.meta)
-            newest = accepted.check(followed.path, self.meta, self.signed_by, allow_rollback)
+    def __init__(self, bundle: str | os.PathLike, model: str | None = None,
+                 options: Options | None = None, **keywords: Any) -> None:
+        opts = dataclasses.replace(options or Options(), **keywords)
+        self.options = opts
+        newest = self._open_checked(Path(bundle), opts)  # recorded once everything has loaded
         files = self.meta["files"]
         model = model or self.meta.get("default_model") or formats.DEFAULT_MODEL
         if model not in files:
@@ -90,22 +90,52 @@ class EdgeClassifier:
         self.entry = files[model]
         self.format = formats.get_format(str(self.entry.get("format")))
         data = formats.read_model_file(self.bundle / model, self.entry)  # hashed: load these
-        if self.entry.get("shippable") is False and not allow_unshippable:
+        if self.entry.get("shippable") is False and not opts.allow_unshippable:
             raise IndvisionError(f"{self.bundle / model}: marked not shippable by verify "
                                  f"({self.entry.get('reason', 'no reason recorded')}); use "
                                  f"another --model, or allow_unshippable=True to run it anyway")
         signing.require_verified(self.bundle, model, self.entry, self.signed_by)
+        self._read_rules(opts.group_regex)
+        self.runtime = opts.runtime or self.format.runtime  # one of the format row's runners
+        self._run = formats.load_runner(self.bundle / model, opts.threads, opts.spin_wait,
+                                        self.runtime, data=data)
+        self._runner_args = (opts.threads, opts.spin_wait)
+        self._run_maps: formats.MapRunner | None = None  # made when a map is first asked for
+        # ... from the checked bytes, kept for it (the file on disk is never opened again)
+        self._model_bytes: bytes | None = data if self.has_maps else None
+        self._maps_lock = threading.Lock()
+        accepted.remember(newest, opts.allow_rollback)
+
+    def _open_checked(self, given: Path, opts: Options) -> Any:
+        """Find the bundle, read its ``model.json`` once, check it against its records, its
+        signature, ``latest.json``'s pipeline and the rollback record; returns what
+        :func:`indvision.edge.accepted.remember` records once the model has loaded."""
+        self.bundle, followed = layout.bundle_of(given)
+        # model.json is read once: these bytes are checked, signature-checked and parsed
+        model_json = check_model_json(self.bundle, given, followed=followed)
+        trusted = signing.trusted_key_paths(opts.trusted_keys)
+        #: the trusted key that signed this bundle (None: signatures were not checked)
+        self.signed_by: str | None = (signing.check_signature(self.bundle, trusted, model_json)
+                                      if trusted else None)
+        self.meta = formats.read_model_json(self.bundle, model_json)
+        if followed is None:
+            return None
+        layout.check_pipeline(followed, self.meta)
+        return accepted.check(followed.path, self.meta, self.signed_by, opts.allow_rollback)
+
+    def _read_rules(self, group_regex: str | None) -> None:
+        """Classes, input spec, decision rule and group rule from ``model.json``."""
         self.classes: list[str] = list(self.meta["classes"])
         try:
             self.spec = images.InputSpec.from_dict(self.meta["input_spec"])
         except (ValueError, TypeError) as exc:
-            raise IndvisionError(f"{self.bundle / formats.MODEL_JSON}: bad 'input_spec' record "
+            raise IndvisionError(f"{self.bundle / MODEL_JSON}: bad 'input_spec' record "
                                  f"({exc}); re-export the bundle") from None
         raw = self.meta.get("decision") or {}
         try:
             self.decision = Decision.from_dict(raw, self.classes)
         except (ValueError, TypeError) as exc:
-            raise IndvisionError(f"{self.bundle / formats.MODEL_JSON}: bad 'decision' record "
+            raise IndvisionError(f"{self.bundle / MODEL_JSON}: bad 'decision' record "
                                  f"({exc}); re-export the bundle") from None
         self.good_class: str | None = self.decision.good_class
         self.good_index = self.decision.good_index
@@ -114,15 +144,6 @@ class EdgeClassifier:
         self.views_per_object = _views_per_object(self.bundle, raw)
         #: ``classifier`` or ``anomaly`` (classes [good, anomaly], fitted on good images)
         self.model_kind: str = str(self.meta.get("model_kind", "classifier"))
-        self.runtime = runtime or self.format.runtime  # one of the format row's runners
-        self._run = formats.load_runner(self.bundle / model, threads, spin_wait, self.runtime,
-                                        data=data)
-        self._runner_args = (threads, spin_wait)
-        self._run_maps: formats.MapRunner | None = None  # made when a map is first asked for
-        # ... from the checked bytes, kept for it (the file on disk is never opened again)
-        self._model_bytes: bytes | None = data if self.has_maps else None
-        self._maps_lock = threading.Lock()
-        accepted.remember(newest, allow_rollback)
 
     @property
     def verified(self) -> bool:
@@ -143,7 +164,7 @@ class EdgeClassifier:
 
     @property
     def has_maps(self) -> bool:
-        """Whether the bundle's model has a map output (bundles exported since issue 18)."""
+        """Whether the bundle's model has a map output (bundles exported with heatmaps)."""
         return bool(self.meta.get("map"))
 
     def scores_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +243,7 @@ def _views_per_object(bundle: Path, decision: dict[str, Any]) -> int | None:
     """``decision.views_per_object`` of ``model.json`` (views that make one object), if set."""
     views = decision.get("views_per_object")
     if views is not None and (isinstance(views, bool) or not isinstance(views, int) or views < 1):
-        raise IndvisionError(f"{bundle / formats.MODEL_JSON}: decision.views_per_object must be "
+        raise IndvisionError(f"{bundle / MODEL_JSON}: decision.views_per_object must be "
                              f"a positive integer, got {views!r}")
     return views
 
@@ -240,40 +261,36 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 def resolve_bundle(path: str | os.PathLike) -> Path:
     """A bundle folder; a run folder → its ``bundle/``; ``exports/<pipeline>`` → latest's
-    (inside its folder and of latest.json's pipeline, :mod:`indvision.edge.latest`)."""
-    bundle, followed = locate_bundle(path)
+    (inside its folder and of latest.json's pipeline, :func:`indvision.layout.bundle_of`)."""
+    bundle, followed = layout.bundle_of(path)
     if followed is not None:
-        edge_latest.check_pipeline(followed, edge_latest.read_meta(bundle))
+        layout.check_pipeline(followed, _read_meta(bundle))
     return bundle
 
 
-def locate_bundle(path: str | os.PathLike) -> tuple[Path, edge_latest.Followed | None]:
-    """:func:`resolve_bundle`'s folder, and the one read of ``latest.json`` when it came
-    through one (None otherwise); the caller checks the pipeline on the ``model.json`` it
-    parses (:func:`indvision.edge.latest.check_pipeline`)."""
-    folder = Path(path).expanduser()
-    if (folder / formats.MODEL_JSON).is_file():
-        return folder, None
-    if (folder / "bundle" / formats.MODEL_JSON).is_file():
-        return folder / "bundle", None
-    if (folder / LATEST).is_file():  # kept inside its folder (indvision.edge.latest)
-        followed = edge_latest.follow(folder)
-        return followed.bundle, followed
-    if not folder.exists():
-        raise IndvisionError(f"{folder}: no such bundle folder")
-    raise IndvisionError(f"{folder}: not a bundle (no {formats.MODEL_JSON}), run folder or "
-                         f"exports/<pipeline> folder (no {LATEST}: no run has passed verify)")
+def locate_bundle(path: str | os.PathLike) -> tuple[Path, layout.Followed | None]:
+    """:func:`indvision.layout.bundle_of`: the bundle folder, and the one read of
+    ``latest.json`` when it came through one."""
+    return layout.bundle_of(path)
+
+
+def _read_meta(bundle: Path) -> Any:
+    """``bundle/model.json`` parsed (bounded), whatever its shape, with one clear line."""
+    try:
+        return json.loads(formats.model_json_bytes(bundle))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise IndvisionError(f"cannot read {bundle / MODEL_JSON}: {exc}") from None
 
 
 def check_model_json(bundle: Path, given: Path, data: bytes | None = None,
-                     followed: edge_latest.Followed | None = None) -> bytes:
+                     followed: layout.Followed | None = None) -> bytes:
     """Refuse a ``model.json`` whose sha256 differs from a record of it: the sidecar
     ``model.json.sha256`` verify leaves in the bundle, ``latest.json`` when opened through
     ``exports/<pipeline>`` (``followed``: the one read of it; else read here), and the run's
     ``manifest.json`` when the bundle is in a run folder. Every record is compared with one
     read of the file (``data``, else read here), and those bytes are returned: parse and
     signature-check them, not the file again."""
-    path = bundle / formats.MODEL_JSON
+    path = bundle / MODEL_JSON
     if data is None:
         data = formats.model_json_bytes(bundle)
     actual = hashlib.sha256(data).hexdigest()
@@ -285,24 +302,15 @@ def check_model_json(bundle: Path, given: Path, data: bytes | None = None,
             raise IndvisionError(f"{sidecar}: unreadable sha256 record; restore the original "
                                  "bundle or re-run verify") from None
         _refuse_mismatch(path, actual, expected, sidecar)
-    given = Path(given).expanduser()
-    if followed is None and not (given / formats.MODEL_JSON).is_file() \
-            and not (given / "bundle" / formats.MODEL_JSON).is_file() \
-            and (given / LATEST).is_file():
-        followed = edge_latest.follow(given)
+    if followed is None and (Path(given).expanduser() / LATEST).is_file():
+        followed = layout.bundle_of(given)[1]  # None when given is a bundle or a run folder
     if followed is not None:
         expected = followed.record.get("model_json_sha256")
         if expected:
             _refuse_mismatch(path, actual, str(expected), followed.path)
-    manifest_path = bundle.parent / MANIFEST
-    if manifest_path.is_file():
-        try:
-            files = Run.open(bundle.parent).output("export", "bundle").get("files") or {}
-        except (IndvisionError, KeyError, TypeError, AttributeError):
-            return data  # no usable record of this bundle there
-        expected = files.get(f"{bundle.name}/{formats.MODEL_JSON}")
-        if expected:
-            _refuse_mismatch(path, actual, expected, manifest_path)
+    expected = layout.recorded_bundle_files(bundle.parent).get(f"{bundle.name}/{MODEL_JSON}")
+    if expected:
+        _refuse_mismatch(path, actual, expected, bundle.parent / MANIFEST)
     return data
 
 
