@@ -190,3 +190,17 @@ def test_a_classifiers_map_points_at_the_drawn_defect(classifier: EdgeClassifier
         ys, xs = np.mgrid[0:grid.shape[0], 0:grid.shape[1]]
         distance = np.hypot((xs + 0.5) * cell - cx, (ys + 0.5) * cell - cy)
         assert grid[distance <= 8 + cell / 2].mean() > grid[distance > 8 + cell].mean(), seed
+
+
+def test_options_come_as_keywords_an_options_record_or_both(bundle: Path) -> None:
+    """``EdgeClassifier``'s settings are one :class:`Options`; the keywords callers pass are
+    its fields, and a keyword given beside an ``Options`` wins."""
+    from indvision.edge.runtime import Options
+
+    by_keyword = EdgeClassifier(bundle, group_regex=r"^(\d+)_", threads=1)
+    assert by_keyword.group_regex == r"^(\d+)_" and by_keyword.options.threads == 1
+    both = EdgeClassifier(bundle, options=Options(group_regex="a", spin_wait=False),
+                          group_regex="b")
+    assert both.group_regex == "b" and both.options.spin_wait is False
+    with pytest.raises(TypeError, match="no_such_option"):
+        EdgeClassifier(bundle, no_such_option=True)
