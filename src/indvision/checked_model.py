@@ -1,19 +1,13 @@
-"""A Keras model loaded from the bytes that were checked: one read for the hash, the signature
-and the load.
+"""A Keras model loaded from the bytes that were checked, and checked to fit its input spec.
 
-``--from PARENT`` and evaluate's promotion gate load a parent's ``model.keras`` long after its
-hash was recorded. Hashing the file and then handing Keras its *path* lets a file swapped in
-between (a shared drive, an inotify hook) be the one that trains or judges. Here the file is
-read once (bounded), those bytes are hashed and compared, and Keras loads a copy of the same
-bytes written to a private temporary file (``mkdtemp``: mode 0700; ``mkstemp``: 0600), removed
-after the load.
-
-With trusted keys (``INDVISION_TRUSTED_KEYS``, :func:`indvision.signing.trusted_key_paths`)
-the parent's bundle must be signed by one of them: its ``model.json`` is read once, its
-signature checked on those bytes, and the ``provenance.keras_model_sha256`` it signs must be
-the sha256 of the bytes loaded. Without trusted keys the recorded sha256 is checked as before,
-on the same one read. Every refusal is one :class:`~indvision.errors.IndvisionError` line naming
-the file.
+A model's hash is recorded long before it is loaded (evaluate, export, verify, ``--from``,
+the promotion gate). Hashing the file and then handing Keras its *path* lets a file swapped in
+between be the one that runs. Here the file is read once (bounded), those bytes are hashed and
+compared, and Keras loads a private temporary copy of the same bytes (``mkdtemp``: 0700).
+With trusted keys (``INDVISION_TRUSTED_KEYS``) a parent's bundle must also be signed, and the
+``provenance.keras_model_sha256`` it signs must be the sha256 of the bytes loaded. A loaded
+model is then checked against its input spec and class list (:func:`fitting`). Every refusal
+is one :class:`~indvision.errors.IndvisionError` line naming the file.
 """
 
 from __future__ import annotations
@@ -26,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from indvision import formats, models, signing
+from indvision import formats, images, models, signing
 from indvision.errors import IndvisionError
-from indvision.rundir import MANIFEST, Run
+from indvision.layout import MANIFEST
+from indvision.rundir import Run
 
 #: A Keras model file larger than this is refused before it is read (an ensemble of large
 #: backbones is hundreds of megabytes; the bytes are held in memory once).
@@ -131,3 +126,35 @@ def load_parent(model_path: str | os.PathLike, expected_sha256: str | None = Non
     """The parent's Keras model from the bytes :func:`parent_bytes` checked."""
     data = parent_bytes(model_path, expected_sha256, recorded_in, trusted)
     return load_bytes(data, model_path)
+
+
+def fitting(model: Any, path: str | os.PathLike, spec: images.InputSpec, n_classes: int) -> Any:
+    """``model`` (loaded from ``path``), checked to follow the convention: input
+    ``(None, H, W, 3)`` of the input spec, one probability per class."""
+    input_shape = tuple(model.inputs[0].shape[1:])
+    if input_shape != (spec.height, spec.width, 3):
+        raise IndvisionError(f"{path}: model input {input_shape} does not match input_spec.json "
+                             f"({spec.height}, {spec.width}, 3); re-run train")
+    outputs = model.outputs[0].shape[-1]
+    if outputs != n_classes:
+        raise IndvisionError(f"{path}: the model has {outputs} outputs but classes.json lists "
+                             f"{n_classes} classes: model and dataset do not belong together")
+    return model
+
+
+def load_fitting(path: str | os.PathLike, spec: images.InputSpec, n_classes: int,
+                 expected_sha256: str | None = None,
+                 recorded_in: str | os.PathLike | None = None) -> Any:
+    """The Keras model at ``path`` from one read whose sha256 is ``expected_sha256`` when
+    given, checked to fit the input spec and the class list (:func:`fitting`)."""
+    data = read_checked(path, expected_sha256, recorded_in)
+    return fitting(load_bytes(data, path), path, spec, n_classes)
+
+
+def load_recorded(run: Run, stage: str, name: str, spec: images.InputSpec,
+                  n_classes: int) -> Any:
+    """The model ``stage`` wrote as ``name``, from one read checked against the manifest's
+    sha256 (the hash the caller records as the model's is that one: ``run.output``)."""
+    entry = run.output(stage, name)
+    return load_fitting(run.root / entry["path"], spec, n_classes, entry.get("sha256"),
+                        run.root / MANIFEST)
