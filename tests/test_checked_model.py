@@ -188,7 +188,7 @@ def test_evaluate_scores_the_checked_model_not_a_swapped_one(
         tmp_path: Path, blobs: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     path = parent_run(tmp_path / "run", blobs["checked"])
     swap_on_load(monkeypatch, path, blobs["swapped"])
-    model = evaluate._load_model(path, images.InputSpec(height=SIZE, width=SIZE), CLASSES)
+    model = checked_model.load_fitting(path, images.InputSpec(height=SIZE, width=SIZE), CLASSES)
     assert hidden_weight(model) == 0.5 and path.read_bytes() == blobs["swapped"]
 
 

@@ -1,7 +1,7 @@
-"""The evaluate stage's path for an anomaly model (the ``fit`` stage's; the stage dispatches
-here and this module uses the stage's own helpers): what evaluate writes for a classifier, plus
-image AUROC, recall per defect folder, the score histograms with the threshold drawn, what each
-threshold rule would have done on test, and the worst cases with their maps.
+"""The evaluate stage's path for an anomaly model (the ``fit`` stage's), on the evaluation
+core (:mod:`indvision.evaluation`): what evaluate writes for a classifier, plus image AUROC,
+recall per defect folder, the score histograms with the threshold drawn, what each threshold
+rule would have done on test, and the worst cases with their maps.
 
 The model decides like a classifier with classes ``[good, anomaly]`` and its threshold inside
 the graph: good when P(good) ≥ 0.5. Evaluate calibrates nothing here (fit did, and the raw
@@ -19,50 +19,36 @@ from typing import Any
 
 import numpy as np
 
-from indvision import anomaly, atomic, decision, heatmaps, images, metrics
+from indvision import anomaly, atomic, checked_model, heatmaps, images, metrics
 from indvision.anomaly.bank import normalise
 from indvision.console import say
-from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
-from indvision.evaluation_report import (
-    CSS,
-    _environment,
-    _markup,
-    accuracy_text,
-    percent,
-    plot_confusion,
-)
+from indvision.evaluation import core
+from indvision.evaluation.scoring import score
+from indvision.evaluation_report import CSS, _environment, _markup, accuracy_text, percent
 from indvision.rundir import Run
 
 TEMPLATE = "anomaly_report.html.j2"
 THRESHOLD = 0.5  # where every anomaly model's normalised threshold sits
 
 
-def evaluate(config: Any, run: Run, output_files: dict[str, str]) -> dict[str, Path]:
+def evaluate(config: Any, run: Run) -> dict[str, Path]:
     """Score validation and test, measure, write every evaluate output; the gate as ever."""
-    from indvision.stages import evaluate as stage
-
-    out = run.stage_dir("evaluate")
-    classes: list[str] = atomic.read_json(run.artifact("ingest", "classes"))
-    facts = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest",
-                                                                      decision.ARTIFACT)))
-    fit_report = atomic.read_json(run.artifact("fit", "report"))
-    rows = read_splits(run.artifact("ingest", "splits"))
-    val_rows, test_rows = rows_of(rows, "val"), rows_of(rows, "test")
+    inputs = core.Inputs.read(run)
+    val_rows, test_rows, spec, good = (inputs.val_rows, inputs.test_rows, inputs.spec,
+                                       inputs.facts.good_class)
     if not test_rows:
         raise IndvisionError("ingest/splits.csv has no test images; add good images")
-    spec = images.InputSpec.from_dict(atomic.read_json(run.artifact("fit", "input_spec")))
-    model_path = run.artifact("fit", "model")
-    model = stage._load_model(model_path, spec, len(classes))
+    # one read of model.keras, checked against the sha256 fit recorded, then loaded
+    model = checked_model.load_recorded(run, "fit", "model", spec, len(inputs.classes))
     val_probs, _ = score_with_maps(model, [r["path"] for r in val_rows], spec,
                                    config.batch_size, "val")
     test_probs, test_maps = score_with_maps(model, [r["path"] for r in test_rows], spec,
                                             config.batch_size, "test")
-    good = facts.good_class
     val_labels, test_labels = binary_labels(val_rows, good), binary_labels(test_rows, good)
-    rule = fit_report["threshold"]
-    record = facts.with_threshold(THRESHOLD, "images", None)
-    result = stage.decision_metrics(record, val_labels, val_probs, test_labels, test_probs, None)
+    rule = atomic.read_json(run.artifact("fit", "report"))["threshold"]
+    record = inputs.facts.with_threshold(THRESHOLD, "images", None)
+    result = core.decision_metrics(record, val_labels, val_probs, test_labels, test_probs, None)
     result.update({
         "model_kind": "anomaly",
         "escape_rate_target": None,
@@ -73,32 +59,21 @@ def evaluate(config: Any, run: Run, output_files: dict[str, str]) -> dict[str, P
                   "test": metrics.auroc(test_probs[:, 1], test_labels == 1)},
         "per_defect_type": per_defect_type(test_rows, test_probs, good),
         "test_by_rule": by_rule(rule, test_probs[:, 1], test_labels == 1),
-        "n_val": len(val_rows), "n_test": len(test_rows), "n_test_groups": None,
-        "dataset_hash": atomic.read_json(run.artifact("ingest", "report")).get("dataset_hash"),
-        "model_sha256": atomic.sha256_file(model_path),
-        "input_spec": spec.to_dict(),
-        "gate": stage.check_gate(config, result["test"]),
+        "n_test_groups": None,
+        **inputs.common(run),
+        "gate": core.check_gate(config, result["test"]),
         "probe": None,
     })
-    paths = {name: out / file for name, file in output_files.items()}
-    atomic.write_json(paths["metrics"], result)
-    atomic.write_json(paths[decision.ARTIFACT], record.to_dict())
-    predicted = record.decide(test_probs)
-    atomic.write_text(paths["predictions"], stage.predictions_csv(
-        test_rows, test_labels, predicted, test_probs, classes))
-    confusion_png = plot_confusion(np.array(result["test"]["confusion"]), classes,
-                                   f"test: {accuracy_text(result['test'])}")
-    atomic.write_bytes(paths["confusion"], confusion_png)
-    atomic.write_json(paths["confusion_json"], {
-        "classes": classes, "rows": "true class", "columns": "predicted class",
-        **{part: result[part]["confusion"] for part in ("val", "test")}})
+    paths = {name: run.stage_dir("evaluate") / file for name, file in core.OUTPUT_FILES.items()}
+    _, confusion_png = core.write_outputs(paths, result, record,
+                                          (test_rows, test_labels, test_probs), inputs.classes)
     cards = worst_cards(test_rows, test_labels, test_probs, test_maps, spec,
                         config.misclassified_max)
     atomic.write_text(paths["report"], render(run, result, confusion_png, cards,
                                               histogram_png(val_probs, val_labels, test_probs,
                                                             test_labels, good)))
     say(summary_line(result))
-    stage.enforce_gate(result["gate"], paths["report"])
+    core.enforce_gate(result["gate"], paths["report"])
     return paths
 
 
@@ -110,17 +85,7 @@ def binary_labels(rows: Sequence[dict[str, str]], good_class: str) -> np.ndarray
 def score_with_maps(model: Any, paths: Sequence[str], spec: images.InputSpec, batch_size: int,
                     split: str) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities ``(N, 2)`` and maps ``(N, h, w)`` of image files, batch by batch."""
-    grid = tuple(int(d) for d in model.outputs[1].shape[1:3])
-    if not paths:
-        return np.zeros((0, 2)), np.zeros((0, *grid), dtype=np.float32)
-    say(f"evaluate: scoring {len(paths)} {split} images")
-    probs, maps = [], []
-    for start in range(0, len(paths), batch_size):
-        batch = np.stack([images.load(p, spec) for p in paths[start:start + batch_size]])
-        p, m = model.predict_on_batch(batch.astype(np.float32))
-        probs.append(np.asarray(p, dtype=np.float64))
-        maps.append(np.asarray(m, dtype=np.float32))
-    return np.concatenate(probs), np.concatenate(maps)
+    return score(model, paths, spec, batch_size, split, maps=True)
 
 
 def per_defect_type(rows: Sequence[dict[str, str]], probs: np.ndarray,

@@ -1,40 +1,20 @@
 """Evaluate: the trained model on the held-out test split, and the report an engineer opens first.
 
-The model (``train``/``model``) scores the validation and the test images once each; images come
-from :func:`indvision.images.load`, exactly as on the device. Decisions come from
-:mod:`indvision.metrics`, the same code verify and the edge runtime use:
-
-- With a good class (``ok``, ``intact``) an image is good only when ``P(good) >= threshold``; the
-  threshold is the lowest one that keeps the escape rate (defective items passed as good) on the
-  *validation* split at or under ``escape_rate_target`` (with grouped views, on the validation
-  *objects* as fused below: the object is the unit that is decided and labelled), but never
-  one that rejects more than ``max_false_reject_rate`` of the good validation items — when that
-  cap decides, the threshold is the lowest that passes no more defects than the cap, and a
-  warning names the defective validation items passing as good (:mod:`indvision.calibration`).
-  The test split then shows what that threshold really does: defect recall (1 − escape rate)
-  and false-reject rate.
-- Without one, the arg-max.
-
-When ingest grouped views of one object (``group_regex``), the test objects are also decided as a
-whole (each object takes its least-good view) and reported beside the per-image numbers.
-
-Outputs: ``metrics.json`` (schema in CONTRIBUTING.md), ``predictions.csv`` (one row per test image
-with every class score), ``confusion.png``/``confusion.json`` and ``report.html``, one
-self-contained page (rendered by :mod:`indvision.evaluation_report` from a Jinja2
-template). The optional quality gate (``fail_below``; on the objects when views are grouped)
-is checked after everything is written, so a failed run still leaves the report that says why.
-
-A child run (ingest ``parent``) is also judged against its parent on the parent's kept test
-split (:mod:`indvision.promotion`, ``max_recall_drop``): ``promotion.json``, a section of the
-report (parent vs child per class, the images whose decision changed) and a line on the
-console. A child that regresses is not failed here — it is exported and verified like any run
-— but verify does not promote it and the pipeline ends with exit 1.
+The model scores validation and test once each (:mod:`indvision.evaluation.scoring`, images
+loaded as on the device). With a good class an image is good only when ``P(good) >=
+threshold``, the lowest threshold that keeps the validation escape rate at or under
+``escape_rate_target`` without rejecting more than ``max_false_reject_rate`` of the good
+validation items (:mod:`indvision.calibration`; per object when views are grouped); without
+one, the arg-max. The metrics, output files and quality gate (``fail_below``, checked after
+the report is written) are the evaluation core's (:mod:`indvision.evaluation.core`), shared
+with the anomaly path (:mod:`indvision.anomaly.evaluation`). The linear probe training
+started from is measured the same way. A child run is also judged against its parent on the
+parent's kept test split (:mod:`indvision.promotion`): ``promotion.json``; a child that
+regresses is exported and verified but not promoted.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,29 +22,28 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, checked_model, decision, images, metrics, promotion
+from indvision import atomic, checked_model, decision, images, promotion
 from indvision import calibration as threshold_calibration
 from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
+from indvision.evaluation import core
+from indvision.evaluation.core import (
+    OUTPUT_FILES,
+    check_gate,
+    decision_metrics,
+    enforce_gate,
+    label_indices,
+)
+from indvision.evaluation.scoring import score, score_images
 from indvision.evaluation_report import (
     accuracy_text,
     misclassified_items,
     percent,
-    plot_confusion,
     render_report,
     thumbnail_png,
 )
-from indvision.rundir import MANIFEST, Run
-
-OUTPUT_FILES = {
-    "metrics": "metrics.json",
-    "predictions": "predictions.csv",
-    "confusion": "confusion.png",
-    "confusion_json": "confusion.json",
-    "report": "report.html",
-    decision.ARTIFACT: "decision.json",
-}
+from indvision.rundir import Run
 
 
 @dataclass(frozen=True)
@@ -119,37 +98,10 @@ def calibrated(config: Config, facts: decision.Decision, val_rows: Sequence[dict
                                 config.escape_rate_target), calibration
 
 
-def check_gate(config: Config, test: dict[str, Any], unit: str = "") -> dict[str, Any]:
-    """The quality gate on the test metrics: settings, failures (messages) and notes.
-
-    ``test`` is what is decided: the per-object metrics when views are grouped (``unit``
-    "per object"), since per-image labels there are the object's and a view that does not
-    show the damage cannot be right on its own.
-    """
-    failures, notes = [], []
-    what = f"test accuracy {unit} " if unit else "test accuracy "
-    if config.fail_below is not None and test["accuracy"] < config.fail_below:
-        failures.append(f"{what}{accuracy_text(test)} is below evaluate.fail_below "
-                        f"{percent(config.fail_below)}")
-    if config.fail_below_defect_recall is not None:
-        recall = test.get("defect_recall")
-        if recall is None:
-            notes.append("fail_below_defect_recall not checked: no good class or no defective "
-                         "test image, so defect recall is undefined")
-        elif recall < config.fail_below_defect_recall:
-            failures.append(f"test defect recall {percent(recall)} ({test['escapes']} escapes) "
-                            f"is below evaluate.fail_below_defect_recall "
-                            f"{percent(config.fail_below_defect_recall)}")
-    return {"fail_below": config.fail_below,
-            "fail_below_defect_recall": config.fail_below_defect_recall,
-            "passed": not failures, "failures": failures, "notes": notes}
-
-
 def check(config: Config, run: Run) -> None:
     """Called by the pipeline right after ingest, before training: the splits evaluate needs."""
     rows = read_splits(run.artifact("ingest", "splits"))
-    facts = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest", decision.ARTIFACT)))
-    _check_splits(rows_of(rows, "val"), rows_of(rows, "test"), facts)
+    _check_splits(rows_of(rows, "val"), rows_of(rows, "test"), decision.read_for_run(run))
 
 
 def _check_splits(val_rows: Sequence[dict[str, str]], test_rows: Sequence[dict[str, str]],
@@ -163,73 +115,89 @@ def _check_splits(val_rows: Sequence[dict[str, str]], test_rows: Sequence[dict[s
                              "ingest.val_fraction")
 
 
-def run(config: Config, run: Run) -> dict[str, Path]:
+@dataclass(frozen=True)
+class Scored:
+    """One split as a model saw it: its rows, their class indices and the model's scores."""
+
+    rows: list[dict[str, str]]
+    labels: np.ndarray
+    scores: np.ndarray
+
+
+def run(config: Config, run_dir: Run) -> dict[str, Path]:
     """Score val and test, decide, measure, write the report; fail when the gate is not met."""
-    if run.model_stage == "fit":  # an anomaly model: its threshold is inside it already
+    if run_dir.model_stage == "fit":  # an anomaly model: its threshold is inside it already
         from indvision.anomaly.evaluation import evaluate
 
-        return evaluate(config, run, OUTPUT_FILES)
-    out = run.stage_dir("evaluate")
-    classes: list[str] = atomic.read_json(run.artifact("ingest", "classes"))
-    ingest_report = atomic.read_json(run.artifact("ingest", "report"))
-    rows = read_splits(run.artifact("ingest", "splits"))
-    facts = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest", decision.ARTIFACT)))
-    good_class, good_index = facts.good_class, facts.good_index
-    val_rows, test_rows = rows_of(rows, "val"), rows_of(rows, "test")
-    _check_splits(val_rows, test_rows, facts)
-    val_labels = _label_indices(val_rows, classes)
-    test_labels = _label_indices(test_rows, classes)
+        return evaluate(config, run_dir)
+    inputs = core.Inputs.read(run_dir)
+    _check_splits(inputs.val_rows, inputs.test_rows, inputs.facts)
+    model = checked_model.load_recorded(run_dir, run_dir.model_stage, "model", inputs.spec,
+                                        len(inputs.classes))
+    val, test = _scored(config, model, inputs)
+    record, result = _measured(config, inputs, val, test)
+    result.update(inputs.common(run_dir))
+    result["gate"] = (check_gate(config, result["test_groups"], "per object")
+                      if "test_groups" in result else check_gate(config, result["test"]))
+    result["probe"] = _probe_metrics(config, run_dir, inputs, result, val, test)
+    paths = {name: run_dir.stage_dir("evaluate") / file for name, file in OUTPUT_FILES.items()}
+    changed_cards: list[dict[str, Any]] = []
+    if run_dir.has_artifact("ingest", "parent_test"):
+        paths[promotion.ARTIFACT], changed_cards = _judge_child(config, run_dir, model, record,
+                                                                inputs.spec, result)
+    predicted, confusion_png = core.write_outputs(
+        paths, result, record, (test.rows, test.labels, test.scores), inputs.classes)
+    atomic.write_text(paths["report"], _report(config, run_dir, model, inputs, result, test,
+                                               predicted, (confusion_png, changed_cards)))
+    say(summary_line(result))
+    if "promotion" in result:
+        say(promotion_line(result["promotion"]))
+    enforce_gate(result["gate"], paths["report"])
+    return paths
 
-    spec = images.InputSpec.from_dict(
-        atomic.read_json(run.artifact(run.model_stage, "input_spec")))
-    model = _recorded_model(run, run.model_stage, "model", spec, len(classes))
-    val_scores = score_images(model, [r["path"] for r in val_rows], spec, config.batch_size, "val")
-    test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
-                               "test")
 
-    record, calibration = calibrated(config, facts, val_rows, val_labels, val_scores)
+def _scored(config: Config, model: Any, inputs: core.Inputs, what: str = ""
+            ) -> tuple[Scored, Scored]:
+    """Validation and test as ``model`` scores them (``what`` names the model on the console);
+    every label is checked before any image is scored."""
+    splits = (("val", inputs.val_rows), ("test", inputs.test_rows))
+    labels = [label_indices(rows, inputs.classes) for _, rows in splits]
+    return tuple(Scored(rows, found, score_images(model, [r["path"] for r in rows], inputs.spec,
+                                                  config.batch_size, split + what))
+                 for (split, rows), found in zip(splits, labels, strict=True))
+
+
+def _measured(config: Config, inputs: core.Inputs, val: Scored, test: Scored
+              ) -> tuple[decision.Decision, dict[str, Any]]:
+    """The decision record calibrated on ``val`` and the metrics under it (warning on the
+    console when the false-reject cap chose the threshold)."""
+    facts = inputs.facts
+    record, calibration = calibrated(config, facts, val.rows, val.labels, val.scores)
     if calibration is not None and calibration.capped:
         say(calibration.warning(config.escape_rate_target, config.max_false_reject_rate))
-    result = decision_metrics(record, val_labels, val_scores, test_labels, test_scores,
-                      facts.groups_of(test_rows))
+    result = decision_metrics(record, val.labels, val.scores, test.labels, test.scores,
+                              facts.groups_of(test.rows))
     result.update({
         "escape_rate_target": config.escape_rate_target,
         "calibration": calibration.to_dict() if calibration else None,
-        "decision": (f"P({good_class}) >= threshold, else the most likely defect"
-                     if good_class is not None else "arg-max"),
-        "n_val": len(val_rows),
-        "n_test": len(test_rows),
+        "decision": (f"P({facts.good_class}) >= threshold, else the most likely defect"
+                     if facts.good_class is not None else "arg-max"),
         "n_test_groups": result["test_groups"]["n"] if "test_groups" in result else None,
-        "dataset_hash": ingest_report.get("dataset_hash"),
-        "model_sha256": run.output(run.model_stage, "model")["sha256"],  # what was loaded
-        "input_spec": spec.to_dict(),
-        "gate": (check_gate(config, result["test_groups"], "per object")
-                 if "test_groups" in result else check_gate(config, result["test"])),
     })
+    return record, result
 
-    result["probe"] = _probe_metrics(config, run, facts, spec, len(classes), result,
-                                     (val_rows, val_labels), (test_rows, test_labels))
 
-    paths = {name: out / file for name, file in OUTPUT_FILES.items()}
-    changed_cards: list[dict[str, Any]] = []
-    if run.has_artifact("ingest", "parent_test"):
-        paths[promotion.ARTIFACT], changed_cards = _judge_child(config, run, model, record,
-                                                                spec, result)
-    atomic.write_json(paths["metrics"], result)
-    atomic.write_json(paths[decision.ARTIFACT], record.to_dict())
-    test_pred = record.decide(test_scores)
-    atomic.write_text(paths["predictions"],
-                      predictions_csv(test_rows, test_labels, test_pred, test_scores, classes))
-    confusion_png = plot_confusion(np.array(result["test"]["confusion"]), classes,
-                                   f"test: {accuracy_text(result['test'])}")
-    atomic.write_bytes(paths["confusion"], confusion_png)
-    atomic.write_json(paths["confusion_json"], {
-        "classes": classes, "rows": "true class", "columns": "predicted class",
-        **{part: result[part]["confusion"] for part in ("val", "test", "test_groups")
-           if part in result}})
+def _report(config: Config, run: Run, model: Any, inputs: core.Inputs, result: dict[str, Any],
+            test: Scored, predicted: np.ndarray,
+            pngs: tuple[bytes, list[dict[str, Any]]]) -> str:
+    """``report.html``: the header, the metrics, the confusion matrix and training curves, and
+    the wrong test decisions with their maps (``pngs``: the confusion png, the changed cards)."""
+    confusion_png, changed_cards = pngs
+    spec, classes, ingest_report = inputs.spec, inputs.classes, inputs.ingest_report
     curves_png = (run.artifact("train", "curves").read_bytes()
                   if run.has_artifact("train", "curves") else None)
-    wrong = misclassified_items(test_rows, test_labels, test_pred, test_scores, classes, good_index)
+    wrong = misclassified_items(test.rows, test.labels, predicted, test.scores, classes,
+                                inputs.facts.good_index)
     cards = cards_with_maps(model, wrong[:config.misclassified_max], spec, classes)
     crop = f", crop {spec.crop}" if spec.crop else ""
     if spec.colour_window:
@@ -242,60 +210,12 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         "images from": str(ingest_report.get("source", "")),
         "input": f"{spec.width}x{spec.height} {spec.channel_order}, resize {spec.resize}{crop}",
     }
-    atomic.write_text(paths["report"], render_report(header, result, confusion_png, curves_png,
-                                                     cards, len(wrong), changed_cards))
-    say(summary_line(result))
-    if "promotion" in result:
-        say(promotion_line(result["promotion"]))
-    enforce_gate(result["gate"], paths["report"])
-    return paths
+    return render_report(header, result, confusion_png, curves_png, cards, len(wrong),
+                         changed_cards)
 
 
-def enforce_gate(gate: dict[str, Any], report: Path) -> None:
-    """Fail the stage when the quality gate failed (after the report is written: it says
-    why), else say the gate's notes."""
-    if not gate["passed"]:
-        raise IndvisionError("quality gate failed: " + "; ".join(gate["failures"])
-                             + f". See {report}")
-    for note in gate["notes"]:
-        say(f"evaluate: warning: {note}")
-
-
-def decision_metrics(record: decision.Decision, val_labels: np.ndarray, val_scores: np.ndarray,
-                     test_labels: np.ndarray, test_scores: np.ndarray,
-                     test_groups: list[str] | None) -> dict[str, Any]:
-    """Validation and test metrics under ``record`` (per object too when grouped), and what
-    the threshold costs or buys against plain arg-max."""
-    classes, good_class = list(record.classes), record.good_class
-    result: dict[str, Any] = {
-        "classes": classes,
-        "good_class": good_class,
-        "threshold": record.threshold,
-        "threshold_calibrated_on": record.threshold_calibrated_on,
-        "group_regex": record.group_regex,
-        "group_by": record.group_by,
-        "val": metrics.classification_metrics(val_labels, record.decide(val_scores), classes,
-                                              good_class),
-        "test": metrics.classification_metrics(test_labels, record.decide(test_scores),
-                                               classes, good_class),
-    }
-    if good_class is not None:
-        argmax = metrics.classification_metrics(test_labels, metrics.decide(test_scores),
-                                                classes, good_class)
-        result["test_argmax"] = {key: argmax[key] for key in (
-            "n", "accuracy", "errors", "defect_recall", "false_reject_rate", "escapes",
-            "false_rejects")}
-    if test_groups is not None:
-        truth, decided = record.decide_objects(test_scores, test_labels, test_groups)
-        result["test_groups"] = metrics.classification_metrics(truth, decided, classes,
-                                                               good_class)
-    return result
-
-
-def _probe_metrics(config: Config, run: Run, facts: decision.Decision, spec: images.InputSpec,
-                   n_classes: int, final: dict[str, Any],
-                   val: tuple[list[dict[str, str]], np.ndarray],
-                   test: tuple[list[dict[str, str]], np.ndarray]) -> dict[str, Any] | None:
+def _probe_metrics(config: Config, run: Run, inputs: core.Inputs, final: dict[str, Any],
+                   val: Scored, test: Scored) -> dict[str, Any] | None:
     """The linear probe the head started from (``train/probe.keras``: frozen backbone features
     + logistic regression, the frozen-feature baseline) measured like the final model — its
     own threshold calibrated on validation by the same rule — and what fine-tuning gained on
@@ -303,15 +223,11 @@ def _probe_metrics(config: Config, run: Run, facts: decision.Decision, spec: ima
     had no probe."""
     if not run.has_artifact("train", "probe"):
         return None
-    (val_rows, val_labels), (test_rows, test_labels) = val, test
-    model = _recorded_model(run, "train", "probe", spec, n_classes)
-    val_scores = score_images(model, [r["path"] for r in val_rows], spec, config.batch_size,
-                              "val (linear probe)")
-    test_scores = score_images(model, [r["path"] for r in test_rows], spec, config.batch_size,
-                               "test (linear probe)")
-    record, calibration = calibrated(config, facts, val_rows, val_labels, val_scores)
-    probe = decision_metrics(record, val_labels, val_scores, test_labels, test_scores,
-                     facts.groups_of(test_rows))
+    model = checked_model.load_recorded(run, "train", "probe", inputs.spec, len(inputs.classes))
+    val, test = _scored(config, model, inputs, " (linear probe)")
+    record, calibration = calibrated(config, inputs.facts, val.rows, val.labels, val.scores)
+    probe = decision_metrics(record, val.labels, val.scores, test.labels, test.scores,
+                             inputs.facts.groups_of(test.rows))
     keys = ("n", "accuracy", "errors", "macro_f1", "defect_recall", "escapes", "false_rejects")
     summary: dict[str, Any] = {part: {k: probe[part].get(k) for k in keys}
                                for part in ("val", "test", "test_groups") if part in probe}
@@ -350,20 +266,21 @@ def _promotion(config: Config, run: Run, model: Any, record: decision.Decision,
     parent_spec = images.InputSpec.from_dict(
         atomic.read_json(parent_run.artifact(parent_run.model_stage, "input_spec")))
     # one read of the parent's file: checked (hash; signature under trusted keys), then loaded
-    parent_model = _fitting(checked_model.load_parent(parent["model"], parent["model_sha256"],
-                                                      run.artifact("ingest", "parent")),
-                            Path(parent["model"]), parent_spec, len(parent["classes"]))
+    parent_model = checked_model.fitting(
+        checked_model.load_parent(parent["model"], parent["model_sha256"],
+                                  run.artifact("ingest", "parent")),
+        parent["model"], parent_spec, len(parent["classes"]))
     paths = [r["path"] for r in rows]
     parent_scores = score_images(parent_model, paths, parent_spec, config.batch_size,
                                  "parent test (the parent)")
     child_scores = score_images(model, paths, spec, config.batch_size,
                                 "parent test (this child)")
-    child_labels = _label_indices(rows, record.classes)
+    child_labels = label_indices(rows, record.classes)
     if record.grouped:
         groups = [r["group"] for r in rows]
         truth, child_calls = record.decide_objects(child_scores, child_labels, groups)
         _, parent_calls = parent_record.decide_objects(
-            parent_scores, _label_indices(rows, parent_record.classes), groups)
+            parent_scores, label_indices(rows, parent_record.classes), groups)
         keys = list(dict.fromkeys(groups))
     else:
         truth, child_calls = child_labels, record.decide(child_scores)
@@ -385,65 +302,6 @@ def promotion_line(verdict: dict[str, Any]) -> str:
             f"{verdict['gained']} gained)")
 
 
-# --- scoring ---------------------------------------------------------------------------------
-
-
-def _load_model(path: Path, spec: images.InputSpec, n_classes: int,
-                expected_sha256: str | None = None, recorded_in: Path | None = None) -> Any:
-    """The Keras model at ``path``, loaded from one read whose sha256 is ``expected_sha256``
-    when given (:mod:`indvision.checked_model`), checked to fit the input spec and the class
-    list."""
-    data = checked_model.read_checked(path, expected_sha256, recorded_in)
-    return _fitting(checked_model.load_bytes(data, path), path, spec, n_classes)
-
-
-def _recorded_model(run: Run, stage: str, name: str, spec: images.InputSpec,
-                    n_classes: int) -> Any:
-    """The model ``stage`` wrote as ``name``, from one read checked against the manifest."""
-    entry = run.output(stage, name)
-    return _load_model(run.root / entry["path"], spec, n_classes, entry.get("sha256"),
-                       run.root / MANIFEST)
-
-
-def _fitting(model: Any, path: Path, spec: images.InputSpec, n_classes: int) -> Any:
-    """``model`` (loaded from ``path``), checked to fit the input spec and the class list."""
-    input_shape = tuple(model.inputs[0].shape[1:])
-    if input_shape != (spec.height, spec.width, 3):
-        raise IndvisionError(f"{path}: model input {input_shape} does not match input_spec.json "
-                             f"({spec.height}, {spec.width}, 3); re-run train")
-    outputs = model.outputs[0].shape[-1]
-    if outputs != n_classes:
-        raise IndvisionError(f"{path}: the model has {outputs} outputs but classes.json lists "
-                             f"{n_classes} classes: model and dataset do not belong together")
-    return model
-
-
-def score_images(model: Any, paths: Sequence[str], spec: images.InputSpec, batch_size: int,
-                 split: str = "") -> np.ndarray:
-    """Softmax scores (N x C, float64) for image files, loaded batch by batch.
-
-    Only one batch of images is in memory at a time; each batch runs through Keras' compiled
-    predict function.
-    """
-    n_classes = model.outputs[0].shape[-1]
-    if not paths:
-        return np.zeros((0, n_classes))
-    say(f"evaluate: scoring {len(paths)} {split} images")
-    parts = []
-    for start in range(0, len(paths), batch_size):
-        batch = np.stack([images.load(p, spec) for p in paths[start:start + batch_size]])
-        parts.append(np.asarray(model.predict_on_batch(batch.astype(np.float32))))
-        done = start + len(batch)
-        if (start // batch_size) % 20 == 19 and done < len(paths):
-            say(f"evaluate: scored {done}/{len(paths)} {split} images")
-    scores = np.concatenate(parts).astype(np.float64)
-    if (not np.isfinite(scores).all() or (scores < -1e-6).any()
-            or not np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)):
-        raise IndvisionError("the model's outputs are not probabilities (each row must sum to "
-                             "1): the model convention needs a softmax last layer; re-run train")
-    return scores
-
-
 def cards_with_maps(model: Any, wrong: Sequence[dict[str, Any]], spec: images.InputSpec,
                     classes: Sequence[str]) -> list[dict[str, Any]]:
     """The report's cards of wrong decisions, each image with the class-activation map of the
@@ -457,40 +315,10 @@ def cards_with_maps(model: Any, wrong: Sequence[dict[str, Any]], spec: images.In
     if no_map:  # a model of another structure: plain thumbnails, and the reason on the console
         say(f"evaluate: the report's images have no maps: {no_map}")
         return [dict(card, png=thumbnail_png(card["path"], spec)) for card in wrong]
-    _, heat = with_map.predict(batch.astype(np.float32), verbose=0)
+    _, heat = score(with_map, batch, spec, len(batch), maps=True)
     return [dict(card, png=heatmaps.png_bytes(heatmaps.overlay(
                 image, grid[..., classes.index(card["predicted"])])))
             for card, image, grid in zip(wrong, batch, heat, strict=True)]
-
-
-def _label_indices(rows: Sequence[dict[str, str]], classes: Sequence[str]) -> np.ndarray:
-    index = {name: i for i, name in enumerate(classes)}
-    unknown = sorted({r["label"] for r in rows} - set(index))
-    if unknown:
-        raise IndvisionError(f"ingest/splits.csv has labels {unknown} that classes.json lacks; "
-                             "re-run ingest")
-    return np.array([index[r["label"]] for r in rows], dtype=int)
-
-
-# --- files -----------------------------------------------------------------------------------
-
-
-def predictions_csv(rows: Sequence[dict[str, str]], labels: np.ndarray, predicted: np.ndarray,
-                    scores: np.ndarray, classes: Sequence[str]) -> str:
-    """One row per image: path, group, true, predicted, correct (1/0), score of the predicted
-    class, then ``p_<class>`` for every class (exact float repr: decisions can be recomputed)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "group", "true", "predicted", "correct", "score",
-                     *[f"p_{c}" for c in classes]])
-    for row, label, pred, score in zip(rows, labels, predicted, scores, strict=True):
-        writer.writerow([row["path"], row.get("group", ""), classes[label], classes[pred],
-                         int(label == pred), repr(float(score[pred])),
-                         *[repr(float(s)) for s in score]])
-    return buffer.getvalue()
-
-
-# --- text ------------------------------------------------------------------------------------
 
 
 def summary_line(result: dict[str, Any]) -> str:
