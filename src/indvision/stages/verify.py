@@ -1,32 +1,16 @@
 """Verify: every exported file, run as the device runs it, against the Keras model it came from.
 
-For each model file in ``bundle/model.json`` (after checking its sha256 against the one recorded
-there), the whole TEST split is run through the file's edge runner in every runtime its format
-row lists (:func:`indvision.formats.load_runner`: ``model.onnx`` on onnxruntime and on OpenCV)
-and through Keras, and compared: top-1 agreement,
-max and mean |Δprob|, accuracy of each, the accuracy drop in points, and the same for the
-thresholded decisions (:func:`indvision.metrics.decide` with the bundle's good class and
-threshold). Then each file, in each of its runtimes, meets its gate from the format table
-(``parity.json``: the default runtime's numbers per format, every runtime's under ``runtimes``;
-a file is shippable only when all its runtimes pass):
-
-- float files must agree on every top-1 and stay within ``float_max_abs_diff``; a failure
-  marks the file not shippable and fails the stage (the run fails, ``latest.json`` stays);
-- int8 files must stay within ``int8_accuracy_budget`` points and ``int8_min_agreement``; a
-  failure marks the file ``"shippable": false`` with the reason, and the run still passes.
-  Where the bundle decides per object (views grouped by ``group_regex``), the int8 gate is
-  judged on the objects' fused decisions — what the device reports — and the per-image numbers
-  are kept beside them (``parity["objects"]``); float files stay judged per image, stricter.
-
-``model.json`` is rewritten (atomically) with ``verified``, ``shippable``, ``reason`` and the
-parity numbers per file. It cannot hold its own hash, so its new sha256 goes into
-``verify/parity.json``, the run manifest's record of the bundle, ``latest.json`` and a
-``model.json.sha256`` sidecar in the bundle (it travels with a copied bundle). Verify itself
-refuses a ``model.json`` whose hash differs from the manifest's record, and the edge runtime
-refuses one that differs from the sidecar, ``latest.json`` or the manifest. When the run passes,
-``exports/<pipeline>/latest.json`` is atomically pointed at this run's bundle — unless the run
-is a child that failed evaluate's promotion gate (:mod:`indvision.promotion`): then
-``latest.json`` stays on the parent.
+Each model file of ``bundle/model.json`` (its sha256 checked first) runs the whole test split in
+every runtime its format row lists (:func:`indvision.formats.load_runner`), and Keras runs it
+too (:mod:`indvision.evaluation.scoring`): top-1 agreement, |Δprob|, accuracy and its drop,
+the same for thresholded decisions, per object where the bundle groups views. Each file then
+meets its row's gate: a float file that fails fails the run (``latest.json`` stays); an int8
+file that fails is marked ``"shippable": false`` with the reason (judged on objects where
+views are grouped). ``model.json`` is rewritten atomically with the verdicts; its new sha256
+goes into ``verify/parity.json``, the manifest, ``latest.json`` and a ``model.json.sha256``
+sidecar, and a hash that differs from those records is refused. A passing run points
+``exports/<pipeline>/latest.json`` at its bundle, unless it is a child that failed
+evaluate's promotion gate (:mod:`indvision.promotion`) or a cross-validation fold.
 """
 
 from __future__ import annotations
@@ -42,17 +26,25 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, decision, folds, formats, images, metrics, models, promotion, signing
+from indvision import (
+    atomic,
+    checked_model,
+    decision,
+    folds,
+    formats,
+    images,
+    metrics,
+    promotion,
+    signing,
+)
 from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
-from indvision.rundir import MANIFEST, Run
+from indvision.evaluation import scoring
+from indvision.layout import LATEST, MANIFEST, MODEL_JSON
+from indvision.rundir import Run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-LATEST = "latest.json"
-MODEL_JSON = formats.MODEL_JSON
-
 
 @dataclass(frozen=True)
 class Config:
@@ -86,49 +78,28 @@ class Config:
                                   int8_min_agreement=self.int8_min_agreement)
 
 
-def run(config: Config, run: Run) -> dict[str, Path]:
+def run(config: Config, run_dir: Run) -> dict[str, Path]:
     """Compare every bundle file with Keras on the test split; gate; update model.json."""
-    bundle = run.artifact("export", "bundle")
-    model_json_path = bundle / MODEL_JSON
-    check_model_json_record(run, model_json_path)  # a hand-edited model.json stops here
-    bundle_meta = formats.read_model_json(bundle)
-    files = bundle_meta.get("files") or {}
-    if not files:
-        raise IndvisionError(f"{model_json_path}: lists no model files; re-run export")
-    for name, entry in files.items():  # before any heavy work: a changed file stops here
-        formats.get_format(str(entry.get("format")))  # a hand-edited entry fails clearly
-        formats.check_file_hash(bundle / name, entry)
-
+    bundle, bundle_meta = _checked_bundle(run_dir)
+    files = bundle_meta["files"]
     classes = list(bundle_meta["classes"])
     spec = images.InputSpec.from_dict(bundle_meta["input_spec"])
     record = decision.Decision.from_dict(bundle_meta.get("decision") or {}, classes)
-    good_class, good_index, threshold = record.good_class, record.good_index, record.threshold
-    rows = rows_of(read_splits(run.artifact("ingest", "splits")), "test")
-    if not rows:
-        raise IndvisionError("ingest/splits.csv has no test images to verify on")
-    anomaly_model = bundle_meta.get("model_kind") == "anomaly"
-    if anomaly_model:  # defect folders are all the 'anomaly' class
-        rows = [{**r, "label": r["label"] if r["label"] == good_class else classes[1]}
-                for r in rows]
-    unknown = sorted({r["label"] for r in rows} - set(classes))
-    if unknown:
-        raise IndvisionError(f"test labels {unknown} are not classes of the bundle {classes}")
-    labels = np.array([classes.index(r["label"]) for r in rows])
+    rows, labels = _test_rows(run_dir, bundle_meta, record)
     groups = record.groups_of(rows)
     say(f"verify: {len(rows)} test images"
           + (f" of {len(set(groups))} objects" if groups else "")
           + f", {len(files)} model files")
     batch = np.stack([images.load(r["path"], spec) for r in rows])
 
-    keras_probs, keras_maps = _keras_outputs(run.artifact(run.model_stage, "model"), batch,
-                                             config.batch_size)
+    keras_probs, keras_maps = _keras_outputs(run_dir, spec, len(classes), batch, config.batch_size)
     keras_decisions = record.decide(keras_probs)
     limits = config.limits()
     report: dict[str, Any] = {
         "n_test": len(rows),
         "classes": classes,
-        "good_class": good_class,
-        "threshold": threshold,
+        "good_class": record.good_class,
+        "threshold": record.threshold,
         "limits": {"float_max_abs_diff": limits.float_max_abs_diff,
                    "float_min_agreement": 1.0,
                    "int8_accuracy_budget": limits.int8_accuracy_budget,
@@ -137,7 +108,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                   "decision_accuracy": _accuracy(keras_decisions, labels)},
         "formats": {},
     }
-    reference = Reference(batch, keras_probs, labels, good_index, threshold, groups)
+    reference = Reference(batch, keras_probs, labels, record.good_index, record.threshold,
+                          groups)
     run_failures = []
     for name, entry in files.items():
         fmt = formats.FORMATS[entry["format"]]
@@ -149,22 +121,69 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         if not parity["shippable"] and fmt.gate.fails_run:
             run_failures.append(f"{name}: {'; '.join(parity['failures'])}")
 
-    text = json.dumps(bundle_meta, indent=2, default=str) + "\n"
-    model_json_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    _record_pending_rewrite(run, model_json_path, model_json_sha)  # a kill from here on...
-    atomic.write_text(model_json_path, text)  # ...leaves a model.json a resumed verify accepts
-    sidecar = atomic.write_sha256_sidecar(model_json_path)  # travels with a copied bundle
-    _record_rewritten_file(run, model_json_path, model_json_sha)
-    _record_rewritten_file(run, sidecar, atomic.sha256_file(sidecar))
-    report.update(passed=not run_failures, model_json_sha256=model_json_sha,
-                  shippable=[n for n, e in files.items() if e["shippable"]],
-                  created=_now())
-    parity_path = atomic.write_json(run.stage_dir("verify") / "parity.json", report)
+    report.update(passed=not run_failures,
+                  model_json_sha256=_rewrite_model_json(run_dir, bundle / MODEL_JSON, bundle_meta),
+                  shippable=[n for n, e in files.items() if e["shippable"]], created=_now())
+    parity_path = atomic.write_json(run_dir.stage_dir("verify") / "parity.json", report)
     if run_failures:
         raise IndvisionError(f"parity gate failed for {'; '.join(run_failures)} — the export "
                              f"does not reproduce the Keras model; latest.json left unchanged "
                              f"(details in {parity_path})")
-    _sign_again(run, bundle)  # only once every gate passed: a signature vouches for verdicts
+    _sign_again(run_dir, bundle)  # only once every gate passed: a signature vouches for verdicts
+    _release(run_dir, bundle, bundle_meta, report, keras_decisions, labels)
+    return {"parity": parity_path}
+
+
+def _checked_bundle(run: Run) -> tuple[Path, dict[str, Any]]:
+    """Export's bundle and its ``model.json``, each file checked against its record before any
+    heavy work (a hand-edited model.json or a changed model file stops here)."""
+    bundle = run.artifact("export", "bundle")
+    model_json_path = bundle / MODEL_JSON
+    check_model_json_record(run, model_json_path)
+    bundle_meta = formats.read_model_json(bundle)
+    files = bundle_meta.get("files") or {}
+    if not files:
+        raise IndvisionError(f"{model_json_path}: lists no model files; re-run export")
+    for name, entry in files.items():
+        formats.get_format(str(entry.get("format")))  # a hand-edited entry fails clearly
+        formats.check_file_hash(bundle / name, entry)
+    return bundle, bundle_meta
+
+
+def _test_rows(run: Run, bundle_meta: dict[str, Any], record: decision.Decision
+               ) -> tuple[list[dict[str, str]], np.ndarray]:
+    """The test split's rows and their class indices in the bundle's classes (an anomaly
+    bundle's defect folders are all its ``anomaly`` class)."""
+    classes = list(record.classes)
+    rows = rows_of(read_splits(run.artifact("ingest", "splits")), "test")
+    if not rows:
+        raise IndvisionError("ingest/splits.csv has no test images to verify on")
+    if bundle_meta.get("model_kind") == "anomaly":
+        rows = [{**r, "label": r["label"] if r["label"] == record.good_class else classes[1]}
+                for r in rows]
+    unknown = sorted({r["label"] for r in rows} - set(classes))
+    if unknown:
+        raise IndvisionError(f"test labels {unknown} are not classes of the bundle {classes}")
+    return rows, np.array([classes.index(r["label"]) for r in rows])
+
+
+def _rewrite_model_json(run: Run, path: Path, bundle_meta: dict[str, Any]) -> str:
+    """Rewrite ``model.json`` with the verdicts, its sidecar beside it, the manifest's record
+    kept true at every step; returns its new sha256."""
+    text = json.dumps(bundle_meta, indent=2, default=str) + "\n"
+    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    _record_pending_rewrite(run, path, sha256)  # a kill from here on...
+    atomic.write_text(path, text)  # ...leaves a model.json a resumed verify accepts
+    sidecar = atomic.write_sha256_sidecar(path)  # travels with a copied bundle
+    _record_rewritten_file(run, path, sha256)
+    _record_rewritten_file(run, sidecar, atomic.sha256_file(sidecar))
+    return sha256
+
+
+def _release(run: Run, bundle: Path, bundle_meta: dict[str, Any], report: dict[str, Any],
+             keras_decisions: np.ndarray, labels: np.ndarray) -> None:
+    """Point ``latest.json`` at the bundle, unless the run is a child that regressed or a
+    cross-validation fold (each said on the console)."""
     refused = promotion.refusal(run)
     fold = folds.fold_of(run)
     if refused:  # a child that regressed: verified, but latest.json stays on the parent
@@ -174,7 +193,6 @@ def run(config: Config, run: Run) -> dict[str, Path]:
             "as it was")
     else:
         write_latest(run, bundle, bundle_meta, report, keras_decisions, labels)
-    return {"parity": parity_path}
 
 
 # ----------------------------------------------------------------------------- one file
@@ -294,16 +312,15 @@ def _accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(predicted) == labels).mean()) if len(labels) else 0.0
 
 
-def _keras_outputs(model_path: Path, batch: np.ndarray, batch_size: int
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Keras' probabilities and maps (the model with its map, as export wrote it)."""
+def _keras_outputs(run: Run, spec: images.InputSpec, n_classes: int, batch: np.ndarray,
+                   batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Keras' probabilities and maps (the model with its map, as export wrote it), from one
+    read of the model checked against the manifest (:mod:`indvision.checked_model`)."""
     from indvision import cam
 
-    model, _ = cam.with_heatmap_if_possible(models.load_model(model_path))  # as export did
-    out = model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
-    if isinstance(out, (list, tuple)):
-        return np.asarray(out[0], dtype=np.float32), np.asarray(out[1], dtype=np.float32)
-    return np.asarray(out, dtype=np.float32), None
+    model = checked_model.load_recorded(run, run.model_stage, "model", spec, n_classes)
+    model, _ = cam.with_heatmap_if_possible(model)  # as export did
+    return scoring.score(model, batch, spec, batch_size, maps=True)
 
 
 def verify_maps(path: Path, fmt: formats.ExportFormat, entry: dict[str, Any],
