@@ -20,6 +20,8 @@ from indvision.errors import IndvisionError
 from indvision.images import InputSpec
 
 INPUT_NAME = "image"  # the exported files' input name
+#: The version of the bundle layout ``model.json`` declares (``bundle_format``).
+BUNDLE_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from indvision import atomic
-from indvision.converters import INPUT_NAME, ConvertJob
+from indvision.converters import BUNDLE_FORMAT_VERSION, INPUT_NAME, ConvertJob
 from indvision.errors import IndvisionError
 
 
@@ -15,8 +16,6 @@ def convert(model: Any, target: Path, job: ConvertJob) -> dict[str, Any]:
     import onnx
     import tensorflow as tf
     import tf2onnx
-
-    from indvision.stages.export import onnx_metadata_props
 
     opset = job.config.opset
     spec = job.spec
@@ -33,7 +32,16 @@ def convert(model: Any, target: Path, job: ConvertJob) -> dict[str, Any]:
             raise IndvisionError(f"ONNX export has a fixed batch of {batch_dim.dim_value} on "
                                  f"'{value.name}'; expected a dynamic batch")
         batch_dim.dim_param = "batch"
-    onnx.helper.set_model_props(proto, onnx_metadata_props(job.meta))
+    onnx.helper.set_model_props(proto, metadata_props(job.meta))
     onnx.checker.check_model(proto)
     atomic.write_bytes(target, proto.SerializeToString())
     return {}
+
+
+def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
+    """``model.json``'s content as ONNX ``metadata_props``: one JSON string per key, so a lone
+    ``model.onnx`` still describes itself (without ``files``: a file cannot hold its hash)."""
+    props = {key: json.dumps(value, sort_keys=True) for key, value in meta.items()
+             if key not in ("files", "default_model")}
+    props["indvision"] = json.dumps({"bundle_format": BUNDLE_FORMAT_VERSION})
+    return props

@@ -1,8 +1,13 @@
 """Integer TFLite (uint8 in/out), calibrated on train images; badly quantised layers stay float.
 
-Reads ``calibration_images`` (export already loaded them into ``job.calibration``),
-``int8_keep_float_above`` and ``int8_debug_images``; see :mod:`indvision.stages.export` for
-why (selective quantisation) and what it measured.
+Calibration uses ``calibration_images`` train images (export loads them into
+``job.calibration``) plus one black and one white frame, so the input range is exactly 0..255
+(scale 1, zero point 0: a uint8 pixel is fed unchanged, bright or dark frames are not clipped).
+Selective quantisation: TFLite's quantisation debugger runs the calibrated model on
+``int8_debug_images`` images, and every layer whose int8 output error (RMSE in quantisation
+steps) is above ``int8_keep_float_above`` (0.7, TensorFlow's rule of thumb; typically
+MobileNetV2's first depthwise conv) is denylisted: it runs in float between a dequantise and a
+quantise op. ``model.json`` lists those layers (``float_layers``); null quantises every layer.
 """
 
 from __future__ import annotations

@@ -1,50 +1,23 @@
 """Export: the trained Keras model → a self-describing bundle for the device.
 
-Writes ``<run>/bundle/`` holding one file per format of :data:`indvision.formats.FORMATS`
-chosen in ``formats`` (``model.onnx``, ``model.tflite``, ``model_int8.tflite``), each written
-by the converter module its row names (:mod:`indvision.converters`), and
-``model.json``, which says everything a device needs and everything an auditor asks:
+Writes ``<run>/bundle/``: one file per format of :data:`indvision.formats.FORMATS` chosen in
+``formats``, each written by the converter its row names (:mod:`indvision.converters`), and
+``model.json``, which says everything a device needs and an auditor asks: ``classes``,
+``input_spec``, ``decision`` (the run's decision record), ``metrics`` (evaluate's test numbers),
+``provenance`` (hashes, git commit, versions), ``lineage`` (a child's parent) and ``files``
+(each file's format, runtimes, gate, sha256 and size; verify adds its verdicts). The model is
+loaded from one read checked against the manifest (:mod:`indvision.checked_model`).
 
-- ``classes`` (class index = position), ``input_spec`` (size, crop or colour window, resize
-  method, RGB, 0..255 uint8: feed it to :func:`indvision.images.prepare`), ``decision`` (good
-  class, threshold and group regex from evaluate), ``metrics`` (evaluate's test numbers),
-- ``provenance`` (dataset hash, config hash, git commit, run id, pipeline, library versions),
-- ``lineage`` (a child's parent run, its model.json sha256, classes added, replay size; null
-  for a run trained from its backbone's weights),
-- ``files``: per model file its format, kind, runtime (the default) and ``runners`` (every
-  runtime that runs it), gate, sha256 and size. ``verify`` later
-  adds ``verified``, ``shippable`` and its parity numbers.
-
-The same metadata (without ``files``: a file cannot hold its own hash) is stored as JSON
-strings in the ONNX file's ``metadata_props``, so a lone ``model.onnx`` still describes itself.
-
-The bundle is built in ``<run>/.bundle.tmp-<random>/`` (``tempfile.mkdtemp``: a name nobody
-can plant a link at in advance) and renamed to ``bundle/`` in one step, ``model.json`` written
-last: a killed export leaves no ``bundle/`` at all, never half of one.
-Export also keeps what a child run needs in ``<run>/keep/`` (``keep_per_class``,
-``keep_test_max``; :mod:`indvision.lineage`).
-
-int8: integer TFLite with uint8 input and output. Calibration uses ``calibration_images``
-train-split images (seeded sample) plus one black and one white frame, so the input range is
-exactly 0..255 (scale 1, zero point 0: a uint8 pixel is fed to the model unchanged, and bright
-or dark images on the line are not clipped to the calibration sample's range).
-
-Layers that int8 cannot represent well stay float (selective quantisation): TFLite's
-quantisation debugger runs the calibrated model on ``int8_debug_images`` calibration images and
-every layer whose int8 output error (RMSE in quantisation steps) is above
-``int8_keep_float_above`` (0.7, TensorFlow's rule of thumb; typically MobileNetV2's first
-depthwise conv, whose BatchNorm-folded 3x3 kernels quantise badly) is denylisted — it runs in
-float between a dequantise and a quantise op; input and output stay uint8. On a MobileNetV2-160
-trained on NEU this took top-1 agreement with Keras on 360 held-out images from 0.992 (3
-changed) to 1.000 (2 layers float, 3.01 MB instead of 2.74 MB). ``model.json`` lists the
-layers kept float (``float_layers``); ``int8_keep_float_above: null`` quantises every layer.
+The bundle is built in ``<run>/.bundle.tmp-<random>/`` (``mkdtemp``) and renamed to
+``bundle/`` in one step, ``model.json`` written last: a killed export leaves no ``bundle/``,
+never half of one. Export also keeps what a child run needs in ``<run>/keep/``
+(:mod:`indvision.lineage`) and, with a key, signs ``model.json`` (:mod:`indvision.signing`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib
-import json
 import os
 import shutil
 import tempfile
@@ -56,20 +29,18 @@ from typing import Any
 
 import numpy as np
 
-from indvision import atomic, decision, formats, images, lineage, models, signing
+from indvision import atomic, checked_model, decision, formats, images, lineage, signing
 from indvision.config import config_to_dict
 from indvision.console import say
-from indvision.converters import ConvertJob
+from indvision.converters import BUNDLE_FORMAT_VERSION, ConvertJob
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError, did_you_mean
+from indvision.layout import BUNDLE, MODEL_JSON
 from indvision.rundir import Run, library_versions
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-BUNDLE = "bundle"
 TMP_PREFIX = ".bundle.tmp-"
-MODEL_JSON = "model.json"
-BUNDLE_FORMAT_VERSION = 1
 MAX_OPSET = 18  # tf2onnx 1.17 refuses opset 19 and above
 
 
@@ -142,63 +113,67 @@ def _check_option_table() -> None:
 _check_option_table()
 
 
-def run(config: Config, run: Run) -> dict[str, Path]:
+def run(config: Config, run_dir: Run) -> dict[str, Path]:
     """Convert the trained model to every configured format and publish ``bundle/``."""
-    model_path = run.artifact(run.model_stage, "model")
     spec = images.InputSpec.from_dict(
-        atomic.read_json(run.artifact(run.model_stage, "input_spec")))
-    classes = atomic.read_json(run.artifact("ingest", "classes"))
-    ingest_report = atomic.read_json(run.artifact("ingest", "report"))
-    evaluation = (atomic.read_json(run.artifact("evaluate", "metrics"))
-                  if run.has_artifact("evaluate", "metrics") else None)
+        atomic.read_json(run_dir.artifact(run_dir.model_stage, "input_spec")))
+    classes = atomic.read_json(run_dir.artifact("ingest", "classes"))
+    ingest_report = atomic.read_json(run_dir.artifact("ingest", "report"))
+    evaluation = (atomic.read_json(run_dir.artifact("evaluate", "metrics"))
+                  if run_dir.has_artifact("evaluate", "metrics") else None)
     if evaluation is not None and list(evaluation.get("classes", classes)) != list(classes):
         raise IndvisionError(f"evaluate/metrics.json classes {evaluation.get('classes')} differ "
                              f"from ingest/classes.json {classes}; re-run evaluate")
 
     from indvision import cam
 
-    model, no_map = cam.with_heatmap_if_possible(models.load_model(model_path))
+    # one read of model.keras, checked against the manifest and the input spec, then loaded
+    model = checked_model.load_recorded(run_dir, run_dir.model_stage, "model", spec, len(classes))
+    model, no_map = cam.with_heatmap_if_possible(model)
     if no_map:
         say(f"export: no map output: {no_map}")
-    _check_model(model, spec, classes, model_path)
     key_path = signing_key_path(config)
     if key_path is not None:
         signing.load_private_key(key_path)  # a bad key fails before the conversions
     needs_calibration = any("calibration_images" in formats.FORMATS[k].options
                             for k in config.formats)
-    calibration = (_calibration_images(run, spec, config.calibration_images)
+    calibration = (_calibration_images(run_dir, spec, config.calibration_images)
                    if needs_calibration else None)
-    check_batch = (calibration[:4] if calibration is not None
-                   else _calibration_images(run, spec, 4))
 
-    meta = model_metadata(run, spec, classes, ingest_report, evaluation, config)
-    meta.update(_model_kind(run, model))
-    meta["provenance"]["keras_model_sha256"] = atomic.sha256_file(model_path)
+    meta = model_metadata(run_dir, spec, classes, ingest_report, evaluation, config)
+    meta.update(_model_kind(run_dir, model))
+    model_entry = run_dir.output(run_dir.model_stage, "model")  # the sha256 the load matched
+    meta["provenance"]["keras_model_sha256"] = model_entry["sha256"]
+    job = ConvertJob(spec=spec, config=config, meta=meta, calibration=calibration)
+    bundle = _build_bundle(run_dir, model, job, key_path)
+    say(f"export: bundle ready at {bundle}")
+    outputs = {"bundle": bundle}
+    if key_path is not None:  # a fact for verify, which rewrites model.json and signs again
+        outputs["signing"] = atomic.write_json(run_dir.stage_dir("export") / "signing.json",
+                                               {"key": str(key_path)})
+    if config.keep_per_class:
+        outputs["keep"] = lineage.write_keep(run_dir, config.keep_per_class, config.keep_test_max)
+        say(f"export: kept replay and test images for child runs in {outputs['keep']}")
+    return outputs
+
+
+def _build_bundle(run: Run, model: Any, job: ConvertJob, key_path: Path | None) -> Path:
+    """Convert ``model`` into a fresh temporary folder, each file self-checked, write (and
+    sign) ``model.json`` last, then publish the folder as ``<run>/bundle/`` in one rename."""
+    check_batch = (job.calibration[:4] if job.calibration is not None
+                   else _calibration_images(run, job.spec, 4))
     bundle = run.root / BUNDLE
     _remove_stale_tmp(run.root)
     tmp = Path(tempfile.mkdtemp(dir=run.root, prefix=TMP_PREFIX))  # random, O_EXCL-like
     os.chmod(tmp, folder_mode())  # mkdtemp's 0700 would hide the bundle from its readers
     try:
-        files: dict[str, dict[str, Any]] = {}
-        for key in config.formats:
+        files = {}
+        for key in job.config.formats:
             fmt = formats.FORMATS[key]
-            started = time.perf_counter()
-            say(f"export: {fmt.filename} ({fmt.description}) ...")
-            target = tmp / fmt.filename
-            job = ConvertJob(spec=spec, config=config, meta=meta, calibration=calibration)
-            extra_fields = importlib.import_module(fmt.converter).convert(model, target, job)
-            note = _self_check(model, target, check_batch)
-            seconds = time.perf_counter() - started
-            say(f"export: {fmt.filename}: {target.stat().st_size / 1e6:.2f} MB in "
-                  f"{seconds:.1f} s; {note}")
-            files[fmt.filename] = {
-                "format": fmt.key, "kind": fmt.kind, "runtime": fmt.runtime,
-                "runners": list(fmt.runners), "extra": fmt.extra, "gate": fmt.gate.name,
-                "sha256": atomic.sha256_file(target), "bytes": target.stat().st_size,
-                "verified": False, **extra_fields,
-            }
+            files[fmt.filename] = _convert(model, tmp / fmt.filename, fmt, job, check_batch)
         default = (formats.DEFAULT_MODEL if formats.DEFAULT_MODEL in files else next(iter(files)))
-        atomic.write_json(tmp / MODEL_JSON, {**meta, "default_model": default, "files": files})
+        atomic.write_json(tmp / MODEL_JSON, {**job.meta, "default_model": default,
+                                             "files": files})
         if key_path is not None:
             signed = signing.sign_bundle(tmp, key_path, signer="export")
             say(f"export: model.json signed with key {signed['key_id']}")
@@ -206,15 +181,24 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    say(f"export: bundle ready at {bundle}")
-    outputs = {"bundle": bundle}
-    if key_path is not None:  # a fact for verify, which rewrites model.json and signs again
-        outputs["signing"] = atomic.write_json(run.stage_dir("export") / "signing.json",
-                                               {"key": str(key_path)})
-    if config.keep_per_class:
-        outputs["keep"] = lineage.write_keep(run, config.keep_per_class, config.keep_test_max)
-        say(f"export: kept replay and test images for child runs in {outputs['keep']}")
-    return outputs
+    return bundle
+
+
+def _convert(model: Any, target: Path, fmt: formats.ExportFormat, job: ConvertJob,
+             check_batch: np.ndarray) -> dict[str, Any]:
+    """Write ``target`` with the row's converter, run it once, and return its ``files``
+    entry for ``model.json``."""
+    started = time.perf_counter()
+    say(f"export: {fmt.filename} ({fmt.description}) ...")
+    extra_fields = importlib.import_module(fmt.converter).convert(model, target, job)
+    note = _self_check(model, target, check_batch)
+    seconds = time.perf_counter() - started
+    say(f"export: {fmt.filename}: {target.stat().st_size / 1e6:.2f} MB in "
+          f"{seconds:.1f} s; {note}")
+    return {"format": fmt.key, "kind": fmt.kind, "runtime": fmt.runtime,
+            "runners": list(fmt.runners), "extra": fmt.extra, "gate": fmt.gate.name,
+            "sha256": atomic.sha256_file(target), "bytes": target.stat().st_size,
+            "verified": False, **extra_fields}
 
 
 def signing_key_path(config: Config) -> Path | None:
@@ -291,14 +275,6 @@ def _lineage(run: Run) -> dict[str, Any] | None:
             "replay_size": parent["replayed"]["train"] + parent["replayed"]["val"]}
 
 
-def onnx_metadata_props(meta: dict[str, Any]) -> dict[str, str]:
-    """``model.json``'s content as ONNX ``metadata_props``: one JSON string per key."""
-    props = {key: json.dumps(value, sort_keys=True) for key, value in meta.items()
-             if key not in ("files", "default_model")}
-    props["indvision"] = json.dumps({"bundle_format": BUNDLE_FORMAT_VERSION})
-    return props
-
-
 # ----------------------------------------------------------------------------- checks
 
 def _self_check(model: Any, path: Path, batch: np.ndarray) -> str:
@@ -316,18 +292,6 @@ def _self_check(model: Any, path: Path, batch: np.ndarray) -> str:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _check_model(model: Any, spec: images.InputSpec, classes: list[str], path: Path) -> None:
-    """The model follows the convention: (None, H, W, 3) float input, one prob per class."""
-    in_shape = tuple(model.inputs[0].shape)
-    out_shape = tuple(model.outputs[0].shape)
-    if in_shape[1:] != (spec.height, spec.width, 3):
-        raise IndvisionError(f"{path}: model input {in_shape} does not match input_spec "
-                             f"{spec.height}x{spec.width}x3; re-run train")
-    if out_shape[-1] != len(classes):
-        raise IndvisionError(f"{path}: model has {out_shape[-1]} outputs but there are "
-                             f"{len(classes)} classes; re-run train")
-
 
 def _calibration_images(run: Run, spec: images.InputSpec, count: int) -> np.ndarray:
     """A seeded sample of ``count`` train-split images, loaded as the model sees them."""
