@@ -1,30 +1,22 @@
 """Fit: a good-only anomaly model (:mod:`indvision.anomaly`) on the good training images.
 
-1. Every good training image becomes patch features (:func:`indvision.anomaly.model.
-   patch_extractor`: the backbone's features at two depths, each patch averaged with its
-   neighbours, projected to ``projection_dim`` dimensions). The outer ``border`` patches of
-   the grid are left out here and in every score (their features see the backbone's zero
-   padding).
-2. The memory bank keeps ``bank_size`` of those patches by greedy k-centre selection
-   (:func:`indvision.anomaly.bank.greedy_coreset`). Where the training set has more than
-   ``coreset_pool`` patches, a seeded random share of each image's patches enters the
-   selection, so memory and time stay bounded whatever the set's size (the report says how
-   many).
-3. Each validation image's raw score is its worst patch's distance to the nearest bank patch;
-   the raw threshold is chosen on them (:mod:`indvision.anomaly.threshold`: a quantile of the
-   good images without defective ones, the classifiers' escape-rate rule with them).
-4. The model is built with that threshold inside it (scores normalised so it sits at 0.5) and
-   saved as ``model.keras``, with ``input_spec.json`` and ``fit_report.json`` (bank, timings,
-   both rules' thresholds, the validation scores). Evaluate, export and verify then read it
-   as they read a trained classifier (:attr:`indvision.rundir.Run.model_stage`).
-
-The threshold is a fit setting, not evaluate's, because it is a constant inside the graph.
+Every good training image becomes patch features (:func:`indvision.anomaly.model.
+patch_extractor`: the backbone's features at two depths, averaged over neighbours, projected
+to ``projection_dim``), the outer ``border`` patches left out (they see the zero padding). The
+memory bank keeps ``bank_size`` of them by greedy k-centre selection, from at most
+``coreset_pool`` patches (a seeded share of each image's). Each validation image's raw score
+is its worst patch's distance to the bank; the raw threshold is chosen on those
+(:mod:`indvision.anomaly.threshold`). The model is saved with that threshold inside it (scores
+normalised so it sits at 0.5) as ``model.keras``, with ``input_spec.json`` and
+``fit_report.json``; evaluate, export and verify read it as they read a trained classifier
+(:attr:`indvision.rundir.Run.model_stage`). The threshold is a fit setting, not evaluate's,
+because it is a constant inside the graph.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +26,7 @@ from indvision import atomic, decision, images
 from indvision.console import say
 from indvision.dataset import read_splits, rows_of
 from indvision.errors import IndvisionError
+from indvision.evaluation.scoring import image_batches
 from indvision.rundir import Run
 
 
@@ -94,8 +87,7 @@ def input_size(config: Config, sizes: Sequence[tuple[int, int]]) -> tuple[int, i
 
 def check(config: Config, run: Run) -> None:
     """Before fitting: an anomaly model needs a good-only ingest and good training images."""
-    record = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest",
-                                                                       decision.ARTIFACT)))
+    record = decision.read_for_run(run)
     if record.good_class is None or len(record.classes) != 2:
         raise IndvisionError("fit needs a good-only ingest (ingest.good_only: true): the anomaly "
                              "model learns the good class alone")
@@ -103,41 +95,25 @@ def check(config: Config, run: Run) -> None:
         raise IndvisionError("the ingest split has no good training images; add some")
 
 
-def run(config: Config, run: Run) -> dict[str, Path]:
+def run(config: Config, run_dir: Run) -> dict[str, Path]:
     """Fit the bank, choose the threshold on validation, save the model and its report."""
     from indvision import anomaly
     from indvision.anomaly import model as anomaly_model
     from indvision.anomaly import threshold as raw_threshold
 
-    check(config, run)
-    record = decision.Decision.from_dict(atomic.read_json(run.artifact("ingest",
-                                                                       decision.ARTIFACT)))
-    rows = read_splits(run.artifact("ingest", "splits"))
+    check(config, run_dir)
+    record = decision.read_for_run(run_dir)
+    rows = read_splits(run_dir.artifact("ingest", "splits"))
     train_rows, val_rows = rows_of(rows, "train"), rows_of(rows, "val")
-    height, width = input_size(config, [(int(r["height"]), int(r["width"])) for r in train_rows
-                                        if r.get("height") and r.get("width")])
-    spec = images.InputSpec(height, width, config.resize)
-    if (height, width) != (config.height, config.width):
-        say(f"fit: input {width}x{height}, the training images' median size (at most "
-            f"{config.width}x{config.height}: images are not upsampled)")
+    spec = _spec(config, train_rows)
     import keras
 
-    keras.utils.set_random_seed(run.seed)  # weights "none" initialise randomly: repeatable
-    extractor = anomaly_model.patch_extractor(config.backbone, height, width,
+    keras.utils.set_random_seed(run_dir.seed)  # weights "none" initialise randomly: repeatable
+    extractor = anomaly_model.patch_extractor(config.backbone, spec.height, spec.width,
                                               config.weights, config.neighbourhood,
-                                              config.projection_dim, run.seed)
+                                              config.projection_dim, run_dir.seed)
     anomaly_model.check_border(tuple(extractor.output.shape[1:3]), config.border)
-    started = time.perf_counter()
-    pool, grid = _pool(extractor, train_rows, spec, config, run.seed)
-    extract_s = time.perf_counter() - started
-    say(f"fit: {len(train_rows)} good images → {len(pool)} patches of {pool.shape[1]} "
-        f"dimensions ({grid[0]}×{grid[1]} a image) in {extract_s:.1f} s; choosing "
-        f"{min(config.bank_size, len(pool))} by greedy k-centre ...")
-    started = time.perf_counter()
-    bank = anomaly_model.build_bank(pool, config.bank_size, run.seed)
-    coreset_s = time.perf_counter() - started
-    say(f"fit: memory bank of {len(bank)} patches in {coreset_s:.1f} s")
-
+    bank, pool, grid, seconds = _bank(config, extractor, train_rows, spec, run_dir.seed)
     raw = anomaly_model.raw_model(extractor, bank, config.border)
     val_raw = _worst_patch(raw, [r["path"] for r in val_rows], spec, config.batch_size)
     chosen = raw_threshold.choose(
@@ -150,7 +126,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         raise IndvisionError(f"fit: the raw threshold came out {chosen.threshold}; every good "
                              "validation image matches the bank exactly — add varied images")
     model = anomaly_model.build_anomaly_model(extractor, bank, chosen.threshold, config.border)
-    out = run.stage_dir("fit")
+    out = run_dir.stage_dir("fit")
     with atomic.atomic_path(out / "model.keras") as tmp:
         model.save(tmp)
     report = {
@@ -158,7 +134,7 @@ def run(config: Config, run: Run) -> dict[str, Path]:
             config.backbone], "grid": list(grid), "border": config.border,
         "dims": int(pool.shape[1]),
         "train_images": len(train_rows), "pool_patches": len(pool), "bank_size": len(bank),
-        "seconds": {"patches": round(extract_s, 1), "coreset": round(coreset_s, 1)},
+        "seconds": seconds,
         "threshold": chosen.to_dict(),
         "val": [{"path": r["path"], "label": r["label"], "raw": float(s)}
                 for r, s in zip(val_rows, val_raw, strict=True)],
@@ -172,10 +148,34 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     }
 
 
-def _batches(paths: Sequence[str], spec: images.InputSpec, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, len(paths), size):
-        yield np.stack([images.load(p, spec) for p in paths[start:start + size]]
-                       ).astype(np.float32)
+def _spec(config: Config, train_rows: Sequence[dict[str, str]]) -> images.InputSpec:
+    """The model's input: the configured size, or the training images' smaller median size."""
+    height, width = input_size(config, [(int(r["height"]), int(r["width"])) for r in train_rows
+                                        if r.get("height") and r.get("width")])
+    if (height, width) != (config.height, config.width):
+        say(f"fit: input {width}x{height}, the training images' median size (at most "
+            f"{config.width}x{config.height}: images are not upsampled)")
+    return images.InputSpec(height, width, config.resize)
+
+
+def _bank(config: Config, extractor, train_rows: Sequence[dict[str, str]],
+          spec: images.InputSpec, seed: int
+          ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], dict[str, float]]:
+    """The memory bank chosen from the training patches, the pool it was chosen from, the
+    patch grid and the seconds each step took."""
+    from indvision.anomaly import model as anomaly_model
+
+    started = time.perf_counter()
+    pool, grid = _pool(extractor, train_rows, spec, config, seed)
+    extract_s = time.perf_counter() - started
+    say(f"fit: {len(train_rows)} good images → {len(pool)} patches of {pool.shape[1]} "
+        f"dimensions ({grid[0]}×{grid[1]} a image) in {extract_s:.1f} s; choosing "
+        f"{min(config.bank_size, len(pool))} by greedy k-centre ...")
+    started = time.perf_counter()
+    bank = anomaly_model.build_bank(pool, config.bank_size, seed)
+    coreset_s = time.perf_counter() - started
+    say(f"fit: memory bank of {len(bank)} patches in {coreset_s:.1f} s")
+    return bank, pool, grid, {"patches": round(extract_s, 1), "coreset": round(coreset_s, 1)}
 
 
 def _pool(extractor, rows: Sequence[dict[str, str]], spec: images.InputSpec, config: Config,
@@ -189,7 +189,7 @@ def _pool(extractor, rows: Sequence[dict[str, str]], spec: images.InputSpec, con
     keep = min(per_image, max(1, config.coreset_pool // max(len(rows), 1)))
     rng = np.random.default_rng([seed, 18])
     parts = []
-    for batch in _batches([r["path"] for r in rows], spec, config.batch_size):
+    for batch in image_batches([r["path"] for r in rows], spec, config.batch_size):
         patches = interior(np.asarray(extractor.predict_on_batch(batch), dtype=np.float32),
                            config.border)
         for image in patches.reshape(len(batch), per_image, -1):
@@ -203,4 +203,4 @@ def _worst_patch(raw, paths: Sequence[str], spec: images.InputSpec, size: int) -
     if not paths:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate([np.asarray(raw.predict_on_batch(b)).max(axis=(1, 2))
-                           for b in _batches(paths, spec, size)])
+                           for b in image_batches(paths, spec, size)])
