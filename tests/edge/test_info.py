@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from indvision import atomic, edge
 from indvision.edge.info import lineage_chain
@@ -40,3 +43,23 @@ def test_cli_info_describes_a_real_bundle(verified_run: Path, capsys) -> None:  
     assert "lineage    none" in text
     assert edge.main(["info", str(verified_run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["lineage"] == []
+
+
+def test_info_reads_latest_json_and_model_json_once_each(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What info checks is what it describes: one read of each record, not one per check."""
+    folder = tmp_path / "exports" / "defect"
+    bundle_at(folder, "r1")
+    atomic.write_json(folder / "latest.json", {"bundle": "r1/bundle", "pipeline": None})
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    described = edge.info.summary(str(folder))
+    assert described["classes"] == ["ok", "dent"]
+    assert opened.count("latest.json") == 1
+    assert opened.count("model.json") == 1

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from indvision import formats, signing
-from indvision.edge.runtime import check_model_json, resolve_bundle
+from indvision import formats, layout, signing
+from indvision.edge.runtime import check_model_json, locate_bundle
 
 MAX_DEPTH = 50  # a lineage loop (a copied bundle naming itself) must not hang the command
 
@@ -30,7 +30,7 @@ def lineage_chain(bundle: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
         entry = {"run_id": lineage["parent_run"],
                  "model_json_sha256": lineage.get("parent_model_json_sha256"),
                  "classes_added": lineage.get("classes_added") or [],
-                 "found": (parent / formats.MODEL_JSON).is_file()}
+                 "found": (parent / layout.MODEL_JSON).is_file()}
         chain.append(entry)
         if not entry["found"]:
             break
@@ -39,10 +39,14 @@ def lineage_chain(bundle: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summary(path: str) -> dict[str, Any]:
-    """The bundle at ``path`` (bundle, run or exports/<pipeline> folder) described."""
-    bundle = resolve_bundle(path)
-    check_model_json(bundle, Path(path))
-    meta = formats.read_model_json(bundle)
+    """The bundle at ``path`` (bundle, run or exports/<pipeline> folder) described, from one
+    read of its ``latest.json`` (when through one) and of its ``model.json``: what is checked
+    is what is described."""
+    bundle, followed = locate_bundle(path)  # the one read of latest.json, if through one
+    data = check_model_json(bundle, Path(path), followed=followed)  # the one of model.json
+    meta = formats.read_model_json(bundle, data)
+    if followed is not None:
+        layout.check_pipeline(followed, meta)
     provenance = meta.get("provenance") or {}
     decision = meta.get("decision") or {}
     test = (meta.get("metrics") or {}).get("test") or {}
