@@ -1,20 +1,13 @@
 """The model a service answers with, and replacing it while requests keep coming.
 
-:class:`ModelSlot` holds one fully loaded :class:`~indvision.edge.EdgeClassifier`. A request
-takes the slot's classifier once, at its start, and uses that object to the end, so it is
-answered by one model from start to finish. A new bundle is loaded and checked (hashes, the
-signature where keys are trusted, verify's shippable mark) *beside* the old one, and only a
-classifier that loaded completely replaces it — one reference assignment. A bundle that
-fails any check is refused and the old one keeps serving.
-
-:class:`Follower` watches ``exports/<pipeline>/latest.json`` (what a new run that passed every
-gate rewrites) and asks the slot to reload when its content changes. Whatever a load raises
-(a half-copied bundle, a garbage ``model.json``, an ``OSError`` mid-copy) is a refusal, never
-the end of the follower: a refused ``latest.json`` is tried again after a back-off that doubles
-from ``backoff_min`` to ``backoff_max`` (a bundle still being copied at first sight is good a
-little later, without ``latest.json`` changing again). A ``latest.json`` over
-``MAX_LATEST_BYTES`` is refused after reading only that much of it (the loader never sees it).
-:meth:`Follower.state` says how it stands.
+:class:`ModelSlot` holds one fully loaded :class:`~indvision.edge.EdgeClassifier`; a request
+takes it once, at its start, so one model answers it from start to finish. A new bundle is
+loaded and checked beside the old one and swapped in as one reference assignment; a bundle
+that fails any check is refused and the old one keeps serving. :class:`Follower` polls
+``exports/<pipeline>/latest.json`` and reloads when its content changes; whatever a load
+raises is a refusal, retried after a doubling back-off (a bundle still being copied is good a
+little later), never the end of the follower. A ``latest.json`` over ``MAX_LATEST_BYTES`` is
+refused after reading only that much of it.
 """
 
 from __future__ import annotations
@@ -29,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from indvision.errors import IndvisionError
+from indvision.layout import LATEST, MAX_LATEST_BYTES
 
-LATEST = "latest.json"
-MAX_LATEST_BYTES = 2**20  # a pointer and a few metrics: a bigger one is refused unread
 _OVERSIZE = "+"  # marks the fingerprint of a latest.json over the bound
 
 
