@@ -15,12 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from indvision import decision, images
+from indvision import atomic, decision, images
 from indvision.console import say
 from indvision.errors import IndvisionError
 
 SPLITS = ("train", "val", "test")
 CSV_COLUMNS = ("path", "label", "group")
+#: The columns of ``splits.csv`` (and of a child's ``parent_test.csv``).
+SPLIT_COLUMNS = ("path", "label", "split", "group", "sha256", "width", "height")
 #: A rejected file: (path, label, reason) — the rows of ``ingest/rejected.csv``.
 Rejected = tuple[str, str, str]
 
@@ -163,3 +165,12 @@ def read_splits(path: Path) -> list[dict[str, str]]:
 def rows_of(rows: Iterable[dict[str, str]], split: str) -> list[dict[str, str]]:
     """The rows of one split (``train``, ``val`` or ``test``), in file order."""
     return [r for r in rows if r["split"] == split]
+
+
+def write_csv(path: Path, header: Iterable[str], rows: Iterable[Iterable]) -> Path:
+    """Write a CSV (``header`` then ``rows``) atomically; return its path."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(header))
+    writer.writerows(rows)
+    return atomic.write_text(path, buffer.getvalue())

@@ -1,41 +1,23 @@
 """Ingest: a folder-per-class tree or a CSV of images → checked, deduplicated, split dataset.
 
-Every image is read through :mod:`indvision.images` (the decoder the model will see on the
-device). Bad files are listed in ``rejected.csv`` with a reason and ingest carries on; it stops
-with a clear message only when too little is left to train on. Exact duplicates (same bytes)
-keep one copy, so no image can sit in both the training and the test split. The split is
-stratified by class, deterministic for a seed, and group-aware: all images of one object (one
-parcel's two camera views, say) land in the same split. Objects come from a CSV ``group``
-column or, for the other images, from ``group_regex`` on the file name
-(:func:`indvision.dataset.assign_groups`); the two give the same objects for the same images.
+Every image is read through :mod:`indvision.images` (the decoder the device uses); bad files go
+to ``rejected.csv`` with a reason, and ingest stops only when too little is left to train on.
+Exact duplicates keep one copy, so no image sits in two splits. The split is stratified by
+class, seeded and group-aware: all views of one object (a CSV ``group`` column or
+``group_regex``: :func:`indvision.dataset.assign_groups`) land in the same split.
 
-Ingest is where the decision record starts (:mod:`indvision.decision`): the good class
-(``good_class``, resolved against the dataset's classes) and how views form objects are facts
-about the data, recorded once in ``decision.json`` and read by train, evaluate, export, verify
-and the edge — no later stage has a setting of its own for them.
+The decision record starts here (:mod:`indvision.decision`): the good class and how views form
+objects are facts about the data, written once to ``decision.json`` for every later stage. A
+child run (``parent``, the pipeline's ``--from``) keeps the parent's classes first, in order,
+replays its kept exemplars and leaves out its test images (:mod:`indvision.stages.ingest_parent`).
 
-A child run (``parent``, the pipeline's ``--from``: a run folder, a bundle in one, or
-``exports/<pipeline>``) starts from a finished, exported parent (:mod:`indvision.lineage`). Its
-classes are the parent's, in the parent's order (old indices keep their meaning), then the new
-classes of ``source`` sorted; a parent class absent from ``source`` is still learned, from the
-replay images. The parent's kept training and validation exemplars join the child's training
-and validation splits (``split`` as kept, group ``parent:<object>``); an image of ``source``
-that is one of the parent's kept test images is left out (rejected, with the reason), so the
-promotion gate judges the child on images it never trained on. The parent's kept test split is
-written to ``parent_test.csv`` for evaluate's promotion gate, and ``parent.json`` records the
-parent (run id, model.json sha256, classes, classes added, replay counts).
-
-Outputs: ``splits.csv`` (path, label, split, group, sha256, width, height), ``classes.json``,
-``decision.json``, ``ingest_report.json`` (counts, rejects, duplicates, dataset hash) and
+Outputs: ``splits.csv``, ``classes.json``, ``decision.json``, ``ingest_report.json``,
 ``rejected.csv``; a child also ``parent.json`` and ``parent_test.csv``.
 """
-
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import re
 from collections import Counter
@@ -55,12 +37,11 @@ from indvision import (
     splitting,
 )
 from indvision.console import say
-from indvision.dataset import SPLITS, Item
+from indvision.dataset import SPLIT_COLUMNS, SPLITS, Item, write_csv
 from indvision.errors import IndvisionError
 from indvision.rundir import Run
+from indvision.stages import ingest_parent
 
-SPLIT_COLUMNS = ("path", "label", "split", "group", "sha256", "width", "height")
-REPLAY_GROUP = "parent:"  # the group of a replayed image: its object in the parent
 NEAR_DUPLICATES = ("report", "drop")
 
 
@@ -154,11 +135,48 @@ class Config:
         return tuple(self.good_class)
 
 
-def run(config: Config, run: Run) -> dict[str, Path]:
+def run(config: Config, run_dir: Run) -> dict[str, Path]:
     """Read, check, deduplicate and split the dataset; write the split files."""
     parent = lineage.open_parent(config.parent) if config.parent else None
-    source = _resolve_source(config, run)
-    out = run.stage_dir("ingest")
+    source = _resolve_source(config, run_dir)
+    out = run_dir.stage_dir("ingest")
+    kept, rejected, duplicates, near = _checked_items(config, source, parent)
+    group_by = dataset.assign_groups(kept, config.group_regex)
+    _check_grouping(kept, config.group_regex, group_by, source)
+    classes = _check_classes(kept, rejected, config.min_per_class, source,
+                             parent.classes if parent else (), config.good_only)
+    fitted = ({metrics.resolve_good_class(config.good_class, classes, key="ingest.good_class")}
+              if config.good_only else None)
+    splitting.assign_splits(kept, config.val_fraction, config.test_fraction, run_dir.seed,
+                            config.max_train_per_class, config.folds, config.fold, fitted)
+    subsampled = len(kept)
+    kept = [i for i in kept if i.split != splitting.UNUSED]
+    subsampled -= len(kept)
+    if parent is not None:
+        classes, kept = _join_parent(config, parent, classes, kept)
+    record = _record(config, classes, group_by, kept, source, parent)
+    report = _report(kept, classes, rejected, duplicates, source)
+    report.update(group_regex=config.group_regex, group_by=group_by,
+                  max_train_per_class=config.max_train_per_class,
+                  folds=config.folds, fold=config.fold if config.folds else None,
+                  subsampled_out=subsampled,
+                  near_duplicates=_near_report(near, config.near_duplicates))
+    if parent is not None:
+        report["parent"] = ingest_parent.parent_record(parent, classes, kept)
+    outputs = _write_outputs(out, kept, record, report, rejected)
+    if parent is not None:
+        outputs.update(ingest_parent.parent_outputs(out, parent, report["parent"]))
+        run_dir.manifest["parent"] = parent.run_id
+        run_dir.save()
+    _say_summary(config, kept, record, report, rejected, subsampled, group_by)
+    return outputs
+
+
+def _checked_items(config: Config, source: Path, parent: lineage.Parent | None
+                   ) -> tuple[list[Item], list, list, list[tuple[Item, Item, float]]]:
+    """The listed images read and checked, exact duplicates merged, the parent's test images
+    left out and (``near_duplicates: drop``) near duplicates that conflict dropped:
+    ``(kept, rejected, duplicates, near pairs)``."""
     listed, rejected = dataset.list_source(source)
     say(f"ingest: {len(listed)} files listed from {source}")
     prints: dict[str, tuple[int, np.ndarray]] = {}
@@ -166,30 +184,30 @@ def run(config: Config, run: Run) -> dict[str, Path]:
     kept, duplicates, conflicts = dataset.dedupe(checked)
     rejected.extend(conflicts)
     if parent is not None:
-        kept = _without_parent_tests(kept, parent, rejected)
+        kept = ingest_parent.without_parent_tests(kept, parent, rejected)
     near = _near_pairs(kept, prints)
     if config.near_duplicates == "drop":
         kept = _drop_conflicting(kept, near, rejected)
         still = {id(item) for item in kept}
         near = [(a, b, d) for a, b, d in near if id(a) in still and id(b) in still]
-    group_by = dataset.assign_groups(kept, config.group_regex)
-    _check_grouping(kept, config.group_regex, group_by, source)
-    classes = _check_classes(kept, rejected, config.min_per_class, source,
-                             parent.classes if parent else (), config.good_only)
-    fitted = ({metrics.resolve_good_class(config.good_class, classes, key="ingest.good_class")}
-              if config.good_only else None)
-    splitting.assign_splits(kept, config.val_fraction, config.test_fraction, run.seed,
-                            config.max_train_per_class, config.folds, config.fold, fitted)
-    subsampled = len(kept)
-    kept = [i for i in kept if i.split != splitting.UNUSED]
-    subsampled -= len(kept)
-    if parent is not None:
-        classes = parent.classes + [c for c in classes if c not in parent.classes]
-        if config.replay:
-            kept += _replay_items(parent, {i.sha256 for i in kept})
-        else:
-            say("ingest: replay off: the child trains on --data alone and will forget what "
-                "it does not see")
+    return kept, rejected, duplicates, near
+
+
+def _join_parent(config: Config, parent: lineage.Parent, classes: list[str],
+                 kept: list[Item]) -> tuple[list[str], list[Item]]:
+    """A child's classes (the parent's first, in order) and items (with the replay)."""
+    classes = parent.classes + [c for c in classes if c not in parent.classes]
+    if config.replay:
+        kept = kept + ingest_parent.replay_items(parent, {i.sha256 for i in kept})
+    else:
+        say("ingest: replay off: the child trains on --data alone and will forget what "
+            "it does not see")
+    return classes, kept
+
+
+def _record(config: Config, classes: list[str], group_by: str | None, kept: list[Item],
+            source: Path, parent: lineage.Parent | None) -> decision.Decision:
+    """The decision record; a child's good class must be its parent's."""
     record = _decision(config, classes, group_by, [i.group for i in kept])
     if config.good_only:
         record = _good_only_record(record, source)
@@ -198,44 +216,40 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         raise IndvisionError(f"the parent run {parent.run_id} decides with good class "
                              f"'{parent.good_class}', this run with '{record.good_class}'; set "
                              f"ingest.good_class to {parent.good_class} (or start without --from)")
+    return record
 
-    report = _report(kept, classes, rejected, duplicates, source)
-    report.update(group_regex=config.group_regex, group_by=group_by,
-                  max_train_per_class=config.max_train_per_class,
-                  folds=config.folds, fold=config.fold if config.folds else None,
-                  subsampled_out=subsampled,
-                  near_duplicates=_near_report(near, config.near_duplicates))
-    if parent is not None:
-        report["parent"] = _parent_record(parent, classes, kept)
-    outputs = {
-        "splits": _write_csv(out / "splits.csv", list(SPLIT_COLUMNS),
-                             [[i.path, i.label, i.split, i.group, i.sha256, i.width, i.height]
-                              for i in kept]),
+
+def _write_outputs(out: Path, kept: list[Item], record: decision.Decision, report: dict,
+                   rejected: list) -> dict[str, Path]:
+    """Write the split files, the decision record and the report; return them by name."""
+    return {
+        "splits": write_csv(out / "splits.csv", SPLIT_COLUMNS,
+                            [[i.path, i.label, i.split, i.group, i.sha256, i.width, i.height]
+                             for i in kept]),
         "classes": atomic.write_json(out / "classes.json", list(record.classes)),
         decision.ARTIFACT: atomic.write_json(out / "decision.json", record.to_dict()),
         "report": atomic.write_json(out / "ingest_report.json", report),
-        "rejected": _write_csv(out / "rejected.csv", ["path", "label", "reason"], rejected),
+        "rejected": write_csv(out / "rejected.csv", ["path", "label", "reason"], rejected),
     }
-    if parent is not None:
-        outputs.update(_parent_outputs(out, parent, report["parent"]))
-        run.manifest["parent"] = parent.run_id
-        run.save()
+
+
+def _say_summary(config: Config, kept: list[Item], record: decision.Decision, report: dict,
+                 rejected: list, subsampled: int, group_by: str | None) -> None:
+    """The console lines: counts, what was left out, the objects, the first rejects."""
     counts = report["counts"]
-    say(f"ingest: {len(kept)} images in {len(classes)} classes "
-          f"(train {counts['train']['total']}, val {counts['val']['total']}, "
-          f"test {counts['test']['total']}); {len(rejected)} rejected, "
-          f"{report['duplicates']['removed']} duplicate copies removed")
+    say(f"ingest: {len(kept)} images in {len(record.classes)} classes "
+        f"(train {counts['train']['total']}, val {counts['val']['total']}, "
+        f"test {counts['test']['total']}); {len(rejected)} rejected, "
+        f"{report['duplicates']['removed']} duplicate copies removed")
     if subsampled:
         say(f"ingest: max_train_per_class {config.max_train_per_class}: {subsampled} "
-              "training and validation images left out (the test split is unchanged)")
+            "training and validation images left out (the test split is unchanged)")
     if record.grouped:
         say(f"ingest: {report['groups']} objects (views grouped by {group_by}, "
-              f"{record.views_per_object} views each mostly): decisions are per object")
+            f"{record.views_per_object} views each mostly): decisions are per object")
     for path, _, reason in rejected[:10]:
         say(f"ingest: rejected {path}: {reason}")
     _say_near(report["near_duplicates"])
-    return outputs
-
 
 def _check_images(listed: list[Item], rejected: list, config: Config,
                   prints: dict[str, tuple[int, np.ndarray]]) -> list[Item]:
@@ -430,63 +444,3 @@ def _report(items: list[Item], classes: list[str], rejected: list, duplicates: l
         "dataset_hash": hashlib.sha256(blob).hexdigest(),
     }
 
-
-def _write_csv(path: Path, header: list[str], rows: list) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return atomic.write_text(path, buffer.getvalue())
-
-
-# ----------------------------------------------------------------------------- a child run
-
-
-def _without_parent_tests(items: list[Item], parent: lineage.Parent,
-                          rejected: list) -> list[Item]:
-    """Leave out the images that are the parent's kept test images (same bytes): the
-    promotion gate must judge the child on images it did not train on."""
-    tests = {row["sha256"] for row in parent.rows("test")}
-    for item in items:
-        if item.sha256 in tests:
-            rejected.append((item.path, item.label, f"a test image of the parent run "
-                             f"{parent.run_id} (the promotion gate judges the child on it)"))
-    return [i for i in items if i.sha256 not in tests]
-
-
-def _replay_items(parent: lineage.Parent, present: set[str]) -> list[Item]:
-    """The parent's kept training and validation exemplars as items of the same splits
-    (one not already among the new images)."""
-    return [Item(path=row["path"], label=row["label"], split=row["split"],
-                 group=REPLAY_GROUP + (row.get("group") or row["sha256"]),
-                 sha256=row["sha256"], width=int(row.get("width") or 0),
-                 height=int(row.get("height") or 0))
-            for split in ("train", "val") for row in parent.rows(split)
-            if row["sha256"] not in present]
-
-
-def _parent_record(parent: lineage.Parent, classes: list[str], items: list[Item]) -> dict:
-    """``parent.json``: the parent and what the child took from it."""
-    replayed = Counter(i.split for i in items if (i.group or "").startswith(REPLAY_GROUP))
-    return {**parent.to_dict(), "classes_added": classes[len(parent.classes):],
-            "replayed": {"train": replayed["train"], "val": replayed["val"]},
-            "parent_test": len(parent.rows("test"))}
-
-
-def _parent_outputs(out: Path, parent: lineage.Parent, record: dict) -> dict[str, Path]:
-    """Write ``parent.json`` and ``parent_test.csv``; say what the child takes."""
-    tests = parent.rows("test")
-    added = record["classes_added"]
-    say(f"ingest: from parent run {parent.run_id}: its classes {', '.join(parent.classes)} "
-        f"keep their order; "
-        + (f"new class(es) {', '.join(added)}" if added else "no new class")
-        + f"; replaying {record['replayed']['train']} training and "
-        f"{record['replayed']['val']} validation images; its test split ({len(tests)} "
-        "images) judges the child")
-    return {
-        "parent": atomic.write_json(out / "parent.json", record),
-        "parent_test": _write_csv(out / "parent_test.csv", list(SPLIT_COLUMNS),
-                                  [[r["path"], r["label"], "test", r.get("group") or "",
-                                    r["sha256"], r.get("width", ""), r.get("height", "")]
-                                   for r in tests]),
-    }
