@@ -2,19 +2,13 @@
 benches that decide a run's scores again).
 
 The lowest threshold that keeps the escape rate (defective items passed as good) at or under
-``escape_rate_target`` (:func:`indvision.metrics.threshold_for_escape_rate`) — but never one
-that rejects more than ``max_false_reject_rate`` of the good validation items
-(:func:`indvision.metrics.false_reject_cap`). On a small validation split the target allows no
-escape at all, so the single most good-looking defective item sets the threshold; when that item
-is a label mistake (or a defect the model cannot see) and scores 0.999 good, the threshold
-lands above every good part. The cap bounds that price, and :class:`Calibration` names the
-items that pass as good at the capped threshold, the ones to look at first.
-
-When the cap wins, the threshold is not the cap itself but the lowest threshold that lets no
-more defective validation items pass than the cap does: the escape-rate rule again, with the
-escapes the cap cannot avoid as its target. Any threshold between the next defective item's
-score and the cap catches the same defects, and the cap would reject up to the whole budget of
-good items for nothing — most where the model spreads its good scores low (label smoothing).
+``escape_rate_target`` (:func:`indvision.metrics.threshold_for_escape_rate`), but never one that
+rejects more than ``max_false_reject_rate`` of the good validation items
+(:func:`indvision.metrics.false_reject_cap`): on a small split one mislabelled defect scoring
+0.999 good would otherwise set a threshold above every good part. When the cap wins, the
+threshold is the lowest one letting no more defects pass than the cap does (the escape-rate
+rule again, with the unavoidable escapes as its target), and :class:`Calibration` names the
+defective items that pass, the ones to look at first.
 """
 
 from __future__ import annotations

@@ -1,27 +1,14 @@
 """Near-duplicates: images whose content nearly matches, found at ingest.
 
-Collected frames are often near-copies of each other and of training images, and labelling by
-hand makes mistakes: the same part under two labels teaches the model nothing but noise, and
-a near-copy on both sides of the train/test border makes the test split flatter than it is.
-Exact copies (same bytes) are handled by :func:`indvision.dataset.dedupe`; this module finds
-the near ones.
-
-**The rule.** Two images are near-duplicates when their 32×32 grey thumbnails (OpenCV area
-resize) differ by at most :data:`MAX_MEAN_DIFF` — 2 % of the grey range, about 5 levels — on
-average per pixel *and* by at most :data:`MAX_PIXEL_DIFF` — an eighth of the range — at every
-pixel: a re-encoded, slightly shifted or re-exposed copy of one frame, not two parts that
-merely look alike. The second bound matters where a small object sits on a fixed background
-(a parcel on a conveyor seen from above): two different parcels then differ little on average
-but a lot where the parcel is. To avoid comparing every pair, candidates come from a 64-bit
-perceptual hash (DCT of the thumbnail, each coefficient against the median): pairs within
-:data:`MAX_HASH_BITS` bits of each other are found through the pigeonhole principle (split the
-hash into one more chunk than that; a close pair agrees on at least one chunk exactly), then
-checked by the thumbnail rule. On the shared casting set every pair within the mean bound
-is within 8 bits, which is why 8 is the candidate radius. There the rule finds the one known
-mislabelled part (a ``def_front`` image that is a near-copy of two ``ok_front`` ones) and no
-other pair across labels; on NEU and packages none.
-
-numpy and OpenCV only; pure functions.
+The same part under two labels teaches noise, and a near-copy on both sides of the train/test
+border flatters the test split. Exact copies are :func:`indvision.dataset.dedupe`'s; this
+module finds the near ones. Two images are near-duplicates when their 32×32 grey thumbnails
+differ by at most :data:`MAX_MEAN_DIFF` on average *and* :data:`MAX_PIXEL_DIFF` at every pixel
+(a small object on a fixed background differs little on average, a lot where it is).
+Candidates come from a 64-bit perceptual hash: pairs within :data:`MAX_HASH_BITS` bits are
+found by the pigeonhole principle (one more chunk than that; a close pair agrees on one chunk
+exactly), then checked by the thumbnail rule. What it finds on the real sets:
+docs/failure-behaviour.md. numpy and OpenCV only; pure functions.
 """
 
 from __future__ import annotations

@@ -1,22 +1,13 @@
 """Which split each object goes to: stratified by class, group-aware, deterministic for a seed.
 
-Every class's objects (groups of views, or single images) are put in one seeded order — the
-order depends on the seed and the class name only, so adding a class never moves another
-class's objects. Then, by rank in that order:
-
-* the usual split: the first ``test_fraction`` of the objects are test, the next
-  ``val_fraction`` validation, the rest train;
-* ``folds=K`` (cross-validation, the pipeline's ``--folds K``): the order is cut into K
-  nearly equal blocks and block ``fold`` is test, so over the K folds every object is tested
-  exactly once; validation is the first ``val_fraction`` of the remaining objects (of the whole
-  class, as in the usual split) and train the rest.
-
-``fitted_classes`` (an anomaly model's good class): the other classes get no training split;
-their objects go to test and validation in the proportion ``test_fraction : val_fraction``,
-test first, so a defect folder never reaches fitting.
-
-``max_train_per_class`` keeps at most that many training objects of a class and cuts validation
-in the same proportion (the left-out ones are :data:`UNUSED`); test is the same as without it.
+Every class's objects (groups of views, or single images) are put in one seeded order that
+depends on the seed and class name only, so adding a class never moves another's objects.
+By rank in that order: the first ``test_fraction`` are test, the next ``val_fraction``
+validation, the rest train; with ``folds=K`` the order is cut into K blocks and block ``fold``
+is test (every object tested once over the folds), validation then taken from the rest.
+``fitted_classes`` (an anomaly model's good class): the other classes go to test and
+validation only. ``max_train_per_class`` caps training objects, cutting validation in the same
+proportion (the left-out ones are :data:`UNUSED`); test is unchanged.
 """
 
 from __future__ import annotations

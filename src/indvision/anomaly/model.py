@@ -1,26 +1,16 @@
 """One Keras model from image to anomaly score and map, the memory bank a constant inside it.
 
-Image (0–255, NHWC) → the backbone's own scaling → features at two depths (``FEATURE_LAYERS``,
-one row per backbone) → each averaged over a ``neighbourhood`` × ``neighbourhood`` window
-(locally aware patches: a patch sees its neighbours) → the deeper map resized to the shallower
-one's grid and concatenated → a fixed random projection to ``projection_dim`` dimensions
-(Johnson–Lindenstrauss: distances kept within a few per cent, the bank and every distance 2.6×
-cheaper) → the outer ``border`` patches of the grid cut off (:func:`interior`: their features
-see the backbone's zero padding; they neither enter the bank nor count) → each patch's
-Euclidean distance to its nearest bank patch (:class:`NearestPatchDistance`), the cut border
-put back as zeros (:class:`BorderPad`: "not judged", so the map keeps the input's grid) →
-normalised so the raw threshold sits at 0.5
-(:class:`NormalisedScore`, :func:`indvision.anomaly.bank.normalise`). Outputs, in this order:
-``probabilities`` ``(B, 2)``, [P(good), P(anomaly)] with P(anomaly) the worst patch's
-normalised distance — the shape every classifier bundle has, so evaluate, export, verify and
-the edge decide it as they decide a classifier (good when P(good) >= 0.5) — and ``map``
-``(B, h, w)``, every patch's normalised distance on the patch grid.
+Image (0–255, NHWC) → the backbone's scaling → features at two depths (``FEATURE_LAYERS``),
+each averaged over a ``neighbourhood`` window → the deeper resized to the shallower grid and
+concatenated → a fixed random projection to ``projection_dim`` → the outer ``border`` patches cut
+(:func:`interior`: they see the zero padding) → each patch's distance to its nearest bank patch
+(:class:`NearestPatchDistance`), the border put back as zeros (:class:`BorderPad`) → normalised
+so the raw threshold sits at 0.5 (:class:`NormalisedScore`). Outputs: ``probabilities`` ``(B,
+2)`` ([P(good), P(anomaly)], the worst patch: the shape of every classifier bundle, so later
+stages and the edge decide it alike) and ``map`` ``(B, h, w)`` on the patch grid.
 
-Everything is plain Keras ops (matmul, min, max, resize, average pooling), so tf2onnx and LiteRT
-convert it with a dynamic batch and the edge runtime needs no TensorFlow.
-
-Imports Keras at its top; its layers (``NearestPatchDistance``, ``BorderPad``, ``NormalisedScore``,
-``WorstPatch``) live in :mod:`indvision.layers`, where every saved layer is registered.
+Plain Keras ops only, so tf2onnx and LiteRT convert it with a dynamic batch. Imports Keras at
+its top; its layers live in :mod:`indvision.layers`, where every saved layer is registered.
 """
 
 from __future__ import annotations
@@ -37,7 +27,7 @@ from indvision.errors import IndvisionError
 from indvision.layers import BorderPad, NearestPatchDistance, NormalisedScore, WorstPatch
 
 #: The two depths whose features make a patch, per backbone (shallow, high resolution first:
-#: casting's small defects show there; measured in issue 18's first probes).
+#: casting's small defects show there).
 FEATURE_LAYERS: dict[str, tuple[str, str]] = {
     "mobilenet_v2": ("block_3_expand_relu", "block_6_expand_relu"),
 }

@@ -2,26 +2,17 @@
 
 Two rules, both recorded in ``fit/fit_report.json`` and ``model.json``:
 
-- **good quantile** (no defective validation image — the usual case on a new line): the
-  ``k``-th highest of the ``n`` good validation scores, ``k = floor(false_reject_target ×
-  (n + 1))``. A new good part from the same line scores above the ``k``-th highest of ``n``
-  with probability ``k / (n + 1)`` (order statistics; no assumption about the scores'
-  distribution), so that is the false-reject rate the threshold promises, at most the target.
-  Rejecting ``floor(target × n)`` of the validation images instead — the rule before — promises
-  ``(floor(target × n) + 1) / (n + 1)``: 1.9 % for a 1 % target on 105 images, and 1.9 % is
-  what 2000 random 105-image validation draws from casting's good parts measured on the
-  other 295. Where ``n + 1 < 1 / target`` no order statistic can promise the target: the
-  threshold is the highest score (promising ``1 / (n + 1)``) and a warning says how many good
-  images more would do.
+- **good quantile** (no defective validation image): the ``k``-th highest of the ``n`` good
+  validation scores, ``k = floor(false_reject_target × (n + 1))``. A new good part scores above
+  it with probability ``k / (n + 1)`` (order statistics, whatever the scores' distribution),
+  at most the target (docs/results.md). Where ``n + 1 < 1 / target`` it is the highest score and
+  a warning says how many more good images would do.
 - **escape rate** (defective validation images exist): the classifiers' rule
-  (:func:`indvision.calibration.calibrate`: the escape-rate target, capped by the false-reject
-  budget), applied to ``P(good) = 0.5 + 0.5 / (1 + raw)``, a strictly decreasing map of the raw
-  distance into (0.5, 1] — so the rule, its cap and the warning naming the defects that pass
-  are the classifiers' own, and its threshold maps back to a raw distance exactly.
+  (:func:`indvision.calibration.calibrate`) on ``P(good) = 0.5 + 0.5 / (1 + raw)``, strictly
+  decreasing in the raw distance, so its threshold maps back to a raw distance exactly.
 
-An image is good when its raw worst-patch distance is at most the threshold; the model then
-normalises distances so that threshold sits at 0.5 (:func:`indvision.anomaly.bank.normalise`).
-Numpy only.
+An image is good when its raw worst-patch distance is at most the threshold; the model
+normalises distances so it sits at 0.5 (:func:`indvision.anomaly.bank.normalise`). Numpy only.
 """
 
 from __future__ import annotations

@@ -102,6 +102,19 @@ def _parcel_dent(
     """Crushed corner or edge: the outline gets a bite, with a dark crumpled facet."""
     shape = img.shape[:2]
     s = min(box.half)  # short half-size in px
+    cut, (p1, m, p2, q) = _dent_outline(rng, box, s)
+    _dent_fold(rng, img, box, q, s, col)
+    # the crushed part drops away: belt (and a bit of the side wall) shows through
+    cut_all = cv2.convexHull(np.concatenate([cut, cut + side]).astype(F32)).reshape(-1, 2)
+    blend(img, poly_mask(shape, [cut_all]), bg)
+    blend(img, poly_mask(shape, [cut + side * 0.5]), col * 0.5)
+    _crumpled_facet(rng, img, (p1, m, p2, q), s, col)
+
+
+def _dent_outline(rng: np.random.Generator, box: _Box, s: float
+                  ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The bite a dent takes out of the outline (corner or edge) and its points p1, m, p2
+    along the cut and q, the innermost."""
     su, sv = rng.choice([-1.0, 1.0], 2)
     if rng.random() < 0.6:  # corner
         du = min(0.9, rng.uniform(0.9, 1.4) * s / box.half[0])
@@ -127,6 +140,13 @@ def _parcel_dent(
             q = box.pt(su * (1 - depth), t + rng.uniform(-0.3, 0.3) * w_)
             m = box.pt(su * (1 - depth * rng.uniform(0.5, 0.7)), t)
         cut = np.array([p1, p2, m])
+    return cut, (p1, m, p2, q)
+
+
+def _dent_fold(rng: np.random.Generator, img: np.ndarray, box: _Box, q: np.ndarray, s: float,
+               col: np.ndarray) -> None:
+    """A buckling crease from the dent's inner point into the face."""
+    shape = img.shape[:2]
     # a buckling crease runs from the dent into the face: dark fold with a lit edge
     face = poly_mask(shape, [box.corners()])
     inward = (box.c - q) / (np.linalg.norm(box.c - q) + 1e-6)
@@ -137,10 +157,13 @@ def _parcel_dent(
     fold = np.array([q, end])
     blend(img, line_mask(shape, fold + nrm * 1.5, 2, blur=0.7) * face * 0.7, col * 1.3)
     blend(img, line_mask(shape, fold - nrm * 1.5, 2, blur=0.7) * face * 0.85, col * 0.35)
-    # the crushed part drops away: belt (and a bit of the side wall) shows through
-    cut_all = cv2.convexHull(np.concatenate([cut, cut + side]).astype(F32)).reshape(-1, 2)
-    blend(img, poly_mask(shape, [cut_all]), bg)
-    blend(img, poly_mask(shape, [cut + side * 0.5]), col * 0.5)
+
+
+def _crumpled_facet(rng: np.random.Generator, img: np.ndarray,
+                    points: tuple[np.ndarray, ...], s: float, col: np.ndarray) -> None:
+    """The dent's facet between the cut (p1, m, p2) and its inner point q."""
+    shape = img.shape[:2]
+    p1, m, p2, q = points
     # crumpled facet: a fan of small folds from the inner point q to the cut line, lit
     # alternately dark and bright (crumpled board), unlike the flat, even side wall
     facet = np.array([p1, m, p2, q])

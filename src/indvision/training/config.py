@@ -84,16 +84,14 @@ class Config:
     child_finetune_steps: int = 300
     # A child validates every this many optimiser steps (in whole epochs, and on its last
     # epoch) instead of after every epoch: it starts from a trained model and moves little
-    # between epochs. On NEU (README) every test decision was the same as validating every
-    # epoch, and fine-tuning took 85-121 s against 127-142 s. The best epoch and early
-    # stopping are chosen among the validated epochs.
+    # between epochs (docs/results.md). The best epoch and early stopping are chosen among
+    # the validated epochs.
     child_validation_steps: int = 60
     # A child with new classes: after training, its old classes' head columns end this share
     # the parent's and the rest its own (weight-space averaging of the two heads, as WiSE-FT
     # averages a fine-tuned model with its start); the backbone and the new columns stay the
-    # child's. On NEU with a class held back (README) it kept every old test image in three
-    # seeds where the unmixed child lost one in two; in six later seeds it kept two old test
-    # images and cost the new class one (bench/head_mix.py). 0: the child's head as trained.
+    # child's (measured in docs/results.md, bench/head_mix.py). 0: the child's head as
+    # trained.
     child_head_mix: float = 0.5
     # Write TensorBoard logs of every fit (epoch loss, accuracy, learning rate and their
     # validation twins) to train/tensorboard/<phase key>; view with

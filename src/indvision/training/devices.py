@@ -1,20 +1,13 @@
 """``train.devices``: one model trained data-parallel on the devices of one node.
 
-With ``devices`` N > 1 the train stage builds, compiles and fits its members inside a
-``tf.distribute.MirroredStrategy`` scope: each batch is split across the N devices, the
-gradients are summed, and every device holds the same weights. The global batch stays
-``train.batch_size``, so a run's numbers do not depend on N.
-
-- On a node with GPUs, the first N GPUs. Asking for more GPUs than the node has is refused.
-- On a node without GPUs, the CPU is split into N *logical* devices. That gains no speed (the
-  same cores do the work); it is how the data-parallel path is tested on a CPU machine. The
-  split must happen before TensorFlow starts: a process whose TensorFlow is already running
-  with fewer CPU devices is refused (run the pipeline in a fresh process).
-- **Across machines it is refused.** ``MultiWorkerMirroredStrategy`` + Keras 3 ``fit`` fails
-  converting a ``PerReplica`` value (keras-team/keras#20585, open; reproduced with Keras 3.15.1
-  and TensorFlow 2.21 with two workers on localhost). A ``TF_CONFIG`` naming more than one task
-  is therefore one clear error, not a silently single-machine run. What to do instead: train
-  several models at once with ``--ray`` (ensemble members, folds), or use one bigger node.
+With ``devices`` N > 1 the members are built, compiled and fitted inside a
+``tf.distribute.MirroredStrategy`` scope; the global batch stays ``train.batch_size``, so a
+run's numbers do not depend on N. On a node with GPUs: the first N (asking for more is
+refused). Without GPUs the CPU is split into N *logical* devices — no speed gained, it tests
+the path — which must happen before TensorFlow starts (a running one is refused). Across
+machines it is refused: Keras 3 ``fit`` under ``MultiWorkerMirroredStrategy`` fails
+(keras-team/keras#20585; docs/scaling.md), so a ``TF_CONFIG`` naming more than one task is one
+clear error. Use ``--ray`` (members, folds) or one bigger node instead.
 """
 
 from __future__ import annotations

@@ -1,21 +1,14 @@
 """A child starts from its parent: the parent's trained weights, the head grown for new classes.
 
-The classes of a child are the parent's, in the parent's order, then the new ones
-(:mod:`indvision.stages.ingest`), so growing the head is appending columns: the parent's
-kernel columns and biases are copied bit for bit (old class indices keep their meaning and,
-before any training, their scores' logits), and each new class gets a fresh column — Glorot
-uniform, seeded by the run, as Keras initialises a Dense kernel — and the mean of the old
-biases (no prior for or against it). Every other layer's weights are the parent's.
+A child's classes are the parent's, in order, then the new ones (:mod:`indvision.stages.ingest`),
+so growing the head appends columns: the parent's are copied bit for bit (old indices keep their
+meaning), each new class gets a seeded Glorot column and the mean of the old biases. After
+training, the old classes' columns move ``train.child_head_mix`` of the way back to the
+parent's (:func:`mix_old_columns`, weight-space averaging as in WiSE-FT), keeping the parent's
+old decisions where the new class pulled a boundary. The parent's model is read once and
+checked against the sha256 the child's ingest recorded (:func:`start_from_parent`).
 
-After training, a child with new classes moves its old classes' head columns part of the way
-back to the parent's (:func:`mix_old_columns`, ``train.child_head_mix``): weight-space
-averaging of the two heads (as WiSE-FT averages a fine-tuned model with its start), which keeps
-the parent's old decisions where the new class pulled a boundary, while the backbone and the
-new columns stay the child's.
-
-:func:`grow_head` and :func:`mix_old_columns` are numpy only (tested without Keras);
-:func:`start_from_parent`, :func:`parent_head_of` and :func:`mix_head_with_parent` need a Keras
-model.
+:func:`grow_head` and :func:`mix_old_columns` are numpy only; the rest need a Keras model.
 """
 
 from __future__ import annotations
