@@ -44,18 +44,18 @@ def fold_of(run: Any) -> tuple[int, int] | None:
 #: One fold's outcome: (fold index, its run folder or None, "done" or "failed: ...").
 Outcome = tuple[int, Path | None, str]
 #: Runs the given (fold index, spec) pairs, yielding each outcome as it finishes (any order).
-Runner = Callable[[list[tuple[int, Any]]], Iterator[Outcome]]
+FoldRunner = Callable[[list[tuple[int, Any]]], Iterator[Outcome]]
 
 
 def run_folds(load_spec: Callable[[list[str]], Any], folds: int, out_dir: Path,
               run_one: Callable[[Any], Any], resume: str | None = None,
-              runner: Runner | None = None) -> dict[str, Any]:
+              runner: FoldRunner | None = None) -> dict[str, Any]:
     """Run fold 0..folds-1 (``load_spec(overrides)`` builds each fold's pipeline, ``run_one``
     runs it and returns the run or raises IndvisionError); return the summary.
 
     ``resume`` (a summary folder's name under ``folds/``) keeps the folds that summary lists
     as done and runs only the others. ``runner`` runs the folds elsewhere (``--ray``:
-    :func:`indvision.fanout.fold_runner`, several at once); the default runs them here, one
+    :func:`indvision.ray_folds.fold_runner`, several at once); the default runs them here, one
     after the other."""
     specs = [load_spec(fold_overrides(folds, i)) for i in range(folds)]  # all checked first
     runs = Path(out_dir) / specs[0].name
@@ -84,7 +84,7 @@ def _resumed_rows(folder: Path, folds: int) -> list[dict[str, Any]]:
     return [row for row in summary["rows"] if row["status"] == "done"]
 
 
-def _sequential(run_one: Callable[[Any], Any], runs: Path, folds: int) -> Runner:
+def _sequential(run_one: Callable[[Any], Any], runs: Path, folds: int) -> FoldRunner:
     def runner(todo: list[tuple[int, Any]]) -> Iterator[Outcome]:
         for index, spec in todo:
             say(f"folds: fold {index + 1}/{folds}")

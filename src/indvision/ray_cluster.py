@@ -1,7 +1,7 @@
 """Reaching Ray: the one place ``--ray`` connects to a cluster or starts a local one.
 
-Batch inference (:mod:`indvision.edge.scale`), fold fan-out (:mod:`indvision.fanout`) and
-ensemble members (:mod:`indvision.training.remote`) all start here. Ray is the optional
+Batch inference (:mod:`indvision.edge.scale`), fold fan-out (:mod:`indvision.ray_folds`) and
+ensemble members (:mod:`indvision.training.ray_members`) all start here. Ray is the optional
 ``[scale]`` extra: without it, one line says how to install it. TF-free.
 """
 

@@ -53,7 +53,7 @@ def test_stage_module_follows_the_contract(stage: str) -> None:
     default = module.Config()  # every field has a default
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(default, dataclasses.fields(default)[0].name, None)
-    assert list(inspect.signature(module.run).parameters) == ["config", "run"]
+    assert list(inspect.signature(module.run).parameters) == ["config", "run_dir"]
     assert module.__doc__, f"stage {stage} needs a module docstring saying what it does"
 
 

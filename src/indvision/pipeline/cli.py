@@ -1,6 +1,6 @@
 """The pipeline's command line, ``python -m indvision.pipeline``: parses, then runs one run
 (:func:`indvision.pipeline.library.run_pipeline`), K folds (:mod:`indvision.folds`) or folds
-on Ray (:mod:`indvision.fanout`); its ``--help`` text is :data:`HELP`.
+on Ray (:mod:`indvision.ray_folds`); its ``--help`` text is :data:`HELP`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from indvision import config as config_mod
-from indvision import fanout, folds
+from indvision import folds, ray_folds
 from indvision.errors import ConfigError, IndvisionError
 from indvision.pipeline.library import run_pipeline
 
@@ -39,7 +39,7 @@ regressed and by how much (:mod:`indvision.promotion`).
 ``--folds K`` runs K cross-validation runs instead of one and prints their summary table
 (:mod:`indvision.folds`); ``--folds K --resume STAMP`` runs only the folds the summary
 ``folds/STAMP`` does not list as done; ``--ray [ADDRESS]`` runs each fold as a Ray task
-(:mod:`indvision.fanout`).
+(:mod:`indvision.ray_folds`).
 """
 
 
@@ -88,7 +88,7 @@ def _main_folds(args: argparse.Namespace) -> int:
         raise ConfigError(f"--folds needs 2 or more, got {args.folds}")
     runner = None
     if args.ray is not None:
-        runner = fanout.fold_runner(args.ray or None, Path(args.out), args.folds,
+        runner = ray_folds.fold_runner(args.ray or None, Path(args.out), args.folds,
                                     args.task_cpus, args.task_gpus, args.verbose)
     summary = folds.run_folds(
         lambda extra: config_mod.load_pipeline(args.pipeline, [*args.overrides, *extra],

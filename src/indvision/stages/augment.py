@@ -1,24 +1,13 @@
 """Augment: the training-time image augmentation, declared in the pipeline and checked early.
 
-The pipeline lists albumentations transforms by their own names and parameters::
-
-    augment:
-      transforms:
-        - HorizontalFlip: {p: 0.5}
-        - Affine: {rotate: [-15, 15], scale: [0.9, 1.1], p: 0.7}
-      preview_per_class: 6
-
-:func:`indvision.augmentation.build_compose` turns that list into an ``A.Compose``; an
-unknown transform or parameter name fails with a "did you mean" suggestion, an invalid value
+The pipeline lists albumentations transforms by their own names and parameters
+(``- Affine: {rotate: [-15, 15], p: 0.7}``); :func:`indvision.augmentation.build_compose`
+turns the list into an ``A.Compose``, an unknown name failing with a "did you mean", a bad value
 with one line naming the transform. The stage writes the Compose in albumentations' own
-serialisation (``augmentation.json``, ``A.to_dict``) — the train stage loads it back with
-``A.from_dict`` (:func:`indvision.augmentation.load_augmentation`) and applies it to training
-batches only — and ``preview.png``: per class, one training image and several augmented
-versions of it, so a human can see whether
-the augmentation keeps the defect visible.
-
-Augmentation runs on images already prepared for the model (decoded, cropped, resized by
-:mod:`indvision.images`); the preview shows it on small thumbnails of the same kind.
+serialisation (``augmentation.json``), which train loads back for training batches only, and
+``preview.png``: per class, one training image and augmented versions of it, so a person can
+see whether the augmentation keeps the defect visible. Augmentation runs on images already
+decoded, cropped and resized by :mod:`indvision.images`.
 """
 
 from __future__ import annotations
@@ -77,11 +66,11 @@ class Config:
             raise ValueError("preview_per_class must be between 0 and 32")
 
 
-def run(config: Config, run: Run) -> dict[str, Path]:
+def run(config: Config, run_dir: Run) -> dict[str, Path]:
     """Validate the transforms, write ``augmentation.json`` and ``preview.png``."""
     A = albumentations_module()
-    compose = build_compose(config.transforms, seed=run.seed)
-    out = run.stage_dir("augment")
+    compose = build_compose(config.transforms, seed=run_dir.seed)
+    out = run_dir.stage_dir("augment")
     try:
         serialised = A.to_dict(compose)
     except (NotImplementedError, ValueError, TypeError) as exc:
@@ -93,9 +82,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
 
     from indvision.dataset import read_splits
 
-    rows = read_splits(run.artifact("ingest", "splits"))
-    classes = json.loads(run.artifact("ingest", "classes").read_text(encoding="utf-8"))
-    grid = preview_grid(compose, rows, classes, config.preview_per_class, run.seed)
+    rows = read_splits(run_dir.artifact("ingest", "splits"))
+    classes = json.loads(run_dir.artifact("ingest", "classes").read_text(encoding="utf-8"))
+    grid = preview_grid(compose, rows, classes, config.preview_per_class, run_dir.seed)
     outputs["preview"] = atomic.write_bytes(out / "preview.png", _encode_png(grid))
     return outputs
 

@@ -1,82 +1,19 @@
 """Train: a classifier on the ingested splits, by transfer learning from a linear probe, resumable.
 
-The head starts from the **linear probe** (``probe``, on by default for a pretrained backbone):
-a logistic regression on the frozen backbone's features of the unaugmented training images,
-with the run's class weights and its strength chosen by grouped cross-validation, written into
-the head's dense layer (:mod:`indvision.training.probe`) — fine-tuning begins where the
-frozen-feature baseline ends (linear probe, then fine-tune: Kumar et al. 2022). The probe is
-saved as ``probe.keras``, and evaluate measures it beside the final model. With ``probe: false``
-a phase ``head`` trains the head from random instead (the backbone frozen, a higher learning
-rate: the head alone fits on the pooled features of the unaugmented images, computed once —
-:func:`indvision.training.phases.head_fit`; a child's head phase for new classes does the
-same). Phase ``finetune``: the top of the backbone is unfrozen and everything trains at a low
-learning rate, with the backbone's BatchNorm kept in inference mode (it is called with
-``training=False`` inside the model, and its BatchNorm layers stay frozen) — the keras-io
-fine-tuning recipe. A backbone trained from scratch (``small_cnn``) has one phase, ``full``,
-and its BatchNorm statistics are re-estimated exactly at the end
-(:func:`indvision.models.recalibrate_batchnorm`): after a short fit the moving averages lag
-behind the weights, and inference mode would predict one class for everything.
+The head starts from a linear probe on the frozen backbone's features (``probe``; else a
+``head`` phase), then ``finetune`` unfreezes the top of the backbone at a low learning rate; a
+from-scratch backbone has one phase, ``full``. Grouped views add a last ``objects`` phase with
+the any-view loss, the rule every later stage decides by. Phases are budgets of optimiser
+steps, stop early on validation and keep their best epoch — or their start, when the best
+epoch makes more validation errors. After every epoch the state is written atomically, so
+``--resume`` loses at most the epoch in progress. ``mirror_average`` and ``ensemble`` average
+scores inside the saved graph, so every later stage and the edge compute the same. The
+reasons and measurements: docs/stages.md and docs/results.md.
 
-Objects seen in several views (ingest ``group_regex``: a parcel's side and top photos) add a last
-phase, ``objects`` (``object_steps``), on whole objects with the any-view loss
-(:func:`indvision.models.any_view_loss`): a good object must look good in every view, a
-defective one needs its defect in one view only — the rule evaluate, verify and the edge runtime
-decide by. The image phases before it give every view its object's label, which teaches views
-where the damage cannot be seen to call it damaged (and "damaged if any view is" then rejects
-good objects); they are the warm start: trained on objects from the beginning, the network first
-learns the cheap shortcut of hedging on one view type, which the any-view rule turns into "all
-defective". Its validation accuracy is per object.
-
-Schedules are budgets of optimiser steps (``head_steps``, ``finetune_steps``, ``object_steps``,
-``patience_steps``); a phase runs ``ceil(steps / batches per epoch)`` epochs
-(:func:`indvision.training.plan.epochs_for`), so 240 images get as many updates as 2000. Every
-phase stops early on validation (patience without a lower val loss), keeps its best epoch's
-weights (lowest val loss, ties to the higher accuracy: on a validation set of a few dozen
-images one lucky call moves accuracy by points, the loss by little) — or the weights it started
-from, measured on validation before its first epoch, when its best epoch makes more validation
-errors than they did: fine-tuning that only hurts returns the probe. Classes are weighed
-``balanced`` by default, everything is seeded by the run (and BatchNorm of a from-scratch model
-is re-estimated before each validation, so validation sees the model as it will be used).
-
-Images are read once through :func:`indvision.images.load` (decoded, cropped, resized) and
-kept in memory as uint8; each epoch then only shuffles (seeded by epoch) and augments the
-training batches with the augment stage's ``augmentation.json`` — validation is never
-augmented.
-
-Resuming: after every epoch the state (history rows, best epoch, best weights) is written
-atomically and Keras' ``BackupAndRestore`` keeps the model and optimizer in ``train/backup``;
-calling :func:`run` again on the same run (``--resume RUN_ID``) continues after the last
-finished epoch, so an interruption (even SIGKILL) loses at most the epoch in progress.
-
-With ``tensorboard`` (on by default) every fit also writes TensorBoard logs — epoch loss,
-accuracy and learning rate, on training and validation — to ``train/tensorboard/<phase key>``
-(``head``, ``finetune``, ``finetune_m2``, ``objects``, ``full``), flushed every epoch; a resumed
-phase appends to its folder. View them with ``tensorboard --logdir <run>/train/tensorboard``
-(the ``tensorboard`` package is needed only to view them, not to write them).
-
-With ``mirror_average`` the saved model averages its scores over each image and the image
-mirrored left to right (:func:`indvision.models.mirror_averaged`): test-time augmentation in
-the graph itself, so evaluate, every exported file and the edge runtime compute the same
-average with no extra code. It costs twice the inference and steadies knife-edge calls.
-With ``ensemble`` N > 1 the phases above run N times, member k from seed ``run seed + k - 1``
-(phases keyed ``finetune_m2`` … in the state and history, so resuming works inside any member),
-and the saved model averages the members' scores (:func:`indvision.models.ensemble_averaged`).
-
-Outputs: ``model.keras`` (the model convention of the contract), ``probe.keras`` (with a probe),
-``input_spec.json``,
-``history.csv`` (epoch, phase, loss, accuracy, val_loss, val_accuracy, lr), ``curves.png`` and
-``train_info.json`` (backbone, weights file and sha256, seconds and epochs per phase, best
-validation accuracy, the TensorBoard folder), and with ``tensorboard`` the folder
-``tensorboard/`` (every event file listed with its sha256 in the manifest).
-
-This module holds the stage's :func:`check` and :func:`run`; the configuration is
-:class:`indvision.training.config.Config` (named ``Config`` here, for the stage table), and the
-work is done by :mod:`indvision.training`: ``prepare`` (what every member trains on), ``plan``
-(phases, seeds, class weights), ``batches`` (the image cache and the batches), ``phases``
-(fitting, early stopping, resuming, TensorBoard), ``probe`` (the linear probe), ``records``
-(state.json, history.csv, curves.png) and ``saving`` (the saved model and train_info.json).
+Outputs: ``model.keras``, ``probe.keras`` (with a probe), ``input_spec.json``, ``history.csv``,
+``curves.png``, ``train_info.json`` and ``tensorboard/``. This module holds the stage's
+:func:`check` and :func:`run`; the work is :mod:`indvision.training`'s.
 """
-
 from __future__ import annotations
 
 import os
@@ -157,17 +94,17 @@ def input_size_warnings(config: Config, sizes: list[tuple[int, int]]) -> list[st
 # ----------------------------------------------------------------------------- run
 
 
-def run(config: Config, run: Run) -> dict[str, Path]:
+def run(config: Config, run_dir: Run) -> dict[str, Path]:
     """Train (or resume training) and write the model and its records."""
     # Keras is imported here, with the modules that need it: validating a pipeline stays light.
-    from indvision.training import devices, phases, remote, saving
+    from indvision.training import devices, phases, ray_members, saving
 
-    out = run.stage_dir("train")
+    out = run_dir.stage_dir("train")
     state = records.read_state(out)
     resumed = bool(state["history"]) or any(p.get("done") for p in state["phases"].values())
     if resumed:
         say(f"train: resuming after {len(state['history'])} finished epoch(s)")
-    prepared = prepare(config, run)
+    prepared = prepare(config, run_dir)
     feed, parent = prepared.feed, prepared.parent
     on_ray = config.ray is not None and config.ensemble > 1
     with devices.scope(1 if on_ray else config.devices) as strategy:
@@ -176,9 +113,9 @@ def run(config: Config, run: Run) -> dict[str, Path]:
                 f"({', '.join(strategy.extended.worker_devices)}), global batch "
                 f"{config.batch_size}")
         if on_ray:
-            members = remote.train_members(config, run, prepared, out, state)
+            members = ray_members.train_members(config, run_dir, prepared, out, state)
         else:
-            members = [phases.train_member(config, feed, member, member_seed(run.seed, member),
+            members = [phases.train_member(config, feed, member, member_seed(run_dir.seed, member),
                                            prepared.weights, out, state, prepared.parent_model)
                        for member in range(1, config.ensemble + 1)]
         model = saving.assemble(members, config)
@@ -192,8 +129,8 @@ def run(config: Config, run: Run) -> dict[str, Path]:
         recalibrated=members[-1].recalibrated,
         val_accuracy=saving.validation_accuracy(model, feed,
                                                 every_phase[-1] if every_phase else None),
-        seed=run.seed,
-        tensorboard=(Path(os.path.relpath(tensorboard, run.root)).as_posix()
+        seed=run_dir.seed,
+        tensorboard=(Path(os.path.relpath(tensorboard, run_dir.root)).as_posix()
                      if config.tensorboard and tensorboard.is_dir() else None),
         parent=({"run_id": parent["run_id"], "classes_added": parent["classes_added"]}
                 if parent else None))

@@ -1,26 +1,17 @@
 """Fitting: one ensemble member's phases, the fit of one phase, and what each epoch records.
 
-With a pretrained backbone the head starts from the linear probe (:func:`start_from_probe`,
-:mod:`indvision.training.probe`). Every phase's epochs and patience come from its step budget
-(:func:`indvision.training.plan.epochs_for`); it stops early on validation (``patience`` epochs
-without a lower val loss) and keeps its best epoch's weights (lowest val loss, ties to the
-higher accuracy) — or, in a member's last phase, the weights it started from, measured on
-validation before its first epoch, when the best epoch makes more validation errors than they
-did. An earlier phase (fine-tuning before ``objects``) hands on its best epoch and its start;
-the next phase begins from the best epoch unless it makes more errors on that phase's own
-validation, so the linear probe stays the fallback to the end. With a from-scratch
-backbone, BatchNorm is re-estimated before each validation so validation sees the model as it
-will be used.
+A pretrained backbone's head starts from the linear probe (:func:`start_from_probe`). Every
+phase's epochs come from its step budget (:func:`indvision.training.plan.epochs_for`); it stops
+early on validation and keeps its best epoch (lowest val loss, ties to the higher accuracy) —
+or, in a member's last phase, the weights it started from when the best epoch makes more
+validation errors. An earlier phase hands on its best epoch and its start, so the probe stays
+the fallback to the end. A from-scratch backbone's BatchNorm is re-estimated before each
+validation.
 
-Resuming: after every epoch :class:`~indvision.training.progress.PhaseProgress` writes the
-state (history rows, best epoch, best weights) atomically and Keras' ``BackupAndRestore`` keeps
-the model and optimizer in ``train/backup/<phase key>``; a phase recorded done is skipped, an
-unfinished one continues after its last finished epoch. TensorBoard logs
-(``train/tensorboard/<phase key>``, Keras' ``TensorBoard`` callback, epoch scalars only) are
-written every epoch and a resumed phase appends to them.
-
-Imports Keras at its top (like :mod:`indvision.layers`): the train stage imports this module
-inside its ``run``.
+Resuming: after every epoch :class:`~indvision.training.progress.PhaseProgress` writes the state
+atomically and Keras' ``BackupAndRestore`` keeps ``train/backup/<phase key>``; a phase recorded
+done is skipped. TensorBoard logs go to ``train/tensorboard/<phase key>``. Imports Keras at its
+top: the train stage imports it inside ``run``.
 """
 
 from __future__ import annotations
@@ -53,7 +44,7 @@ PROBE_MODEL = "probe.keras"  # the classifier as the probe left it: the frozen-f
 
 
 @dataclass(frozen=True)
-class Fit:
+class PhaseFit:
     """What one phase fits. ``model`` is the classifier (frozen/unfrozen per phase);
     ``trainer`` is what is fitted: the classifier itself, or its any-view wrapper
     (``good_index`` set). ``recalibration_data``: unaugmented batches for BatchNorm
@@ -140,15 +131,16 @@ def train_member(config: Config, feed: Feed, member: int, seed: int, weights: st
     return Member(model, source, member_phases, recalibrated)
 
 
-def _member_fits(model: Any, feed: Feed, seed: int) -> tuple[Fit, Fit | None]:
+def _member_fits(model: Any, feed: Feed, seed: int) -> tuple[PhaseFit, PhaseFit | None]:
     """What a member's image phases fit, and its objects phase (None without objects)."""
-    image_fit = Fit(model, model, feed.train_batches(seed), feed.val_data, feed.class_weight,
-                    None, feed.plain_train)
+    image_fit = PhaseFit(model, model, feed.train_batches(seed), feed.val_data,
+                         feed.class_weight, None, feed.plain_train)
     if feed.objects is None:
         return image_fit, None
     object_train = feed.object_batches(seed)
-    return image_fit, Fit(model, models.object_trainer(model, object_train.views), object_train,
-                          feed.objects.val, None, feed.objects.good_index, feed.plain_train)
+    trainer = models.object_trainer(model, object_train.views)
+    return image_fit, PhaseFit(model, trainer, object_train, feed.objects.val, None,
+                               feed.objects.good_index, feed.plain_train)
 
 
 def _start_from_parent(model: Any, parent: ParentModel, seed: int) -> tuple[str, Any]:
@@ -212,7 +204,7 @@ def pooled_features(model: Any, feed: Feed, split: Split | None = None) -> np.nd
                            for i in range(len(plain))]).astype(np.float64)
 
 
-def head_fit(model: Any, feed: Feed, seed: int) -> Fit:
+def head_fit(model: Any, feed: Feed, seed: int) -> PhaseFit:
     """What a ``head`` phase fits: the head alone (the classifier's own dropout and dense
     layers, shared, so training it trains ``model``) on the pooled features of the
     unaugmented training and validation images. The backbone is frozen in that phase, so its
@@ -233,7 +225,7 @@ def head_fit(model: Any, feed: Feed, seed: int) -> Fit:
     say(f"train: head: pooled features of {len(feed.train.labels)} training and "
         f"{len(feed.val.labels)} validation images, computed once in "
         f"{time.perf_counter() - started:.1f} s")
-    return Fit(model, trainer, train, val, feed.class_weight, None, None)
+    return PhaseFit(model, trainer, train, val, feed.class_weight, None, None)
 
 
 def load_final_weights(model: Any, out: Path, record: dict[str, Any]) -> None:
@@ -274,9 +266,9 @@ def handed_on(key: str, record: dict[str, Any]) -> list[Candidate]:
     return candidates
 
 
-def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fit: Fit,
+def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fit: PhaseFit,
               candidates: list[Candidate] | None = None) -> None:
-    """Fit one phase: freeze or unfreeze, compile, measure where it starts (the best of
+    """PhaseFit one phase: freeze or unfreeze, compile, measure where it starts (the best of
     ``candidates``, see :func:`starting_point`), fit with early stopping, backups and (with
     ``config.tensorboard``) TensorBoard logs, then mark the phase done in the state."""
     model = fit.model
@@ -301,7 +293,7 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
           f"{phase.learning_rate:g}, {trainable:,} trainable parameters, "
           f"{len(fit.train_data)} batches/epoch")
     start = starting_point(phase, out, state, fit, candidates or [])
-    callbacks: list[Any] = [PhaseProgress(out, state, phase, [fit.train_data], phase.patience,
+    callbacks: list[Any] = [PhaseProgress(out, state, phase, [fit.train_data],
                                           monitor_val=fit.val_data is not None,
                                           recalibration=(model, fit.recalibration_data),
                                           start=start, classifier=model)]
@@ -326,7 +318,7 @@ def fit_phase(config: Config, phase: Phase, out: Path, state: dict[str, Any], fi
           f"val accuracy {record['best_val_accuracy']:.4f})")
 
 
-def starting_point(phase: Phase, out: Path, state: dict[str, Any], fit: Fit,
+def starting_point(phase: Phase, out: Path, state: dict[str, Any], fit: PhaseFit,
                    candidates: list[Candidate]) -> dict[str, Any] | None:
     """A phase that starts from trained weights (``finetune`` from the linear probe or the
     head, ``objects`` from the image phases) measures them on its validation data first and
@@ -383,7 +375,7 @@ def preferred_start(measured: list[dict[str, Any]]) -> int:
     return chosen
 
 
-def _validate(fit: Fit) -> dict[str, float]:
+def _validate(fit: PhaseFit) -> dict[str, float]:
     """The model as it stands on the fit's validation data (BatchNorm recalibrated first for
     a from-scratch model, as each epoch's validation is)."""
     if fit.recalibration_data is not None:

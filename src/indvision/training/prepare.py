@@ -1,6 +1,6 @@
 """What every member trains on, rebuilt from the run folder alone: classes, splits,
 augmentation, the batches and the parent — so the stage and a Ray task
-(:mod:`indvision.training.remote`) build the same.
+(:mod:`indvision.training.ray_members`) build the same.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class ParentModel:
 @dataclass(frozen=True)
 class Prepared:
     """What every member trains on, rebuilt from the run folder alone (so a Ray task builds
-    the same as the stage: :mod:`indvision.training.remote`)."""
+    the same as the stage: :mod:`indvision.training.ray_members`)."""
 
     classes: list[str]
     n_train: int

@@ -54,13 +54,14 @@ class PhaseProgress(keras.callbacks.Callback):
     """
 
     def __init__(self, out: Path, state: dict[str, Any], phase: Phase, datasets: list[Any],
-                 patience: int, monitor_val: bool,
+                 monitor_val: bool,
                  recalibration: tuple[Any, Any] = (None, None),
                  start: dict[str, Any] | None = None, classifier: Any = None) -> None:
         super().__init__()
         self.out, self.state, self.phase, self.datasets = out, state, phase, datasets
         self.classifier = classifier  # whose weights are kept (None: the model fitted)
-        self.patience, self.monitor_val, self.recalibration = patience, monitor_val, recalibration
+        self.patience = phase.patience  # epochs without a lower val loss that end the phase
+        self.monitor_val, self.recalibration = monitor_val, recalibration
         self.record = state["phases"].setdefault(
             phase.key, {"done": False, "epochs_run": 0, "best_epoch": None,
                         "best_val_accuracy": None, "best_val_loss": None,

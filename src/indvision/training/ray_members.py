@@ -1,24 +1,13 @@
-"""Ensemble members as Ray tasks: ``python -m indvision.pipeline NAME --set train.ensemble=3
---ray [ADDRESS]`` (``--ray`` sets ``train.ray``).
+"""Ensemble members as Ray tasks (``train.ray``, the pipeline's ``--ray``).
 
-The members of an ensemble are independent once the linear probe is fitted: each trains from
-its own seed on the same data. With ``train.ray`` set, the train stage fits the probe once,
-here, then runs every member as one Ray task reserving ``train.task_cpus`` CPUs (TensorFlow's
-thread pools sized to them) and ``train.task_gpus`` GPUs. A task rebuilds the member's inputs
-from the run folder (:func:`indvision.training.prepare.prepare`: the same splits, augmentation and
-seed) and runs :func:`indvision.training.phases.train_member` exactly as the sequential path
-does, in its own folder ``train/members/m<k>/`` (its ``state.json``, best weights, backups,
-TensorBoard logs), so tasks never write the same file. It ends by saving ``member.keras`` and
-``member.json`` (its phases, weights source, BatchNorm recalibration).
-
-Back here the members are loaded and averaged as the sequential path averages them; their
-states are merged into ``train/state.json`` (history in member order) and their TensorBoard
-logs moved beside the others. Resuming: a member whose ``member.keras`` exists is not trained
-again, and an unfinished one continues from its own state — after a kill, only the
-unfinished members run.
-
-The run folder must be the same path on every node (a shared filesystem); a local Ray (no
-address) needs nothing. Ray is the optional ``[scale]`` extra.
+The members are independent once the linear probe is fitted. The train stage fits the probe
+here, then runs each member as one Ray task (``train.task_cpus`` CPUs, ``train.task_gpus``
+GPUs) that rebuilds its inputs from the run folder (:func:`indvision.training.prepare.prepare`)
+and runs :func:`indvision.training.phases.train_member` as the sequential path does, in its own
+``train/members/m<k>/``, ending with ``member.keras`` and ``member.json``. Back here the members
+are averaged as the sequential path averages them and their states and TensorBoard logs merged.
+A member whose ``member.keras`` exists is not trained again; an unfinished one resumes. The run
+folder must be the same path on every node; Ray is the optional ``[scale]`` extra.
 """
 
 from __future__ import annotations

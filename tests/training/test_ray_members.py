@@ -1,4 +1,4 @@
-"""Ensemble members as Ray tasks (:mod:`indvision.training.remote`): the same members as the
+"""Ensemble members as Ray tasks (:mod:`indvision.training.ray_members`): the same members as the
 sequential path, and a resumed fan-out trains only the unfinished members. Runs on a local
 Ray (2 CPUs); skips where the ``[scale]`` extra is not installed."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from indvision.rundir import Run
 from indvision.stages import ingest, train
-from indvision.training.remote import MEMBER_MODEL, member_dir
+from indvision.training.ray_members import MEMBER_MODEL, member_dir
 from tests.conftest import make_tree, train_tiny
 
 ray = pytest.importorskip("ray", reason="Ray is the optional [scale] extra: "

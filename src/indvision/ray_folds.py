@@ -24,7 +24,7 @@ from typing import Any
 
 from indvision.console import say
 from indvision.errors import IndvisionError
-from indvision.folds import Outcome, Runner, fold_run
+from indvision.folds import FoldRunner, Outcome, fold_run
 
 
 def _run_fold(spec: Any, out_dir: str, verbose: bool, cpus: int, fold: int,
@@ -46,8 +46,8 @@ def _run_fold(spec: Any, out_dir: str, verbose: bool, cpus: int, fold: int,
 
 
 def fold_runner(address: str | None, out_dir: Path, folds: int, cpus: int = 1,
-                gpus: float = 0, verbose: bool = False) -> Runner:
-    """A :data:`indvision.folds.Runner` that runs each fold as a Ray task on the cluster at
+                gpus: float = 0, verbose: bool = False) -> FoldRunner:
+    """A :data:`indvision.folds.FoldRunner` that runs each fold as a Ray task on the cluster at
     ``address`` (None: a local Ray started for the job) and yields folds as they finish."""
     from indvision.ray_cluster import start
 

@@ -1,4 +1,4 @@
-"""Training fan-out on Ray (:mod:`indvision.fanout`): ``--folds K --ray`` makes the same folds
+"""Training fan-out on Ray (:mod:`indvision.ray_folds`): ``--folds K --ray`` makes the same folds
 as the sequential path — the same splits, the same trained models — each fold a Ray task.
 Runs on a local Ray (2 CPUs); skips where the ``[scale]`` extra is not installed."""
 
