@@ -2,7 +2,7 @@
 
 ``infer``: a local two-node Ray cluster on this machine (``ray start --head`` and a second
 ``ray start --address`` on 127.0.0.1, one CPU each), a bundle run over a list of images by
-``edge predict --ray`` (:func:`indvision.edge.scale.run`) with 1 and 2 actors of one
+``edge predict --ray`` (:func:`indvision.edge.ray_predict.run`) with 1 and 2 actors of one
 onnxruntime thread each, against plain ``EdgeClassifier`` batches (one thread) in the same
 run. Each Ray job is timed whole (actors started, images read and scored, rows written by
 Ray's writer); a 64-image job of the same shape measures the fixed cost, so the steady rate
@@ -76,7 +76,7 @@ def ray_job(bundle: str, paths: list[str], address: str, actors: int, work: Path
     """Seconds for one whole ``edge predict --ray`` job."""
     import ray
 
-    from indvision.edge import scale
+    from indvision.edge import ray_predict as scale
 
     out = work / f"rows-{actors}-{len(paths)}-{time.monotonic_ns()}.parquet"
     started = time.perf_counter()

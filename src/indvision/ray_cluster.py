@@ -1,6 +1,6 @@
 """Reaching Ray: the one place ``--ray`` connects to a cluster or starts a local one.
 
-Batch inference (:mod:`indvision.edge.scale`), fold fan-out (:mod:`indvision.ray_folds`) and
+Batch inference (:mod:`indvision.edge.ray_predict`), fold fan-out (:mod:`indvision.ray_folds`) and
 ensemble members (:mod:`indvision.training.ray_members`) all start here. Ray is the optional
 ``[scale]`` extra: without it, one line says how to install it. TF-free.
 """
