@@ -137,14 +137,20 @@ class Followed:
 
 def follow(folder: str | Path) -> Followed:
     """``folder/latest.json``, read once, and the bundle it names, kept inside ``folder``."""
-    folder = Path(folder)
+    path, record, bundle = _pointed_at(Path(folder), "bundle", MODEL_JSON)
+    return Followed(path, record, bundle)
+
+
+def _pointed_at(folder: Path, field: str, holds: str) -> tuple[Path, dict[str, Any], Path]:
+    """One read of ``folder/latest.json``, and the folder its ``field`` names, kept inside
+    ``folder`` and holding the file ``holds``."""
     path = folder / LATEST
     record = read_latest(folder)
-    bundle = inside(folder, record.get("bundle"), "bundle", path)
-    if not (bundle / MODEL_JSON).is_file():
-        raise IndvisionError(f"{path} points at {bundle}, which holds no {MODEL_JSON}: was "
-                             "the run folder moved or deleted?")
-    return Followed(path, record, bundle)
+    target = inside(folder, record.get(field), field, path)
+    if not (target / holds).is_file():
+        raise IndvisionError(f"{path} points at {target}, which holds no {holds}: was the "
+                             "run folder moved or deleted?")
+    return path, record, target
 
 
 def check_pipeline(followed: Followed, meta: Any) -> None:
@@ -200,12 +206,7 @@ def run_of(given: str | Path) -> Path:
 def _latest_run(folder: Path) -> Path:
     """The run ``folder/latest.json`` names in ``run_dir``, inside ``folder``, with a
     manifest of the pipeline ``latest.json`` names."""
-    path = folder / LATEST
-    record = read_latest(folder)
-    run = inside(folder, record.get("run_dir"), "run_dir", path)
-    if not (run / MANIFEST).is_file():
-        raise IndvisionError(f"{path} points at {run}, which holds no {MANIFEST}: was the run "
-                             "folder moved or deleted?")
+    path, record, run = _pointed_at(folder, "run_dir", MANIFEST)
     wanted = record.get("pipeline")
     own = read_record(run / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST).get("pipeline")
     if wanted and own != wanted:
